@@ -1,0 +1,233 @@
+"""Warmup regularizers: hand-computed values, the authors' edge cases, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastcert.regularizers import (
+    ReluState,
+    input_tightness,
+    layer_tightness,
+    log_tightness_ratio,
+    relu_loss,
+    relu_state,
+    std_loss,
+    tightness_loss,
+    warmup_regularizer,
+)
+
+Layer = tuple[torch.Tensor, torch.Tensor]
+
+
+def layer(lower: list[float], upper: list[float]) -> Layer:
+    return torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64)
+
+
+def from_centers(centers: list[float], active: list[bool], inactive: list[bool]) -> Layer:
+    """Bounds with the given centers: half-width 0.5 if active/inactive, |c|+1 if unstable."""
+    c = torch.tensor(centers, dtype=torch.float64)
+    stable = torch.tensor(active) | torch.tensor(inactive)
+    radius = torch.where(stable, torch.full_like(c, 0.5), c.abs() + 1)
+    return c - radius, c + radius
+
+
+def reference_relu_loss(pre_activation: list[Layer], tau: float = 0.5) -> float:
+    """SPEC's L_relu written with plain IEEE arithmetic, as the authors compute it."""
+    total = torch.zeros((), dtype=torch.float64)
+    for lower, upper in pre_activation:
+        c = (upper + lower) / 2
+        act, inact = (lower > 0).to(c.dtype), (upper < 0).to(c.dtype)
+        dev = (c - c.mean()) ** 2
+        alpha = (c * act).mean() / -(c * inact).mean()
+        beta = (dev * act).sum() / (dev * inact).sum()
+        alpha = torch.min(alpha, 1 / alpha.clamp(min=1e-12))
+        beta = torch.min(beta, 1 / beta.clamp(min=1e-12))
+        term = (F.relu(tau - alpha) + F.relu(tau - beta)) / tau
+        if torch.isfinite(term):
+            total = total + term
+    return (total / len(pre_activation)).item()
+
+
+# Hand-computed layers (τ = 0.5). Centers c, active (l>0), inactive (u<0):
+# A: c=[2,-3,-4,1]: α=2/7, m=-1, β=9/13 → term (1/2-2/7)/(1/2) = 3/7.
+LAYER_A = layer([1, -4, -6, -2], [3, -2, -2, 4])
+# B: c=[4,-1,-3], active {4}, inactive {-1}: α=4 → 1/4, m=0, β=16/1 → 1/16;
+#    term = (1/4 + 7/16)/(1/2) = 11/8.
+LAYER_B = layer([3, -1.5, -7], [5, -0.5, 1])
+# C: c=[3,7,-2,2]: α=10/2=5 → 1/5; m=2.5, β=20.5/20.25 → 0.98; term = (1/2-1/5)/(1/2) = 3/5.
+LAYER_C = layer([2, 6, -3, -2], [4, 8, -1, 6])
+# Edge cases.
+NO_INACTIVE = layer([1, -1], [3, 1])  # α = 2/(-0) = -inf: skipped
+ALL_UNSTABLE = layer([-1, -2], [1, 3])  # 0/0: skipped
+NO_ACTIVE = layer([-3, -1, -2], [-1, 2, -1])  # α = β = 0: term 2
+NO_ACTIVE_FLAT = layer([-3, -3], [-1, -1])  # α = 0 but β = 0/0: skipped
+# c=[1,-1,-3], m=-1: the inactive center sits on the mean, β = 4/0 = inf → flipped to 0, α = 1.
+FLAT_INACTIVE = layer([0.5, -1.5, -7], [1.5, -0.5, 1])
+
+
+@pytest.mark.parametrize(
+    "name, bounds, expected",
+    [
+        ("A", LAYER_A, 3 / 7),
+        ("B", LAYER_B, 11 / 8),
+        ("alpha>1 flipped", LAYER_C, 3 / 5),
+        ("no inactive", NO_INACTIVE, 0.0),
+        ("all unstable", ALL_UNSTABLE, 0.0),
+        ("no active", NO_ACTIVE, 2.0),
+        ("no active, flat", NO_ACTIVE_FLAT, 0.0),
+        ("flat inactive", FLAT_INACTIVE, 1.0),
+    ],
+)
+def test_relu_loss_single_layer_by_hand(name: str, bounds: Layer, expected: float) -> None:
+    value = relu_loss([bounds]).item()
+    assert value == pytest.approx(expected, rel=1e-12, abs=1e-15), name
+    assert value == pytest.approx(reference_relu_loss([bounds]), rel=1e-12, abs=1e-15), name
+
+
+def test_relu_loss_averages_over_all_layers_including_skipped_ones() -> None:
+    layers = [LAYER_A, NO_INACTIVE, LAYER_B, ALL_UNSTABLE, NO_ACTIVE]
+    expected = (3 / 7 + 11 / 8 + 2) / 5
+    assert relu_loss(layers).item() == pytest.approx(expected, rel=1e-12)
+    assert relu_loss(layers).item() == pytest.approx(reference_relu_loss(layers), rel=1e-12)
+
+
+def test_relu_loss_tau() -> None:
+    # Layer A with τ = 1: α = 2/7, β = 9/13 → (5/7 + 4/13) / 1.
+    assert relu_loss([LAYER_A], tau=1.0).item() == pytest.approx(5 / 7 + 4 / 13, rel=1e-12)
+
+
+def test_relu_loss_skips_non_finite_bounds() -> None:
+    broken = layer([float("nan"), -2, 1], [1, -1, 2])
+    assert relu_loss([LAYER_A, broken]).item() == pytest.approx(3 / 14, rel=1e-12)
+
+
+def test_relu_loss_matches_reference_on_random_layers() -> None:
+    generator = torch.Generator().manual_seed(0)
+    layers = []
+    for shift in (-3.0, -1.0, 0.0, 0.5, 1.0, 3.0):
+        center = torch.randn(4, 6, generator=generator, dtype=torch.float64) + shift
+        radius = torch.rand(4, 6, generator=generator, dtype=torch.float64) * 1.5
+        layers.append((center - radius, center + radius))
+    assert relu_loss(layers).item() == pytest.approx(reference_relu_loss(layers), rel=1e-12)
+    for bounds in layers:
+        assert relu_loss([bounds]).item() == pytest.approx(reference_relu_loss([bounds]), rel=1e-12)
+
+
+def test_relu_loss_gradient_matches_finite_differences() -> None:
+    lower, upper = from_centers(
+        [2.0, 1.3, -3.0, -4.5, 0.4, -0.7],
+        active=[True, True, False, False, False, False],
+        inactive=[False, False, True, True, False, False],
+    )
+    lower.requires_grad_(True)
+    upper.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda lo, up: relu_loss([(lo, up)]), (lower, upper))
+    relu_loss([(lower, upper)]).backward()
+    assert lower.grad.abs().sum() > 0 and upper.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "bounds", [NO_INACTIVE, ALL_UNSTABLE, NO_ACTIVE, NO_ACTIVE_FLAT, FLAT_INACTIVE]
+)
+def test_relu_loss_edge_case_gradients_are_finite_and_zero(bounds: Layer) -> None:
+    # Skipped layers and the constant outcomes (α or β forced to 0) carry no gradient, and
+    # the 1e-12 clamp keeps 1/α finite when α = 0.
+    lower, upper = (t.clone().requires_grad_(True) for t in bounds)
+    relu_loss([(lower, upper), LAYER_A]).backward()
+    assert torch.equal(lower.grad, torch.zeros_like(lower))
+    assert torch.equal(upper.grad, torch.zeros_like(upper))
+
+
+X_LOWER = torch.tensor([[-1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+X_UPPER = torch.tensor([[1.0, 1.0], [2.0, 0.0]], dtype=torch.float64)  # Ê(Δ0) = 2.5/4 = 0.625
+WIDTH_1 = layer([0, 0, 0], [1, 2, 3])  # Ê = 1: ratio 0.625 → ReLU(−0.125) = 0
+WIDTH_5 = layer([0, 0], [5, 15])  # Ê = 5: ratio 0.125 → 0.375/0.5 = 0.75
+WIDTH_0 = layer([1, 2], [1, 2])  # Ê = 0 → clamped to 1e-12: ratio huge → 0
+
+
+def test_input_and_layer_tightness() -> None:
+    assert input_tightness(X_LOWER, X_UPPER).item() == 0.625
+    assert layer_tightness([WIDTH_1, WIDTH_5, WIDTH_0]) == [1.0, 5.0, 0.0]
+    assert log_tightness_ratio(X_LOWER, X_UPPER, [WIDTH_1, WIDTH_5]) == pytest.approx(math.log(8))
+
+
+def test_tightness_loss_by_hand() -> None:
+    layers = [WIDTH_1, WIDTH_5, WIDTH_0]
+    assert tightness_loss(X_LOWER, X_UPPER, layers).item() == pytest.approx(0.75 / 3)
+    # τ = 1: (0.375 + 0.875 + 0) / 3.
+    assert tightness_loss(X_LOWER, X_UPPER, layers, tau=1.0).item() == pytest.approx(1.25 / 3)
+
+
+@pytest.mark.parametrize("width", [0.0, 1e-14])
+def test_tightness_clamp(width: float) -> None:
+    # Ê(Δ0) = 1e-13 over a layer narrower than 1e-12: the ratio is 1e-13/1e-12 = 0.1.
+    x_lower = torch.zeros(2, dtype=torch.float64)
+    x_upper = torch.full((2,), 2e-13, dtype=torch.float64)
+    narrow = layer([0.0, 0.0], [2 * width, 2 * width])
+    assert tightness_loss(x_lower, x_upper, [narrow]).item() == pytest.approx(0.8)
+
+
+def test_tightness_loss_gradient() -> None:
+    generator = torch.Generator().manual_seed(1)
+    x_lower = -torch.rand(2, 3, generator=generator, dtype=torch.float64) * 0.1
+    x_upper = torch.rand(2, 3, generator=generator, dtype=torch.float64) * 0.1
+    lower = torch.randn(2, 4, generator=generator, dtype=torch.float64) - 1
+    upper = lower + torch.rand(2, 4, generator=generator, dtype=torch.float64) * 2
+    inputs = tuple(t.requires_grad_(True) for t in (x_lower, x_upper, lower, upper))
+    assert tightness_loss(*inputs[:2], [inputs[2:]]).item() > 0
+    assert torch.autograd.gradcheck(lambda a, b, c, d: tightness_loss(a, b, [(c, d)]), inputs)
+
+
+def test_std_loss_by_hand_and_gradient() -> None:
+    wide = layer([0, 1, 2], [2, 3, 4])  # c = 1, 2, 3: std 1 → 0
+    narrow = layer([-1, -0.8, -0.6], [1, 1.2, 1.4])  # c = 0, 0.2, 0.4: std 0.2 → 0.3/0.5
+    assert std_loss([wide, narrow]).item() == pytest.approx(0.3)
+    lower, upper = (t.clone().requires_grad_(True) for t in narrow)
+    assert torch.autograd.gradcheck(lambda lo, up: std_loss([(lo, up)]), (lower, upper))
+
+
+def test_relu_state() -> None:
+    first = (torch.tensor([[1.0, -1.0], [-2.0, 0.0]]), torch.tensor([[2.0, 1.0], [-1.0, 0.0]]))
+    second = (torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 3.0, 4.0]))
+    state = relu_state([first, second])
+    assert state == ReluState(active=[0.25, 1.0], inactive=[0.25, 0.0], unstable=[0.5, 0.0])
+    assert state.mean_active == 0.625
+    assert state.mean_inactive == 0.125
+    assert state.mean_unstable == 0.25
+
+
+def test_warmup_regularizer_sums_selected_terms_and_returns_all() -> None:
+    layers = [WIDTH_1, WIDTH_5, LAYER_A]
+    total, parts = warmup_regularizer(X_LOWER, X_UPPER, layers)
+    assert set(parts) == {"tightness", "relu", "std"}
+    assert parts["tightness"].item() == pytest.approx(tightness_loss(X_LOWER, X_UPPER, layers).item())
+    assert parts["relu"].item() == pytest.approx(relu_loss(layers).item())
+    assert parts["std"].item() == pytest.approx(std_loss(layers).item())
+    assert total.item() == pytest.approx(parts["tightness"].item() + parts["relu"].item())
+    only_std, _ = warmup_regularizer(X_LOWER, X_UPPER, layers, terms=("std",))
+    assert only_std.item() == pytest.approx(parts["std"].item())
+    nothing, _ = warmup_regularizer(X_LOWER, X_UPPER, layers, terms=())
+    assert nothing.item() == 0.0
+
+
+def test_warmup_regularizer_gradient_flows_to_the_bounds() -> None:
+    lower, upper = (t.clone().requires_grad_(True) for t in LAYER_A)
+    x_upper = X_UPPER.clone().requires_grad_(True)
+    total, _ = warmup_regularizer(X_LOWER, x_upper, [(lower, upper)])
+    total.backward()
+    assert x_upper.grad.abs().sum() > 0 and lower.grad.abs().sum() > 0
+
+
+def test_bad_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        warmup_regularizer(X_LOWER, X_UPPER, [LAYER_A], terms=("tightness", "l1"))
+    with pytest.raises(ValueError, match="empty"):
+        relu_loss([])
+    with pytest.raises(ValueError, match=r"pre_activation\[1\]"):
+        relu_state([LAYER_A, (torch.zeros(2), torch.zeros(3))])
+    with pytest.raises(ValueError, match="tau"):
+        tightness_loss(X_LOWER, X_UPPER, [LAYER_A], tau=0.0)
