@@ -1,0 +1,138 @@
+"""The traversal: one pass over the compiled plan computes clean logits and IBP bounds together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .ops import Bounds, Flow, LinearOp, PassContext
+from .plan import plan_for
+
+METHODS = ("ibp", "crown-ibp", "crown")
+
+
+@dataclass
+class BoundPass:
+    """Result of :func:`bound_pass`.
+
+    ``clean``: logits [B, K] of the clean batch (train-mode BN used and updated its batch
+    statistics here). ``lower``/``upper``: bounds of the logits [B, K], or of ``C @ logits``
+    [B, M] when a spec matrix was given. ``pre_activation``: ``(lower, upper)`` of every ReLU
+    input in forward order (for the regularizers and ReLU statistics).
+    """
+
+    clean: Tensor
+    lower: Tensor
+    upper: Tensor
+    pre_activation: list[Bounds]
+
+
+def bound_pass(
+    model: nn.Module,
+    x: Tensor,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    C: Tensor | None = None,
+    method: str = "ibp",
+) -> BoundPass:
+    """Clean forward and bounds over the box ``[x_lower, x_upper]`` in one traversal.
+
+    In train mode every BatchNorm takes the batch statistics of the clean activations (kept in
+    the autograd graph), updates its running stats once, as ``nn.BatchNorm`` would, and the
+    bounds reuse those statistics; in eval mode the running stats are used. ``C`` [B, M, K] is
+    folded into the last Linear layer when the model ends with one (tighter than applying it to
+    logit intervals).
+    """
+    _check_method(method)
+    _check_inputs(x, x_lower, x_upper, C)
+    plan = plan_for(model)
+    flow, stacked = _input_flow(x, x_lower, x_upper)
+    ctx = PassContext(batch=x.shape[0], stacked=stacked)
+    ops = plan.ops
+    fold = C is not None and len(ops) > 0 and plan.output == len(ops) and isinstance(ops[-1], LinearOp)
+    run = ops[:-1] if fold else ops
+    values: list[Flow | None] = [flow] + [None] * len(ops)
+    for op in run:
+        values[op.index + 1] = op.interval(ctx, *[values[i] for i in op.src])  # type: ignore[misc]
+        for i in plan.release[op.index]:
+            values[i] = None
+    if fold:
+        assert C is not None
+        last = ops[-1]
+        clean, center, radius = last.interval_spec(ctx, values[last.src[0]], C)  # type: ignore[attr-defined,arg-type]
+    else:
+        out = values[plan.output]
+        assert out is not None
+        clean, center, radius = ctx.clean(out), ctx.center(out), out.radius
+        if C is not None:
+            center, radius = _apply_spec(C, center, radius)
+    if radius is None:
+        return BoundPass(clean, center, center, ctx.pre_activation)
+    return BoundPass(clean, center - radius, center + radius, ctx.pre_activation)
+
+
+def compute_bounds(
+    model: nn.Module,
+    x: Tensor,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    method: str = "ibp",
+    C: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(lower, upper)`` of the logits or of ``C @ logits``; see :func:`bound_pass`.
+
+    The clean batch ``x`` is needed for train-mode BN statistics, so a train-mode call also
+    updates the running stats, as the clean forward that precedes auto_LiRPA's
+    ``compute_bounds`` does.
+    """
+    result = bound_pass(model, x, x_lower, x_upper, C=C, method=method)
+    return result.lower, result.upper
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown bound method {method!r}; valid: {', '.join(METHODS)}")
+    if method != "ibp":
+        raise NotImplementedError(f"bound method {method!r} is not implemented yet; only 'ibp' is available")
+
+
+def _check_inputs(x: Tensor, x_lower: Tensor, x_upper: Tensor, C: Tensor | None) -> None:
+    if x_lower.shape != x.shape or x_upper.shape != x.shape:
+        raise ValueError(
+            f"x {tuple(x.shape)}, x_lower {tuple(x_lower.shape)} and x_upper "
+            f"{tuple(x_upper.shape)} must have the same shape"
+        )
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch [B, ...], got shape {tuple(x.shape)}")
+    if C is not None and (C.dim() != 3 or C.shape[0] != x.shape[0]):
+        raise ValueError(f"C must be [B, M, K] with B = {x.shape[0]}, got shape {tuple(C.shape)}")
+
+
+def _input_flow(x: Tensor, x_lower: Tensor, x_upper: Tensor) -> tuple[Flow, bool]:
+    """The input node: clean rows and box center stacked, radius = half width (None if zero).
+
+    A degenerate box (ε = 0) that sits on ``x`` gives the clean rows only, so the traversal is a
+    plain clean forward; its bounds are then the clean logits.
+    """
+    width = x_upper - x_lower
+    narrowest, widest = torch.aminmax(width)
+    if narrowest < 0:
+        raise ValueError("x_lower must be <= x_upper everywhere")
+    if widest == 0 and not (x_lower.requires_grad or x_upper.requires_grad):
+        if torch.equal(x_lower, x):
+            return Flow(x, None), False
+        return Flow(torch.cat([x, x_lower]), None), True
+    center = (x_upper + x_lower) / 2
+    return Flow(torch.cat([x, center]), width / 2), True
+
+
+def _apply_spec(C: Tensor, center: Tensor, radius: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``C @ z`` for a model that does not end in a Linear layer: C as a per-example linear map."""
+    if center.dim() != 2 or center.shape[1] != C.shape[2]:
+        raise ValueError(f"C {tuple(C.shape)} does not match the model output {tuple(center.shape)}")
+    new_center = torch.bmm(C, center.unsqueeze(-1)).squeeze(-1)
+    if radius is None:
+        return new_center, None
+    return new_center, torch.bmm(C.abs(), radius.unsqueeze(-1)).squeeze(-1)
