@@ -1,0 +1,57 @@
+"""Run directories and manifests for the table/figure/report tests, written by hand in the documented
+schema (docs/architecture.md "Run outputs"; manifests as workflow/rules/common.smk writes them), so
+that the expected numbers are known exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SYNTHETIC = {"name": "cifar10", "source": "synthetic", "synthetic": True, "n_train": 128, "n_test": 64}
+
+
+def epoch_record(epoch: int, phase: str, **train: float) -> dict[str, Any]:
+    """One metrics.jsonl record; ``train`` overrides the train-split values (test mirrors train)."""
+    split = {"ce": 1.0, "err": 0.5, "robust_loss": 2.0, "verified_err": 0.8, "loss": 2.0, "l_tightness": 0.5,
+             "l_relu": 0.2, "l_std": 0.0, "reg": 0.7, "active": 0.2, "inactive": 0.7, "unstable": 0.1,
+             "log_tightness_ratio": 5.0, **train}
+    return {"epoch": epoch, "phase": phase, "eps": 0.0, "lr": 5e-4, "epoch_time": 1.0, "resumed": False,
+            "train": {**split, "grad_norm": 1.0}, "test": dict(split)}
+
+
+def write_run(run_dir: Path, *, status: str = "completed", standard: float = 0.5, verified: float = 0.7,
+              last: tuple[float, float] | None = None, epoch_time: dict[str, float | None] | None = None,
+              total_time: float = 100.0, data: dict[str, Any] | None = None,
+              metrics: list[dict[str, Any]] | None = None) -> Path:
+    """Write ``result.json`` (errors as fractions) and ``metrics.jsonl`` into ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_std, last_ver = last if last is not None else (standard, verified)
+    result = {
+        "status": status,
+        "best": {"epoch": 3, "standard_err": standard, "verified_err": verified},
+        "last": {"epoch": 4, "standard_err": last_std, "verified_err": last_ver},
+        "epoch_time": epoch_time or {"eps0": 1.0, "ramp": 2.0, "target": 1.5},
+        "total_time": total_time,
+        "diverged": {"epoch": 2, "reason": "non-finite loss"} if status == "diverged" else None,
+        "data": data or SYNTHETIC,
+    }
+    (run_dir / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    records = metrics if metrics is not None else [epoch_record(e, p) for e, p in
+                                                   enumerate(["eps0", "ramp", "ramp", "target"], start=1)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return run_dir
+
+
+def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], str]], scale: str = "smoke") -> Path:
+    """A manifest listing ``(key, run_dir)`` entries (run_dir relative to the workflow root), repeats numbered."""
+    counts: dict[str, int] = {}
+    runs = []
+    for key, run_dir in entries:
+        repeat = counts.get(json.dumps(key, sort_keys=True), 0)
+        counts[json.dumps(key, sort_keys=True)] = repeat + 1
+        runs.append({"key": key, "repeat": repeat, "run_dir": run_dir, "spec": {}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"target": target, "scale": scale, "scale_description": "a test scale",
+                                "runs": runs}), encoding="utf-8")
+    return path

@@ -1,0 +1,26 @@
+"""Snakemake script of rule ``table``: render one of the paper's tables (``results/tableN.tex``).
+
+Inputs: ``manifest`` (names the target and its runs), ``paper`` (config/paper_results.yaml); the
+run files are inputs only so that Snakemake waits for them. ``config["tables"]["checkpoint"]``
+(``best``, the default, or ``last``) picks which checkpoint's errors are tabulated.
+"""
+
+import logging
+
+from fastcert.collect import read_json
+from fastcert.tables import render_target
+
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.INFO, format="%(message)s")  # noqa: F821
+try:
+    target = read_json(snakemake.input.manifest)["target"]  # noqa: F821
+    table = render_target(
+        target,
+        paper_path=snakemake.input.paper,  # noqa: F821
+        manifest_path=snakemake.input.manifest,  # noqa: F821
+        tex_path=snakemake.output[0],  # noqa: F821
+        checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
+    )
+    logging.info("wrote %s: %d rows, scale %s, data: %s", snakemake.output[0], len(table.rows), table.scale, table.data)  # noqa: F821
+except Exception:
+    logging.exception("table failed")
+    raise
