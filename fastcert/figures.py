@@ -18,6 +18,7 @@ from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fastcert.collect import Manifest, Run, data_description
 from fastcert.io import atomic_write
@@ -197,6 +198,7 @@ def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None
                 ax.plot(epochs, values, marker="o" if len(epochs) < 15 else None, label=label + suffix)
                 drawn += 1
         ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(panel["label"])
         if drawn:
             ax.legend(loc="best")
@@ -264,6 +266,7 @@ def _paint_init(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
     for label, widths in init_widths(spec).items():
         ax.plot(range(len(widths)), [math.log(w) for w in widths], marker="o", label=label)
     ax.set_xlabel("Layer $i$ (0 = input)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(r"$\log \hat{E}(\Delta_i)$")
     ax.legend(loc="best")
 

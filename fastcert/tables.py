@@ -367,9 +367,9 @@ def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observa
         by_id.setdefault(row_id, []).append(obs)
         rows_by_id.setdefault(row_id, ("run", obs.key, None))
     best = layout.get("best")
-    if best:
-        for kind, key, _ in list(rows_by_id.values()):
-            if kind == "run" and key.get("method") == best["of"]:
+    if best:  # a best row for every run setting of ``of``, also where the paper prints none
+        for row_id, (kind, key, _) in list(rows_by_id.items()):
+            if kind == "run" and key.get("method") == best["of"] and row_id in by_id:
                 best_key = {**key, "method": best["label"]}
                 rows_by_id.setdefault(_row_id(layout, best_key), ("best", best_key, None))
 

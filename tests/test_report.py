@@ -1,0 +1,99 @@
+"""Report: agreement counts per table, and the whole LaTeX report compiling with pdflatex."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from run_builders import epoch_record, write_manifest, write_run
+
+from fastcert.collect import load_manifest
+from fastcert.figures import draw, save
+from fastcert.latex import pdflatex_available
+from fastcert.report import build_report, summarize
+from fastcert.tables import build_target, load_paper, render_target
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_PATH = ROOT / "config" / "paper_results.yaml"
+CIFAR160 = {"dataset": "CIFAR-10", "schedule_total": 160, "schedule_phases": [1, 80, 79], "model": "CNN-7"}
+
+
+def _table1_manifest(root: Path) -> Path:
+    """Ours: 3 runs (standard agrees, verified is 0.42 off against a std of 0.32; the best run agrees);
+    Vanilla IBP: diverged."""
+    entries = []
+    for i, (standard, verified) in enumerate([(0.51, 0.66), (0.52, 0.65), (0.53, 0.67)]):
+        write_run(root / f"runs/o{i}", standard=standard, verified=verified)
+        entries.append(({**CIFAR160, "method": "Ours"}, f"runs/o{i}"))
+    write_run(root / "runs/v", status="diverged")
+    entries.append(({**CIFAR160, "method": "Vanilla IBP"}, "runs/v"))
+    return write_manifest(root / "results/manifests/table1.json", "table1", entries)
+
+
+def _table3_manifest(root: Path) -> Path:
+    write_run(root / "runs/t", epoch_time={"eps0": 3.0, "ramp": 6.0, "target": 5.0})
+    key = {"dataset": "CIFAR-10", "model": "CNN-7", "method": "Ours"}
+    return write_manifest(root / "results/manifests/table3.json", "table3", [(key, "runs/t")])
+
+
+def test_summary_counts_agreements(tmp_path):
+    paper = load_paper(PAPER_PATH)
+    table1 = build_target("table1", paper, load_manifest(_table1_manifest(tmp_path), tmp_path))
+    summary = summarize(table1)
+    # 33 printed rows x 2 values: Ours standard agrees, Ours verified does not, Ours (best) agrees
+    # twice; the 62 others (diverged Vanilla IBP included) have no number of ours.
+    assert (summary.agree, summary.disagree, summary.without_ours, summary.not_compared) == (3, 1, 62, 0)
+    (only,) = summary.disagreements
+    assert (only.ours, only.paper, only.delta) == ("66.00", r"65.58$\pm$0.32", "+0.42")
+    assert "CNN-7" in only.row and "std" in only.rule
+
+    table3 = build_target("table3", paper, load_manifest(_table3_manifest(tmp_path), tmp_path))
+    timing = summarize(table3)
+    assert (timing.agree, timing.disagree, timing.without_ours, timing.not_compared) == (0, 0, 0, 12)
+    assert timing.tolerance == "not compared"
+
+
+def _inputs(root: Path) -> dict:
+    manifests = [_table1_manifest(root), _table3_manifest(root)]
+    tables = []
+    for manifest in manifests:
+        tex = root / "results" / f"{manifest.stem}.tex"
+        render_target(manifest.stem, paper_path=PAPER_PATH, manifest_path=manifest, tex_path=tex, root=root)
+        tables.append(tex)
+    metrics = [epoch_record(e, "ramp", active=0.1 * e) for e in (1, 2, 3)]
+    write_run(root / "runs/f", metrics=metrics)
+    figure_manifest = write_manifest(root / "results/manifests/figure2.json", "figure2",
+                                     [({"setting": "Vanilla IBP"}, "runs/f")])
+    figure = root / "results/figures/figure2.pdf"
+    save(draw("figure2", load_manifest(figure_manifest, root)), {"pdf": str(figure)})
+    return {"tables": tables, "figures": [figure], "manifests": [*manifests, figure_manifest]}
+
+
+@pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
+def test_report_compiles_with_tables_figures_and_summary(tmp_path):
+    output = tmp_path / "reports" / "report.pdf"
+    summaries = build_report(**_inputs(tmp_path), paper_path=PAPER_PATH, output=output, root=tmp_path)
+    assert [s.name for s in summaries] == ["table1", "table3"]
+    assert output.read_bytes().startswith(b"%PDF")
+    assert not list(output.parent.glob("*.tmp"))
+    if not shutil.which("pdftotext"):
+        return
+    text = subprocess.run(["pdftotext", "-layout", str(output), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    assert "Where the reproduction agrees with the paper" in text
+    assert any(line.startswith("Table 1 3 1 62 0 ±1 synthetic stand-in data") for line in lines), lines[:60]
+    assert any(line.startswith("Table 3 0 0 0 12 not compared") for line in lines)  # numbered as in the paper
+    assert any("66.00 65.58±0.32 +0.42" in line for line in lines)
+    assert "Figure 2: The paper’s Figure 2, regenerated" in text and "The paper:" in text
+    assert "Table 3: Training time of CNN-7 on CIFAR-10" in text
+    assert "smoke (a test scale)" in text
+
+
+def test_report_needs_a_manifest_per_table(tmp_path):
+    inputs = _inputs(tmp_path)
+    inputs["manifests"] = inputs["manifests"][1:]
+    with pytest.raises(ValueError, match="no manifest for table1"):
+        build_report(**inputs, paper_path=PAPER_PATH, output=tmp_path / "r.pdf", root=tmp_path)

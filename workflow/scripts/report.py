@@ -1,0 +1,27 @@
+"""Snakemake script of rule ``report_pdf``: compile ``reports/report.pdf`` with every table and
+figure and the summary of where the reproduction agrees with the paper.
+
+Inputs: ``tables`` (results/tableN.tex), ``figures`` (PDFs named figureN.pdf), ``manifests`` (one
+per table and figure), ``paper``. Needs pdflatex (TeX Live).
+"""
+
+import logging
+
+from fastcert.report import build_report
+
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.INFO, format="%(message)s")  # noqa: F821
+try:
+    summaries = build_report(
+        tables=list(snakemake.input.tables),  # noqa: F821
+        figures=list(snakemake.input.figures),  # noqa: F821
+        manifests=list(snakemake.input.manifests),  # noqa: F821
+        paper_path=snakemake.input.paper,  # noqa: F821
+        output=snakemake.output[0],  # noqa: F821
+        checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
+    )
+    for s in summaries:
+        logging.info("%s: %d agree, %d disagree, %d without ours, %d not compared",
+                     s.name, s.agree, s.disagree, s.without_ours, s.not_compared)
+except Exception:
+    logging.exception("report failed")
+    raise
