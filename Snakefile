@@ -1,0 +1,37 @@
+# Reproduction of Shi et al., "Fast Certified Robust Training with Short Warmup" (NeurIPS 2021).
+#   snakemake --cores all results/table1.tex          # one table (paper scale: the default)
+#   snakemake --cores all --config scale=smoke        # every table, figure and the report, in minutes
+#   snakemake --cores 1 results/plan.tsv              # runs and GPU-hours per table, before launching
+#   snakemake --profile slurm                         # everything on a GPU cluster
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/products.smk"
+include: "workflow/rules/plan.smk"
+
+
+localrules:
+    all,
+    manifest,
+    table,
+    figure,
+    report_pdf,
+    plan,
+
+
+rule all:
+    input:
+        expand("results/{table}.tex", table=TABLES),
+        expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=("pdf", "png")),
+        "reports/report.pdf",
+    default_target: True

@@ -1,0 +1,258 @@
+"""The Snakemake workflow's DAG at paper scale, checked without training anything.
+
+Expected run counts are derived from the paper (SPEC §5 and config/paper_results.yaml), not read from
+config/experiments.yaml, so a wrong expansion or a run trained twice fails here:
+
+* Table 1: 3 methods x (5 CNN-7 + 3 Wide-ResNet + 3 ResNeXt repeats) = 33 MNIST runs, and the same
+  33 for each of the two CIFAR-10 schedules = 66 CIFAR-10 runs.
+* Table 2: TinyImageNet 3 models x 2 schedules x 3 methods, one run each (no std printed) = 18.
+* Table 4: 8 ablation rows x 2 schedules x 5 repeats = 80, of which rows 3 (= Vanilla IBP) and 8
+  (= Ours) are Table 1's CNN-7 CIFAR-10 runs (20 shared).
+* Table 8: 4 BN variants x 5 repeats = 20, the full-BN one shared with Table 1 (5).
+* Table 9: 4 radii x 3 methods = 12. Table 10: 5 lambda0 x 5 repeats = 25, lambda0 = 0.5 shared (5).
+* Tables 3, 6, 7 and Figures 2-4 only reuse runs; Figure 6 adds 3 warmup lengths (the fourth is
+  Table 1's), Figure 7 adds ResNeXt/TinyImageNet with IBP init only (Vanilla IBP is Table 2's).
+* Distinct runs: 99 + 18 + 60 + 15 + 12 + 20 + 3 + 1 = 228.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_PATHS = ("Snakefile", "workflow", "config")
+
+EXPECTED_RUNS = {
+    "table1": 99, "table2": 18, "table3": 15, "table4": 80, "table5": 0, "table6": 10,
+    "table7": 75, "table8": 20, "table9": 12, "table10": 25,
+    "figure1": 0, "figure2": 6, "figure3": 5, "figure4": 5, "figure6": 4, "figure7": 2,
+}
+DISTINCT_RUNS = 228
+CONDA_LINT = "Specify a conda environment or container for each rule."
+# Lints deliberately accepted: every rule runs in the fastcert environment itself (the workflow
+# imports fastcert.spec to parse), so a per-rule conda env would only duplicate it.
+ACCEPTED_LINTS = {(rule, CONDA_LINT) for rule in ("train", "manifest", "table", "figure", "report_pdf", "plan")}
+
+
+def copy_workflow(destination: Path) -> Path:
+    """A private copy of the workflow and its config, so runs and .snakemake stay out of the repo."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_PATHS:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the snakemake CLI in ``workdir``; stdout and stderr together in ``.stdout``."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The first "Job stats" table of a snakemake run as {rule: count}."""
+    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit():
+            break
+        counts[fields[0]] = int(fields[1])
+    return counts
+
+
+def dry_run_trainings(workdir: Path, *targets: str) -> int:
+    """Number of training jobs a dry run of ``targets`` schedules (none trained yet)."""
+    result = snakemake(workdir, *targets, "--dry-run", "--quiet", "rules")
+    assert result.returncode == 0, result.stdout
+    return job_counts(result.stdout).get("train", 0)
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workflow copy where the paper-scale plan and every manifest have been written."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("paper"))
+    result = snakemake(workdir, "results/plan.tsv", "--cores", "2", "--quiet", "rules")
+    assert result.returncode == 0, result.stdout
+    return workdir
+
+
+def manifest(workdir: Path, target: str) -> dict[str, Any]:
+    return json.loads((workdir / "results" / "manifests" / f"{target}.json").read_text())
+
+
+def run_dirs(workdir: Path, target: str) -> set[str]:
+    return {entry["run_dir"] for entry in manifest(workdir, target)["runs"]}
+
+
+def plan_rows(workdir: Path) -> dict[str, dict[str, str]]:
+    lines = (workdir / "results" / "plan.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    return {row[0]: dict(zip(header, row)) for row in (line.split("\t") for line in lines[1:])}
+
+
+def test_each_target_needs_the_papers_number_of_runs(paper: Path) -> None:
+    counts = {target: len(run_dirs(paper, target)) for target in EXPECTED_RUNS}
+    assert counts == EXPECTED_RUNS
+    table1 = manifest(paper, "table1")["runs"]
+    by_dataset = {name: {e["run_dir"] for e in table1 if e["key"]["dataset"] == name} for name in ("MNIST", "CIFAR-10")}
+    assert (len(by_dataset["MNIST"]), len(by_dataset["CIFAR-10"])) == (33, 66)
+
+
+def test_a_run_needed_by_several_tables_is_one_directory(paper: Path) -> None:
+    def ours_cnn7_cifar160(target: str, **extra: Any) -> set[str]:
+        wanted = {"dataset": "CIFAR-10", "schedule_total": 160, **extra}
+        return {
+            e["run_dir"] for e in manifest(paper, target)["runs"]
+            if all(e["key"].get(k) == v for k, v in wanted.items())
+        }
+
+    table1 = ours_cnn7_cifar160("table1", model="CNN-7", method="Ours")
+    assert len(table1) == 5
+    assert ours_cnn7_cifar160("table4", config=8) == table1
+    assert ours_cnn7_cifar160("table8", centralization=True, unitization=True) == table1
+    assert ours_cnn7_cifar160("table10", lambda0=0.5) == table1
+    every = set().union(*(run_dirs(paper, target) for target in EXPECTED_RUNS))
+    assert len(every) == DISTINCT_RUNS
+    specs = [json.dumps(e["spec"], sort_keys=True) for t in EXPECTED_RUNS for e in manifest(paper, t)["runs"]]
+    assert len(set(specs)) == DISTINCT_RUNS  # one directory per distinct spec, and vice versa
+
+
+def _matches(key: dict[str, Any], row: dict[str, Any]) -> bool:
+    return all(name in row and row[name] == value for name, value in key.items())
+
+
+def paper_rows_to_reproduce(table: str, paper_table: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The paper's rows that runs must produce (not the best-run aggregate or literature rows)."""
+    for row in paper_table["rows"]:
+        if row.get("aggregate") == "best" or row.get("section") == "literature":
+            continue
+        yield row
+
+
+@pytest.mark.parametrize("table", [f"table{n}" for n in (1, 2, 3, 4, 6, 7, 8, 9, 10)])
+def test_manifest_keys_pair_with_the_papers_rows(paper: Path, table: str) -> None:
+    paper_table = yaml.safe_load((paper / "config" / "paper_results.yaml").read_text())["tables"][table]
+    keys = [entry["key"] for entry in manifest(paper, table)["runs"]]
+    unpaired = [key for key in keys if not any(_matches(key, row) for row in paper_table["rows"])]
+    assert unpaired == []
+    uncovered = [row for row in paper_rows_to_reproduce(table, paper_table) if not any(_matches(k, row) for k in keys)]
+    assert uncovered == []
+
+
+def test_plan_counts_runs_and_estimates_gpu_hours(paper: Path) -> None:
+    rows = plan_rows(paper)
+    assert {t: int(rows[t]["runs"]) for t in EXPECTED_RUNS} == EXPECTED_RUNS
+    assert int(rows["all"]["runs"]) == DISTINCT_RUNS
+    assert int(rows["table9"]["shared"]) == 0 and int(rows["table3"]["own"]) == 0
+    assert int(rows["table4"]["shared"]) > 20  # rows 3 and 8 of both schedules, plus figure runs
+    # Table 3 is 5 repeats of the three CNN-7 CIFAR-10 160-epoch runs whose totals Table 7 prints.
+    table7 = yaml.safe_load((paper / "config" / "paper_results.yaml").read_text())["tables"]["table7"]
+    seconds = sum(r["total_time"] for r in table7["rows"] if r["dataset"] == "CIFAR-10" and r["model"] == "CNN-7")
+    assert float(rows["table3"]["gpu_hours"]) == pytest.approx(5 * seconds / 3600, rel=0.01)
+    assert float(rows["all"]["gpu_hours"]) < sum(float(rows[t]["gpu_hours"]) for t in EXPECTED_RUNS)
+
+
+def test_dry_run_of_table1_schedules_99_trainings(paper: Path) -> None:
+    assert dry_run_trainings(paper, "results/table1.tex") == EXPECTED_RUNS["table1"]
+
+
+def train_jobs(output: str) -> list[dict[str, str]]:
+    """Wildcards and resources of every `train` job a (non-quiet) dry run lists."""
+    jobs = []
+    for block in output.split("\nrule train:\n")[1:]:
+        lines = []
+        for line in block.splitlines():
+            if not line.startswith("    "):
+                break
+            lines.append(line.strip())
+        fields = dict(line.split(": ", 1) for line in lines)
+        jobs.append(
+            {**dict(item.split("=", 1) for item in fields["wildcards"].split(", ")),
+             **dict(item.split("=", 1) for item in fields["resources"].split(", "))}
+        )
+    return jobs
+
+
+def test_dry_run_of_everything_trains_each_distinct_run_once_on_a_gpu(paper: Path) -> None:
+    result = snakemake(paper, "--dry-run")
+    assert result.returncode == 0, result.stdout
+    assert job_counts(result.stdout)["train"] == DISTINCT_RUNS
+    jobs = {job["run_id"]: job for job in train_jobs(result.stdout)}
+    assert len(jobs) == DISTINCT_RUNS
+    assert {job["gpu"] for job in jobs.values()} == {"1"}
+    assert min(int(job["mem_mb"]) for job in jobs.values()) >= 4000
+    # Runtime follows the run: a TinyImageNet ResNeXt CROWN-IBP run (80 epochs of several hundred
+    # seconds each) asks for far more than an MNIST CNN-7 Vanilla IBP run (70 epochs of ~28 s).
+    runtime = {rid.rsplit("-", 1)[0]: int(job["runtime"]) for rid, job in jobs.items()}
+    assert runtime["tinyimagenet-resnext-crown-ibp-e80"] > 80 * 430 / 60
+    assert 70 * 27.9 / 60 < runtime["mnist-cnn7-vanilla-e70"] < 3 * 70 * 27.9 / 60
+
+
+def _bad_experiments(workdir: Path, edit: Any) -> str:
+    experiments = yaml.safe_load((workdir / "config" / "experiments.yaml").read_text())
+    edit(experiments)
+    (workdir / "config" / "bad.yaml").write_text(yaml.safe_dump(experiments))
+    result = snakemake(workdir, "--dry-run", "--config", "experiments=config/bad.yaml")
+    assert result.returncode != 0
+    return result.stdout
+
+
+def _misspell_repeats(experiments: dict[str, Any]) -> None:
+    group = experiments["targets"]["table2"]["groups"][0]
+    group["repeatz"] = group.pop("repeats")
+
+
+def _unknown_method(experiments: dict[str, Any]) -> None:
+    experiments["targets"]["table1"]["groups"][0]["axes"]["method"].append("Ours+")
+
+
+def _misspelled_spec_key(experiments: dict[str, Any]) -> None:
+    experiments["levels"]["lambda0"]["0.1"]["spec"] = {"lamda0": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_misspell_repeats, ["config/bad.yaml is invalid", "repeat", "['targets']['table2']['groups'][0]"]),
+        (_unknown_method, ["targets.table1.groups[0].axes.method", "unknown level 'Ours+'"]),
+        (_misspelled_spec_key, ["targets.table10.groups[0]", "lambda0=0.1", "lamda0: unknown key"]),
+    ],
+)
+def test_bad_experiments_entry_is_rejected_naming_the_key(tmp_path: Path, edit: Any, expected: list[str]) -> None:
+    output = _bad_experiments(copy_workflow(tmp_path), edit)
+    for text in expected:
+        assert text in output
+
+
+def test_unknown_scale_is_rejected_naming_the_key(tmp_path: Path) -> None:
+    result = snakemake(copy_workflow(tmp_path), "--dry-run", "--config", "scale=huge")
+    assert result.returncode != 0
+    assert "'huge' is not one of ['paper', 'smoke', 'cpu']" in result.stdout
+    assert "instance['scale']" in result.stdout
+
+
+def test_lint_reports_only_the_accepted_findings(paper: Path) -> None:
+    result = snakemake(paper, "--lint")
+    findings, rule = set(), None
+    for line in result.stdout.splitlines():
+        if match := re.match(r"Lints for (?:rule )?(\S+)", line):
+            rule = match.group(1)
+        elif match := re.match(r"    \* (.+?):?$", line):
+            findings.add((rule, match.group(1)))
+    assert findings == ACCEPTED_LINTS, result.stdout

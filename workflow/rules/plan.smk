@@ -1,0 +1,18 @@
+# What a scale costs before anything is launched: runs per target (own and shared with other
+# targets), distinct runs, estimated GPU-hours.
+
+
+rule plan:
+    input:
+        manifests=expand("results/manifests/{target}.json", target=MANIFESTS),
+    output:
+        report("results/plan.tsv", caption="../report/plan.rst", category="Plan"),
+    log:
+        "logs/plan.log",
+    params:
+        scale=config["scale"],
+        gpu_hours={
+            f"{RUNS_DIR}/{rid}": estimated_seconds(spec) / 3600 for rid, spec in RUNS.items()
+        },
+    script:
+        "../scripts/plan.py"

@@ -1,0 +1,72 @@
+# Manifests, tables, figures and the PDF report. The product scripts belong to the tables module
+# (workflow/scripts/table.py, figure.py, report.py); they read snakemake.input.manifest,
+# snakemake.input.results (every run's result.json; metrics.jsonl sits next to it) and
+# snakemake.config.
+
+
+wildcard_constraints:
+    target="|".join(MANIFESTS),
+    table="|".join(TABLES),
+    figure="|".join(FIGURES),
+
+
+rule manifest:
+    output:
+        "results/manifests/{target}.json",
+    log:
+        "logs/manifests/{target}.log",
+    params:
+        document=lambda wildcards: manifest_document(wildcards.target),
+    script:
+        "../scripts/manifest.py"
+
+
+rule table:
+    input:
+        manifest="results/manifests/{table}.json",
+        results=lambda wildcards: run_files(wildcards.table),
+        paper=config["paper_results"],
+    output:
+        report(
+            "results/{table}.tex",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+    log:
+        "logs/tables/{table}.log",
+    script:
+        "../scripts/table.py"
+
+
+rule figure:
+    input:
+        manifest="results/manifests/{figure}.json",
+        results=lambda wildcards: run_files(wildcards.figure),
+        paper=config["paper_results"],
+    output:
+        pdf=report(
+            "results/figures/{figure}.pdf",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
+        png="results/figures/{figure}.png",
+    log:
+        "logs/figures/{figure}.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule report_pdf:
+    input:
+        tables=expand("results/{table}.tex", table=TABLES),
+        figures=expand("results/figures/{figure}.pdf", figure=FIGURES),
+        manifests=expand("results/manifests/{target}.json", target=MANIFESTS),
+        paper=config["paper_results"],
+    output:
+        report("reports/report.pdf", caption="../report/report.rst", category="Report"),
+    log:
+        "logs/report.log",
+    script:
+        "../scripts/report.py"

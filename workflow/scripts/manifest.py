@@ -1,0 +1,38 @@
+"""Write one target's manifest (results/manifests/<target>.json): the scale, and for every run the
+table/figure needs its row keys, repeat, run directory and resolved spec.
+
+The document is computed by the workflow at parse time (common.smk) and arrives as a rule param, so
+this script only writes it, atomically, without importing torch (a local job per target must stay
+cheap).
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Temp file in the same directory + os.replace: readers never see half a file."""
+    directory = Path(path).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{Path(path).name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def main(snakemake: Any) -> None:
+    """Write the manifest and note its size in the log."""
+    document = snakemake.params.document
+    write_atomically(snakemake.output[0], json.dumps(document, indent=1) + "\n")
+    Path(snakemake.log[0]).write_text(f"{snakemake.output[0]}: {len(document['runs'])} runs\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 - injected by Snakemake's script directive

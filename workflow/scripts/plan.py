@@ -1,0 +1,72 @@
+"""What a scale will cost, before anyone launches 200 jobs: per target the runs it needs, how many
+of them it shares with other targets (trained once for all), and the estimated GPU-hours.
+
+Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`); it reads only the
+manifests (no training needed) and the per-run estimates the workflow computed from each run spec.
+"""
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from manifest import write_atomically
+
+COLUMNS = ("target", "runs", "own", "shared", "gpu_hours")
+
+
+def load_runs(paths: list[str]) -> dict[str, set[str]]:
+    """Distinct run directories per target, read from the manifests."""
+    runs = {}
+    for path in paths:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        runs[manifest["target"]] = {entry["run_dir"] for entry in manifest["runs"]}
+    return runs
+
+
+def plan_rows(runs: dict[str, set[str]], hours: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per target plus an `all` row counting every distinct run once.
+
+    `own` runs are needed by this target only; `shared` ones by other targets too, so the per-target
+    GPU-hours add up to more than the `all` row.
+    """
+    users = Counter(run for target_runs in runs.values() for run in target_runs)
+    rows = []
+    for target, target_runs in runs.items():
+        own = sum(1 for run in target_runs if users[run] == 1)
+        rows.append(
+            {
+                "target": target,
+                "runs": len(target_runs),
+                "own": own,
+                "shared": len(target_runs) - own,
+                "gpu_hours": sum(hours[run] for run in target_runs),
+            }
+        )
+    every = set(users)
+    rows.append(
+        {"target": "all", "runs": len(every), "own": len(every), "shared": 0, "gpu_hours": sum(hours[run] for run in every)}
+    )
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """Tab-separated table, GPU-hours with two decimals."""
+    lines = ["\t".join(COLUMNS)]
+    for row in rows:
+        lines.append("\t".join(f"{row[c]:.2f}" if c == "gpu_hours" else str(row[c]) for c in COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+def main(snakemake: Any) -> None:
+    """Write results/plan.tsv and show the same table on the terminal and in the log."""
+    rows = plan_rows(load_runs(list(snakemake.input.manifests)), snakemake.params.gpu_hours)
+    text = render(rows)
+    write_atomically(snakemake.output[0], text)
+    summary = f"plan at scale {snakemake.params.scale!r}:\n{text.expandtabs(14)}"
+    Path(snakemake.log[0]).write_text(summary, encoding="utf-8")
+    print(summary, end="")
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821 - injected by Snakemake's script directive
