@@ -230,8 +230,9 @@ def _batch_terms(
     warmup: bool,
     training: bool,
     meter: Meter,
-) -> Tensor:
-    """Loss of one (sub-)batch at the nominal ``eps``; records its metrics into ``meter``.
+) -> tuple[Tensor, float]:
+    """Loss of one (sub-)batch at the nominal ``eps`` and its value (read with the metrics, in
+    one host synchronization); records the batch's metrics into ``meter``.
 
     ``sched_eps`` (the schedule's ε in training-ε units) sets λ and the CROWN-IBP mix; ``warmup``
     says whether this epoch logs (and, for configured terms, optimizes) the regularizers.
@@ -246,7 +247,7 @@ def _batch_terms(
         ce = F.cross_entropy(logits, y)
         values = torch.stack([ce.detach().double(), (logits.argmax(1) != y).double().mean()]).tolist()
         meter.add({"ce": values[0], "err": values[1], "loss": values[0]}, len(y))
-        return ce
+        return ce, values[0]
     bound_eps = NATURAL_BOUND_EPS if natural and train_regs else eps
     x_lower, x_upper = input_box(x, bound_eps, ctx.info.mean, ctx.info.std)
     out = ctx.objective(
@@ -279,7 +280,7 @@ def _batch_terms(
     meter.add_layers("inactive", state.inactive)
     meter.add_layers("unstable", state.unstable)
     meter.add({"log_tightness_ratio": log_tightness_ratio(x_lower, x_upper, out.pre_activation)}, 1)
-    return loss
+    return loss, values["loss"]
 
 
 def _sub_batches(x: Tensor, y: Tensor, parts: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -402,11 +403,11 @@ def _train_epoch(
             raise Interrupted(run.epoch)
         eps = run.schedule.eps(run.step)
         for xs, ys in _sub_batches(x, y, config.grad_accumulation):
-            loss = _batch_terms(
+            loss, value = _batch_terms(
                 ctx, xs, ys, eps=eps, sched_eps=eps,
                 warmup=warmup, training=True, meter=meter,
             )
-            _check_finite(loss.item(), epoch, f"training loss at step {run.step}")
+            _check_finite(value, epoch, f"training loss at step {run.step}")
             (loss / config.grad_accumulation).backward()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=config.grad_clip).item()
         _check_finite(grad_norm, epoch, f"gradient norm at step {run.step}")
