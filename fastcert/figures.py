@@ -53,8 +53,8 @@ FIGURES: dict[str, dict[str, Any]] = {
         "caption": r"$\log \hat{E}(\Delta_i)$ of every layer $i$ (0 = input; the classifier omitted) of an "
                    r"untrained CNN-7 without BN on CIFAR-10-shaped random images at $\varepsilon = 8/255$, "
                    r"for each initialization (one IBP pass, \texttt{fastcert.bounds}).",
-        "paper": "The paper shows log E(Delta_i) growing steeply with depth under Xavier initialization "
-                 "(bounds explode at initialization); IBP initialization keeps the width stable.",
+        "paper": "The paper shows the bound width growing steeply with depth under Xavier initialization "
+                 "(certified bounds explode at initialization); IBP initialization keeps it stable.",
         "model": {"name": "cnn7", "dataset": "cifar10", "bn": "none", "width": 1.0},
         "schemes": {"Xavier (uniform)": "xavier_uniform", "Xavier (Gaussian)": "xavier_normal",
                     "Kaiming (uniform)": "kaiming_uniform", "Kaiming (Gaussian)": "kaiming_normal",
@@ -141,7 +141,7 @@ def series_labels(runs: Sequence[Run]) -> list[str]:
     labels = []
     for key in keys:
         parts = [str(key["setting"])] if "setting" in key else []
-        parts += [f"{n} {_format(key.get(n))}" for n in varying]
+        parts += [f"{n.replace('_', ' ')} {_format(key.get(n))}" for n in varying]
         labels.append(", ".join(parts) or "run")
     return labels
 
@@ -189,21 +189,22 @@ def _no_data(ax: Any, why: str) -> None:
 def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
     series = _series(manifest)
     axes = fig.subplots(1, len(spec["panels"]), squeeze=False)[0]
+    legend: dict[str, Any] = {}
     for ax, panel in zip(axes, spec["panels"], strict=True):
-        drawn = 0
-        for label, runs in series.items():
+        for index, (label, runs) in enumerate(series.items()):
             epochs, values = _curve(runs, panel, spec.get("warmup_only", False))
             if epochs:
                 suffix = f" (mean of {len(runs)})" if len(runs) > 1 else ""
-                ax.plot(epochs, values, marker="o" if len(epochs) < 15 else None, label=label + suffix)
-                drawn += 1
+                (line,) = ax.plot(epochs, values, marker="o" if len(epochs) < 15 else None, label=label + suffix,
+                                  color=f"C{index % 10}")  # one colour per series across panels
+                legend.setdefault(line.get_label(), line)
         ax.set_xlabel("Epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(panel["label"])
-        if drawn:
-            ax.legend(loc="best")
-        else:
+        if not ax.lines:
             _no_data(ax, "no completed runs with this metric")
+    if legend:  # below the panels, so that it never hides a curve
+        fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(2, len(legend)))
 
 
 def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
@@ -292,7 +293,7 @@ def draw(name: str, manifest: Manifest) -> Figure:
     spec = FIGURES[name]
     panels = len(spec.get("panels", [None]))
     with matplotlib.rc_context(RC_PARAMS):
-        fig = Figure(figsize=(3.6 * panels + 0.6, 3.2), layout="constrained")
+        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8), layout="constrained")
         _PAINTERS[spec["kind"]](fig, spec, manifest)
         fig.suptitle(f"{spec['title']}\n{provenance(name, manifest)}", fontsize=7.5)
     return fig

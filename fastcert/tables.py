@@ -4,7 +4,7 @@ Why it is built this way: every table is "rows identified by a few keys, a few v
 ours next to the paper's". The per-table differences live in :mod:`fastcert.table_layouts` as
 data; this module turns (layout, the paper's rows, our observations) into a :class:`Table` whose
 cells carry ours, the paper's value, the difference and whether they agree. The same cells become
-the LaTeX table (booktabs, ``\\input``-able into the report) and a JSON file the report summarizes.
+the LaTeX table (booktabs, ``\\input``-able into the report) and the report's agreement summary.
 
 Rules that keep the numbers honest:
 
@@ -19,6 +19,7 @@ Rules that keep the numbers honest:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -62,7 +63,6 @@ class Observation:
     key: dict[str, Any]
     status: str
     values: dict[str, float | None]
-    origin: str
 
 
 @dataclass
@@ -220,8 +220,8 @@ def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") ->
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     layout = LAYOUTS[name]
-    expansions = [dict(zip(layout.get("expand_runs", {}), combo, strict=True)) for combo in
-                  _product(list(layout.get("expand_runs", {}).values()))]
+    expand = layout.get("expand_runs", {})
+    expansions = [dict(zip(expand, combo, strict=True)) for combo in itertools.product(*expand.values())]
     observations = []
     for run in manifest.runs:
         base = _run_key(layout, run, manifest.target)
@@ -229,15 +229,8 @@ def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") ->
             key = {**base, **extra}
             values = ({metric["name"]: extract(metric["source"], run, key, checkpoint) for metric in layout["metrics"]}
                       if run.usable else {})
-            observations.append(Observation(key, run.status, values, str(run.run_dir)))
+            observations.append(Observation(key, run.status, values))
     return observations
-
-
-def _product(lists: list[list[Any]]) -> list[tuple[Any, ...]]:
-    combos: list[tuple[Any, ...]] = [()]
-    for values in lists:
-        combos = [combo + (value,) for combo in combos for value in values]
-    return combos
 
 
 def gain_observations(trials: int = 100, seed: int = 0) -> list[Observation]:
@@ -247,8 +240,7 @@ def gain_observations(trials: int = 100, seed: int = 0) -> list[Observation]:
     sizes = LAYOUTS["table5"]["expand_paper"]["values"]
     return [Observation({"method": label, "n": n}, "completed",
                         {"closed_form": closed_form_gain(scheme, n),
-                         "gain": empirical_gain(scheme, n, trials=trials, seed=seed)},
-                        f"fastcert.init ({trials} trials, seed {seed})")
+                         "gain": empirical_gain(scheme, n, trials=trials, seed=seed)})
             for label, scheme in GAIN_SCHEMES.items() for n in sizes]
 
 
@@ -328,7 +320,7 @@ def tolerance_text(layout: dict[str, Any]) -> str:
     if not any(m.get("compare", True) and m.get("paper") for m in layout["metrics"]):
         return "not compared"
     rule = layout["tolerance"]
-    return f"{rule['value'] * 100:g}\\% of the paper's value" if rule["kind"] == "rel" else f"$\\pm${rule['value']:g}"
+    return f"{rule['value'] * 100:g}\\% of paper" if rule["kind"] == "rel" else f"$\\pm${rule['value']:g}"
 
 
 def _compare(cell: Cell, metric: dict[str, Any], layout: dict[str, Any]) -> Cell:
@@ -532,8 +524,9 @@ def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkp
     if name == "table5":
         return build_table(name, paper, gain_observations(trials=gain_trials), scale=manifest.scale_text,
                            data="no data", checkpoint=checkpoint,
-                           provenance=f"Computed by \\texttt{{fastcert.init}} ({gain_trials} trials per cell), "
-                                      f"identical at every scale.")
+                           provenance=f"Scale \\texttt{{{escape(manifest.scale_text)}}}: computed by "
+                                      f"\\texttt{{fastcert.init}} ({gain_trials} trials per cell; no data and no "
+                                      f"training, so identical at every scale).")
     return build_table(name, paper, run_observations(name, manifest, checkpoint), scale=manifest.scale_text,
                        data=data_description(manifest.runs), checkpoint=checkpoint)
 

@@ -60,8 +60,8 @@ def test_series_labels_name_what_varies():
             {"setting": "Ours", "schedule_total": 160, "schedule_phases": [1, 80, 79]},
             {"setting": "Vanilla IBP", "schedule_total": 160, "schedule_phases": [1, 80, 79]}]
     runs = [Run(key, 0, Path("."), "completed") for key in keys]
-    assert series_labels(runs) == ["Ours, schedule_phases 1+20+49", "Ours, schedule_phases 1+80+79",
-                                   "Vanilla IBP, schedule_phases 1+80+79"]
+    assert series_labels(runs) == ["Ours, schedule phases 1+20+49", "Ours, schedule phases 1+80+79",
+                                   "Vanilla IBP, schedule phases 1+80+79"]
 
 
 def test_curves_average_repeats_and_skip_unusable_runs(tmp_path):

@@ -9,12 +9,14 @@ import logging
 from fastcert.collect import load_manifest
 from fastcert.figures import draw, save
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.INFO, format="%(message)s")  # noqa: F821
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
+log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
+log.setLevel(logging.INFO)
 try:
     manifest = load_manifest(snakemake.input.manifest)  # noqa: F821
     save(draw(manifest.target, manifest), {"pdf": snakemake.output.pdf, "png": snakemake.output.png})  # noqa: F821
-    logging.info("wrote %s and %s from %d runs (scale %s)", snakemake.output.pdf, snakemake.output.png,  # noqa: F821
+    log.info("wrote %s and %s from %d runs (scale %s)", snakemake.output.pdf, snakemake.output.png,  # noqa: F821
                  len(manifest.runs), manifest.scale)
 except Exception:
-    logging.exception("figure failed")
+    log.exception("figure failed")
     raise

@@ -9,7 +9,9 @@ import logging
 
 from fastcert.report import build_report
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.INFO, format="%(message)s")  # noqa: F821
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
+log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
+log.setLevel(logging.INFO)
 try:
     summaries = build_report(
         tables=list(snakemake.input.tables),  # noqa: F821
@@ -20,8 +22,8 @@ try:
         checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
     )
     for s in summaries:
-        logging.info("%s: %d agree, %d disagree, %d without ours, %d not compared",
+        log.info("%s: %d agree, %d disagree, %d without ours, %d not compared",
                      s.name, s.agree, s.disagree, s.without_ours, s.not_compared)
 except Exception:
-    logging.exception("report failed")
+    log.exception("report failed")
     raise

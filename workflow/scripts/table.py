@@ -10,7 +10,9 @@ import logging
 from fastcert.collect import read_json
 from fastcert.tables import render_target
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.INFO, format="%(message)s")  # noqa: F821
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
+log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
+log.setLevel(logging.INFO)
 try:
     target = read_json(snakemake.input.manifest)["target"]  # noqa: F821
     table = render_target(
@@ -20,7 +22,7 @@ try:
         tex_path=snakemake.output[0],  # noqa: F821
         checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
     )
-    logging.info("wrote %s: %d rows, scale %s, data: %s", snakemake.output[0], len(table.rows), table.scale, table.data)  # noqa: F821
+    log.info("wrote %s: %d rows, scale %s, data: %s", snakemake.output[0], len(table.rows), table.scale, table.data)  # noqa: F821
 except Exception:
-    logging.exception("table failed")
+    log.exception("table failed")
     raise
