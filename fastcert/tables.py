@@ -326,9 +326,10 @@ def tolerance_text(layout: dict[str, Any]) -> str:
 def _compare(cell: Cell, metric: dict[str, Any], layout: dict[str, Any]) -> Cell:
     if not metric.get("compare", True) or cell.ours is None or not isinstance(cell.paper, (int, float)):
         return cell
-    cell.delta = cell.ours - float(cell.paper)
+    digits = metric["digits"]
+    cell.delta = round(cell.ours, digits) - float(cell.paper)  # as printed: Δ = shown ours − shown paper
     cell.tolerance, cell.tolerance_rule = _tolerance(layout, float(cell.paper), cell.paper_std)
-    cell.agree = abs(round(cell.delta, metric["digits"])) <= cell.tolerance + 1e-9
+    cell.agree = abs(round(cell.delta, digits)) <= cell.tolerance + 1e-9
     return cell
 
 

@@ -106,6 +106,12 @@ def test_mean_std_pairing_and_delta(tmp_path, paper):
     assert "quoted" in latex
 
 
+def test_delta_is_the_difference_of_the_printed_numbers(tmp_path, paper):
+    write_run(tmp_path / "runs/l", standard=0.84375, verified=0.6644)  # 84.375 prints as 84.38
+    table = _table(tmp_path, paper, "table10", [({"lambda0": 0.1}, "runs/l")])
+    assert r"0.1 & 1/1 & 84.38 & 53.03$\pm$0.56 & +31.35 & 66.44 & 66.44$\pm$0.24 & +0.00 \\" in table.to_latex()
+
+
 def test_best_row_is_the_run_with_lowest_verified_error(tmp_path, paper):
     ours = {**CIFAR160, "method": "Ours"}
     runs = [(0.50, 0.66), (0.54, 0.64), (0.49, 0.65)]
