@@ -381,3 +381,34 @@ def _batch_statistics(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Ten
         )
     probe(x)
     return [stats[name] for name in bn_modules(probe)]
+
+
+def test_overlapping_passes_get_correct_gradients() -> None:
+    """Two passes alive before one backward (the reused |W| buffers must not be shared)."""
+    model = tiny_train_net()
+    generator = torch.Generator().manual_seed(2)
+    xs = [torch.randn(4, 1, 3, 3, generator=generator, dtype=torch.float64) for _ in range(2)]
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return bound_pass(model, x, x - 0.1, x + 0.1).lower.sum()
+
+    separate = []
+    for x in xs:
+        model.zero_grad()
+        loss(x).backward()
+        separate.append([p.grad.clone() for p in model.parameters()])
+    model.zero_grad()
+    (loss(xs[0]) + loss(xs[1])).backward()
+    for param, first, second in zip(model.parameters(), *separate):
+        torch.testing.assert_close(param.grad, first + second)
+
+
+def test_reusing_buffers_of_a_retained_graph_raises() -> None:
+    """A retained graph whose |W| buffer a later pass overwrote fails loudly, never silently."""
+    model = tiny_train_net()
+    x = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    first = bound_pass(model, x, x - 0.1, x + 0.1).lower.sum()
+    first.backward(retain_graph=True)
+    bound_pass(model, x, x - 0.2, x + 0.2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.backward()

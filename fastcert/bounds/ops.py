@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kernels import AbsWeightCache, batch_statistics, interval_batch_norm, interval_linear, interval_relu
+
 Bounds = tuple[Tensor, Tensor]
 
 
@@ -89,11 +91,15 @@ class LinearOp(Op):
     kind = "linear"
     module: nn.Linear
 
+    def __init__(self, index: int, name: str, module: nn.Module | None, src: tuple[int, ...]) -> None:
+        super().__init__(index, name, module, src)
+        self.abs_cache = AbsWeightCache()
+
     def interval(self, ctx: PassContext, flow: Flow) -> Flow:
         weight, bias = self.module.weight, self.module.bias
-        stack = F.linear(flow.stack, weight, bias)
-        radius = None if flow.radius is None else abs_linear(flow.radius, weight)
-        return Flow(stack, radius)
+        if flow.radius is None:
+            return Flow(F.linear(flow.stack, weight, bias), None)
+        return Flow(*interval_linear(flow.stack, flow.radius, weight, bias, self.abs_cache))
 
     def interval_spec(self, ctx: PassContext, flow: Flow, spec: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Clean logits, and center and radius of ``spec @ logits`` with spec folded into W.
@@ -141,39 +147,48 @@ class BatchNormOp(Op):
     kind = "batchnorm"
     module: nn.BatchNorm1d | nn.BatchNorm2d
 
-    def _statistics(self, clean: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def _mode(self, clean: Tensor) -> tuple[bool, float | None]:
+        """``(batch statistics?, momentum of the running-stat update or None)``.
+
+        Does the bookkeeping of ``nn.BatchNorm.forward`` (``num_batches_tracked``; momentum None
+        means a cumulative average); called once per traversal.
+        """
         bn = self.module
         if not (bn.training or bn.running_mean is None or bn.running_var is None):
-            return bn.running_mean, bn.running_var
+            return False, None
         if clean.numel() // clean.shape[1] <= 1:
             raise ValueError(
                 f"BatchNorm '{self.name}' in train mode needs more than 1 value per channel, "
                 f"got input shape {tuple(clean.shape)}"
             )
-        if bn.training and bn.track_running_stats:
-            self._update_running_stats(clean.detach())
-        dims = [0] + list(range(2, clean.dim()))
-        var, mean = torch.var_mean(clean, dim=dims, correction=0)
-        return mean, var
-
-    def _update_running_stats(self, clean: Tensor) -> None:
-        """The running-stat update of ``nn.BatchNorm.forward`` (momentum or cumulative average)."""
-        bn = self.module
+        if not (bn.training and bn.track_running_stats):
+            return True, None
         factor = 0.0 if bn.momentum is None else bn.momentum
         if bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
             if bn.momentum is None:
                 factor = 1.0 / float(bn.num_batches_tracked)
-        F.batch_norm(clean, bn.running_mean, bn.running_var, training=True, momentum=factor, eps=bn.eps)
+        return True, factor
+
+    def _switches(self) -> tuple[bool, bool]:
+        return getattr(self.module, "centralize", True), getattr(self.module, "unitize", True)
 
     def affine(self, clean: Tensor) -> tuple[Tensor, Tensor]:
-        """``(scale, shift)`` per channel for this traversal."""
+        """``(scale, shift)`` per channel for this traversal (updates running stats in train mode)."""
         bn = self.module
-        mean, var = self._statistics(clean)
-        assert mean is not None and var is not None
-        if not getattr(bn, "centralize", True):
+        batch_stats, momentum = self._mode(clean)
+        if batch_stats:
+            update = momentum is not None
+            mean, var = batch_statistics(
+                clean, bn.running_mean if update else None, bn.running_var if update else None, momentum or 0.0
+            )
+        else:
+            assert bn.running_mean is not None and bn.running_var is not None
+            mean, var = bn.running_mean, bn.running_var
+        centralize, unitize = self._switches()
+        if not centralize:
             mean = torch.zeros_like(mean)
-        if not getattr(bn, "unitize", True):
+        if not unitize:
             var = torch.ones_like(var)
         scale = torch.rsqrt(var + bn.eps)
         if bn.weight is not None:
@@ -184,10 +199,17 @@ class BatchNormOp(Op):
         return scale, shift
 
     def interval(self, ctx: PassContext, flow: Flow) -> Flow:
-        scale, shift = self.affine(ctx.clean(flow))
+        bn = self.module
+        if flow.radius is None:
+            scale, shift = self.affine(ctx.clean(flow))
+            ctx.bn_affine[self.index] = (scale, shift)
+            return Flow(torch.addcmul(_channel_view(shift, flow.stack), flow.stack, _channel_view(scale, flow.stack)), None)
+        batch_stats, momentum = self._mode(ctx.clean(flow))
+        stack, radius, scale, shift = interval_batch_norm(
+            flow.stack, flow.radius, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+            ctx.batch, batch_stats, momentum, bn.eps, *self._switches(),
+        )
         ctx.bn_affine[self.index] = (scale, shift)
-        stack = torch.addcmul(_channel_view(shift, flow.stack), flow.stack, _channel_view(scale, flow.stack))
-        radius = None if flow.radius is None else flow.radius * _channel_view(scale.abs(), flow.radius)
         return Flow(stack, radius)
 
 
@@ -201,13 +223,9 @@ class ReluOp(Op):
             center = ctx.center(flow)
             ctx.pre_activation.append((center, center))
             return Flow(torch.relu(flow.stack), None)
-        center = ctx.center(flow)
-        lower, upper = center - flow.radius, center + flow.radius
+        stack, radius, lower, upper = interval_relu(flow.stack, flow.radius)
         ctx.pre_activation.append((lower, upper))
-        lower_out, upper_out = torch.relu(lower), torch.relu(upper)
-        new_center = (upper_out + lower_out) * 0.5
-        new_radius = (upper_out - lower_out) * 0.5
-        return Flow(torch.cat([torch.relu(ctx.clean(flow)), new_center]), new_radius)
+        return Flow(stack, radius)
 
 
 class FlattenOp(Op):
@@ -233,8 +251,3 @@ class AddOp(Op):
         else:
             radius = left.radius + right.radius
         return Flow(left.stack + right.stack, radius)
-
-
-def abs_linear(radius: Tensor, weight: Tensor) -> Tensor:
-    """``radius @ |W|ᵀ``: the radius rule of a Linear layer."""
-    return F.linear(radius, weight.abs())
