@@ -144,8 +144,9 @@ SlurmdParameters=config_overrides
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-# finished jobs stay visible to squeue for 10 minutes (the status source without sacct)
-MinJobAge=600
+# finished jobs stay visible to squeue (the status source without sacct) and scontrol for an
+# hour: the tests read SLURM's record of every job of a run that takes minutes
+MinJobAge=3600
 # scancel: SIGTERM, then SIGKILL after KillWait seconds (checkpoint saving needs far less)
 KillWait=10
 GresTypes=gpu
