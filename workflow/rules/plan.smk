@@ -1,5 +1,5 @@
 # What a scale costs before anything is launched: runs per target (own and shared with other
-# targets), distinct runs, estimated GPU-hours.
+# targets), distinct runs, estimated device-hours (GPU-hours at paper scale).
 
 
 rule plan:
@@ -11,7 +11,7 @@ rule plan:
         "logs/plan.log",
     params:
         scale=config["scale"],
-        gpu_hours={
+        device_hours={
             f"{RUNS_DIR}/{rid}": estimated_seconds(spec) / 3600 for rid, spec in RUNS.items()
         },
     script:

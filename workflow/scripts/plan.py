@@ -1,5 +1,6 @@
 """What a scale will cost, before anyone launches 200 jobs: per target the runs it needs, how many
-of them it shares with other targets (trained once for all), and the estimated GPU-hours.
+of them it shares with other targets (trained once for all), and the estimated device-hours (GPU-hours
+at paper scale; CPU-core-hours at the CPU scales, from the scale's time_factor).
 
 Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`); it reads only the
 manifests (no training needed) and the per-run estimates the workflow computed from each run spec.
@@ -12,7 +13,7 @@ from typing import Any
 
 from manifest import write_atomically
 
-COLUMNS = ("target", "runs", "own", "shared", "gpu_hours")
+COLUMNS = ("target", "runs", "own", "shared", "device_hours")
 
 
 def load_runs(paths: list[str]) -> dict[str, set[str]]:
@@ -28,7 +29,7 @@ def plan_rows(runs: dict[str, set[str]], hours: dict[str, float]) -> list[dict[s
     """One row per target plus an `all` row counting every distinct run once.
 
     `own` runs are needed by this target only; `shared` ones by other targets too, so the per-target
-    GPU-hours add up to more than the `all` row.
+    hours add up to more than the `all` row.
     """
     users = Counter(run for target_runs in runs.values() for run in target_runs)
     rows = []
@@ -40,27 +41,27 @@ def plan_rows(runs: dict[str, set[str]], hours: dict[str, float]) -> list[dict[s
                 "runs": len(target_runs),
                 "own": own,
                 "shared": len(target_runs) - own,
-                "gpu_hours": sum(hours[run] for run in target_runs),
+                "device_hours": sum(hours[run] for run in target_runs),
             }
         )
     every = set(users)
     rows.append(
-        {"target": "all", "runs": len(every), "own": len(every), "shared": 0, "gpu_hours": sum(hours[run] for run in every)}
+        {"target": "all", "runs": len(every), "own": len(every), "shared": 0, "device_hours": sum(hours[run] for run in every)}
     )
     return rows
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    """Tab-separated table, GPU-hours with two decimals."""
+    """Tab-separated table, hours with two decimals."""
     lines = ["\t".join(COLUMNS)]
     for row in rows:
-        lines.append("\t".join(f"{row[c]:.2f}" if c == "gpu_hours" else str(row[c]) for c in COLUMNS))
+        lines.append("\t".join(f"{row[c]:.2f}" if c == "device_hours" else str(row[c]) for c in COLUMNS))
     return "\n".join(lines) + "\n"
 
 
 def main(snakemake: Any) -> None:
     """Write results/plan.tsv and show the same table on the terminal and in the log."""
-    rows = plan_rows(load_runs(list(snakemake.input.manifests)), snakemake.params.gpu_hours)
+    rows = plan_rows(load_runs(list(snakemake.input.manifests)), snakemake.params.device_hours)
     text = render(rows)
     write_atomically(snakemake.output[0], text)
     summary = f"plan at scale {snakemake.params.scale!r}:\n{text.expandtabs(14)}"
