@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from fixture_nets import NAMES, load_arrays, load_model
 from torch import nn
 
 from fastcert.bounds import bound_pass, compile_plan, compute_bounds, plan_for
 from fastcert.models import PartialBatchNorm1d, PartialBatchNorm2d, Residual
-from fixture_nets import NAMES, load_arrays, load_model
 
 MODES = ("eval", "train")
 EPS = ("eps_small", "eps_large")

@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import AbsWeightCache, batch_statistics, interval_batch_norm, interval_linear, interval_relu
+from .kernels import (
+    AbsWeightCache,
+    batch_statistics,
+    interval_batch_norm,
+    interval_linear,
+    interval_relu,
+)
 
 Bounds = tuple[Tensor, Tensor]
 

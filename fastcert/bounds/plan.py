@@ -91,7 +91,7 @@ class _Compiler:
 
     def residual(self, block: nn.Module, path: str, src: int) -> int:
         branch = self.walk(block.get_submodule("branch"), _join(path, "branch"), src)
-        shortcut_module = getattr(block, "shortcut")
+        shortcut_module = block.shortcut
         skip = src if shortcut_module is None else self.walk(shortcut_module, _join(path, "shortcut"), src)
         added = self.emit(AddOp, _join(path, "add"), None, (branch, skip))
         return self.emit(ReluOp, _join(path, "relu"), block.get_submodule("relu"), (added,))
@@ -135,7 +135,7 @@ def compile_plan(model: nn.Module) -> Plan:
     return Plan(ops, _release_schedule(ops, output), output, tuple(model.modules()))
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, Plan]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
 
 
 def plan_for(model: nn.Module) -> Plan:

@@ -1,0 +1,238 @@
+"""Time one training step: clean vs IBP (vs IBP + warmup regularizers), on the same model and batch.
+
+Every step is a full optimizer step (zero_grad, forward, loss, backward, Adam step) on one shared
+model and optimizer, so the ratios compare like with like. Steps are timed interleaved (the order
+rotates every round) and repeated; the medians are reported, together with the median of the
+per-round ratios, which is robust to slow drifts of a shared machine's load.
+
+Run ``python benchmarks/bench_step.py --help``. To add a line (e.g. CROWN-IBP), add a step
+factory to ``STEPS``: it receives the :class:`Setup` and returns a zero-argument step function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastcert.bounds import bound_pass
+from fastcert.losses import robust_ce, spec_matrix
+from fastcert.models import DATASET_SHAPES, build
+from fastcert.perturbation import input_box
+
+NORMALIZATION = {  # SPEC §4
+    "mnist": ((0.0,), (1.0,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),
+}
+
+
+@dataclass
+class Setup:
+    """What every step works on: one model, one optimizer, one batch and its input box."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    x: Tensor
+    labels: Tensor
+    x_lower: Tensor
+    x_upper: Tensor
+    C: Tensor
+    device: torch.device
+
+
+Step = Callable[[], None]
+
+
+def clean_step(s: Setup) -> Step:
+    def step() -> None:
+        s.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(s.model(s.x), s.labels).backward()
+        s.optimizer.step()
+
+    return step
+
+
+def ibp_step(s: Setup) -> Step:
+    def step() -> None:
+        s.optimizer.zero_grad(set_to_none=True)
+        result = bound_pass(s.model, s.x, s.x_lower, s.x_upper, C=s.C)
+        robust_ce(result.lower).backward()
+        s.optimizer.step()
+
+    return step
+
+
+def ibp_eps0_step(s: Setup) -> Step:
+    """IBP on a zero-width box at x (an ε = 0 batch): the engine runs a plain clean pass."""
+
+    def step() -> None:
+        s.optimizer.zero_grad(set_to_none=True)
+        result = bound_pass(s.model, s.x, s.x, s.x, C=s.C)
+        robust_ce(result.lower).backward()
+        s.optimizer.step()
+
+    return step
+
+
+def ibp_regularized_step(s: Setup) -> Step:
+    from fastcert.regularizers import relu_loss, tightness_loss
+
+    def step() -> None:
+        s.optimizer.zero_grad(set_to_none=True)
+        result = bound_pass(s.model, s.x, s.x_lower, s.x_upper, C=s.C)
+        reg = tightness_loss(s.x_lower, s.x_upper, result.pre_activation) + relu_loss(result.pre_activation)
+        (robust_ce(result.lower) + 0.5 * reg).backward()
+        s.optimizer.step()
+
+    return step
+
+
+STEPS: dict[str, Callable[[Setup], Step]] = {
+    "clean": clean_step,
+    "ibp": ibp_step,
+    "ibp+reg": ibp_regularized_step,
+    "ibp@eps0": ibp_eps0_step,
+}
+# (label, numerator step, denominator step, target)
+RATIOS = [
+    ("IBP / clean", "ibp", "clean", "<= 2.9"),
+    ("IBP+regularizers / IBP", "ibp+reg", "ibp", "<= 1.10"),
+    ("IBP at eps=0 / clean", "ibp@eps0", "clean", "~ 1"),
+]
+
+
+def make_setup(args: argparse.Namespace) -> Setup:
+    device = torch.device(args.device)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = build(args.model, args.dataset, width=args.width).to(device).train()
+    channels, size, classes = DATASET_SHAPES[args.dataset]
+    mean, std = NORMALIZATION[args.dataset]
+    pixels = torch.rand(args.batch, channels, size, size, generator=generator)
+    x = ((pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)).to(device)
+    labels = torch.randint(0, classes, (args.batch,), generator=generator).to(device)
+    x_lower, x_upper = input_box(x, args.eps, mean, std)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    return Setup(model, optimizer, x, labels, x_lower, x_upper, spec_matrix(labels, classes), device)
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def measure(
+    setup: Setup, names: list[str], warmup: int, repeats: int, clock: Callable[[], float]
+) -> dict[str, list[float]]:
+    """Seconds per step, ``repeats`` rounds, each round running every step once (rotated order)."""
+    steps = {name: STEPS[name](setup) for name in names}
+    synchronize = torch.cuda.synchronize if setup.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            synchronize()
+            start = clock()
+            steps[name]()
+            synchronize()
+            times[name].append(clock() - start)
+    return times
+
+
+def report(args: argparse.Namespace, times: dict[str, list[float]]) -> str:
+    lines = [
+        f"# fastcert step benchmark, {datetime.date.today().isoformat()}",
+        (
+            f"# model {args.model} ({args.dataset}, width {args.width}), batch {args.batch}, "
+            f"eps {args.eps:.5f}, device {args.device}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+            f"({platform.processor() or platform.machine()}), "
+            f"malloc {'tuned' if args.tune_malloc else 'default'}"
+        ),
+        f"# {args.repeats} interleaved rounds after {args.warmup} warmup rounds; {args.clock} clock; medians",
+        f"{'step':<12} {'median ms':>10} {'min ms':>8} {'max ms':>8}",
+    ]
+    for name, values in times.items():
+        lines.append(
+            f"{name:<12} {1e3 * statistics.median(values):>10.1f} {1e3 * min(values):>8.1f} {1e3 * max(values):>8.1f}"
+        )
+    lines.append(f"{'ratio':<24} {'of medians':>10} {'median per round':>17} {'target':>8}")
+    for label, top, bottom, target in RATIOS:
+        if top in times and bottom in times:
+            of_medians = statistics.median(times[top]) / statistics.median(times[bottom])
+            per_round = statistics.median(a / b for a, b in zip(times[top], times[bottom]))
+            lines.append(f"{label:<24} {of_medians:>10.2f} {per_round:>17.2f} {target:>8}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="cnn7", choices=["cnn7", "wide_resnet", "resnext"])
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--eps", type=float, default=8 / 255, help="pixel units")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (all its threads), robust to other "
+        "processes sharing the cores; use it with --threads 1",
+    )
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
+    parser.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="glibc: keep freed memory mapped (mallopt M_MMAP_THRESHOLD/M_TRIM_THRESHOLD = 1 GiB)",
+    )
+    args = parser.parse_args(argv)
+    if args.batch < 2:
+        parser.error("--batch must be >= 2 (train-mode BatchNorm)")
+    if args.clock == "cpu" and not args.device.startswith("cpu"):
+        parser.error("--clock cpu measures host CPU time; use it with --device cpu")
+    return args
+
+
+def tune_malloc() -> None:
+    """Stop glibc from returning large freed blocks to the OS.
+
+    By default glibc serves blocks above 32 MiB with mmap and unmaps them on free, and trims the
+    heap top, so a CPU training step re-faults every page of its large temporaries (CNN-7's
+    64 MiB hidden-layer weight gradient, Adam's temporaries, ...) on every step; the page faults
+    cost more system time than the arithmetic on those buffers. Both settings are process-wide.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30)):
+        raise RuntimeError("mallopt failed (not glibc?)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.tune_malloc:
+        tune_malloc()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    times = measure(make_setup(args), args.steps, args.warmup, args.repeats, CLOCKS[args.clock])
+    print(report(args, times))
+
+
+if __name__ == "__main__":
+    main()
