@@ -1,13 +1,20 @@
-"""Fused autograd functions for the hot spots of the IBP traversal.
+"""Fused autograd functions for the hot spots of the IBP traversal (first-order gradients only).
 
-Plain autograd on ``F.linear(r, W.abs())`` materializes, per step, ``|W|``, the gradient with
-respect to ``|W|``, ``sign(W)`` and their product, and then accumulates two weight gradients.
-For CNN-7's 32768×512 hidden layer each of those is a fresh 64 MiB buffer, and on CPU fresh
-buffers of that size come straight from the kernel (page faults on every page), which costs more
-than the arithmetic. :class:`IntervalLinear` does the clean/center and radius maps of a Linear
-layer in one function whose backward writes the weight gradient once, multiplies it by
-``sign(W)`` in place and accumulates the clean/center part into it with ``addmm_``; on CPU,
-``|W|`` and ``sign(W)`` are written into buffers kept from step to step (:class:`AbsWeightCache`).
+They exist for speed (benchmarks/README.md has the measurements); each one's values and
+gradients equal those of the plain torch expression it replaces.
+
+* :class:`IntervalLinear`. Plain autograd on ``F.linear(r, W.abs())`` materializes, per step,
+  ``|W|``, the gradient with respect to ``|W|``, ``sign(W)`` and their product, then accumulates
+  two weight gradients. For CNN-7's 32768×512 hidden layer each is a fresh 64 MiB buffer, and on
+  CPU fresh buffers of that size come straight from the kernel (a page fault per page), which costs
+  more than the arithmetic. Here the backward writes the weight gradient once, multiplies it by
+  ``sign(W)`` in place and accumulates the clean/center part into it with ``addmm_``; on CPU
+  ``|W|`` and ``sign(W)`` go into buffers kept from step to step (:class:`AbsWeightCache`).
+* :class:`IntervalBatchNorm` and :class:`IntervalRelu` work on the whole ``[clean; center]``
+  stack, so that no gradient flows through slices of it (autograd's slice backward zero-fills a
+  full-size buffer per slice and then adds them up), and use torch's BatchNorm statistics kernel
+  (which also does the running-stat update in the same pass; ``torch.var_mean`` over N, H, W is
+  several times slower on CPU).
 """
 
 from __future__ import annotations
