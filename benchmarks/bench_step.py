@@ -205,6 +205,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch < 2:
         parser.error("--batch must be >= 2 (train-mode BatchNorm)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here")
     if args.clock == "cpu" and not args.device.startswith("cpu"):
         parser.error("--clock cpu measures host CPU time; use it with --device cpu")
     return args
