@@ -279,7 +279,8 @@ def _batch_terms(
     meter.add_layers("active", state.active)
     meter.add_layers("inactive", state.inactive)
     meter.add_layers("unstable", state.unstable)
-    meter.add({"log_tightness_ratio": log_tightness_ratio(x_lower, x_upper, out.pre_activation)}, 1)
+    if bound_eps > 0:  # a degenerate box has no widths: the ratio would be 0/0
+        meter.add({"log_tightness_ratio": log_tightness_ratio(x_lower, x_upper, out.pre_activation)}, 1)
     return loss, values["loss"]
 
 
@@ -442,6 +443,19 @@ def _test_epoch(
     return meter.summary(SCALAR_KEYS)
 
 
+def _finite_only(record: dict[str, Any]) -> dict[str, Any]:
+    """Replace NaN/±inf metrics (e.g. an overflowing test bound) by None and list them under
+    ``nonfinite`` ("split.key"), so records stay valid JSON and never carry garbage numbers."""
+    nonfinite = []
+    for split in ("train", "test"):
+        for key, value in record[split].items():
+            if isinstance(value, float) and not math.isfinite(value):
+                record[split][key] = None
+                nonfinite.append(f"{split}.{key}")
+    record["nonfinite"] = nonfinite
+    return record
+
+
 def epoch_summary(record: dict[str, Any]) -> dict[str, Any]:
     """``{"epoch", "standard_err", "verified_err"}`` of an epoch record (test split)."""
     return {
@@ -505,6 +519,7 @@ def train(
             "train": train_metrics,
             "test": test_metrics,
         }
+        record = _finite_only(record)
         resumed = False
         run.epoch = epoch
         is_best = record["phase"] == "target" and (

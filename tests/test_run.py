@@ -39,7 +39,7 @@ TINY = {
     "device": "cpu",
 }
 SHORT = {**TINY, "schedule": {"start": 1, "length": 2, "epochs": 3, "milestones": [2]}}
-RECORD_KEYS = {"epoch", "phase", "eps", "eval_eps", "lr", "epoch_time", "resumed", "train", "test"}
+RECORD_KEYS = {"epoch", "phase", "eps", "eval_eps", "lr", "epoch_time", "resumed", "train", "test", "nonfinite"}
 SPLIT_KEYS = {
     "ce", "err", "robust_loss", "verified_err", "loss", "l_tightness", "l_relu", "l_std", "reg",
     "active", "inactive", "unstable", "active_per_layer", "inactive_per_layer",

@@ -226,6 +226,29 @@ def test_a_non_finite_loss_raises_diverged_with_the_epoch(data) -> None:
     assert error.value.reason == "non-finite training loss at step 7 (nan)"
 
 
+def test_non_finite_test_metrics_become_null_and_are_listed(data) -> None:
+    train_split, test_split, info = data
+
+    def overflowing_test(model, x, y, x_lower, x_upper, **kwargs) -> BatchBounds:
+        out = ibp_objective(model, x, y, x_lower, x_upper, **kwargs)
+        return out if kwargs["training"] else out._replace(robust_loss=out.robust_loss * math.inf)
+
+    record = train(tiny_model(), train_split, test_split, info, config(start=1, length=1, epochs=2),
+                   objective=overflowing_test).history[-1]
+    assert record["test"]["robust_loss"] is None and record["test"]["loss"] is None
+    assert record["nonfinite"] == ["test.robust_loss", "test.loss"]
+    assert record["train"]["robust_loss"] is not None
+
+
+def test_an_eps0_test_pass_has_no_tightness_ratio(data) -> None:
+    """ε = 0 (vanilla, no regularizers) bounds a degenerate box: log(Ê(Δm)/Ê(Δ0)) is undefined."""
+    train_split, test_split, info = data
+    record = train(tiny_model(init="default"), train_split, test_split, info,
+                   config(start=2, length=1, epochs=1)).history[0]
+    assert record["eval_eps"] == 0 and record["test"]["log_tightness_ratio"] is None
+    assert record["nonfinite"] == [] and record["test"]["verified_err"] is not None
+
+
 def test_crown_ibp_is_refused_until_the_engine_supports_it() -> None:
     with pytest.raises(NotImplementedError, match="crown-ibp"):
         objective_for(config(bounds="crown-ibp"))
