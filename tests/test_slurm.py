@@ -82,21 +82,8 @@ def make_workdir(path: Path) -> Path:
 
 def snakemake_command(*extra: str) -> list[str]:
     """``snakemake --profile slurm`` for Table 1 at the smoke scale, with the test overrides."""
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--profile",
-        "slurm",
-        "--profile",
-        str(TEST_PROFILE),
-        "--verbose",
-        *extra,
-        "--config",
-        "scale=smoke",
-        "--",
-        TARGET,
-    ]
+    profiles = ["--profile", "slurm", "--profile", str(TEST_PROFILE)]
+    return [sys.executable, "-m", "snakemake", *profiles, "--verbose", *extra, "--config", "scale=smoke", "--", TARGET]
 
 
 def job_environment() -> dict[str, str]:
@@ -151,9 +138,7 @@ def slurm_run_id(log: str) -> str:
 
 def slurm_jobs(name: str) -> list[dict[str, str]]:
     """SLURM's record of every job named ``name`` (finished ones included: MinJobAge=3600)."""
-    out = subprocess.run(
-        ["scontrol", "--oneliner", "show", "job"], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run(["scontrol", "--oneliner", "show", "job"], capture_output=True, text=True, check=True).stdout
     jobs = []
     for line in out.splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
@@ -242,9 +227,7 @@ def invoke(
     ``during(process)`` runs meanwhile (if it fails, snakemake is stopped and cancels its jobs)."""
     log_path = workdir / f"snakemake-{len(list(workdir.glob('snakemake-*.log')))}.log"
     with TrainingProcesses(workdir) as processes, open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=job_environment(), stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=workdir, env=job_environment(), stdout=log, stderr=subprocess.STDOUT)
         try:
             outcome = during(process) if during else None
             code = process.wait(timeout=RUN_TIMEOUT_S)
@@ -255,9 +238,7 @@ def invoke(
     return Invocation(workdir, code, log_path.read_text(), processes.seen), outcome
 
 
-def wait_for(
-    condition: Callable[[], T], process: subprocess.Popen, what: str, timeout: float = RUN_TIMEOUT_S
-) -> T:
+def wait_for(condition: Callable[[], T], process: subprocess.Popen, what: str, timeout: float = RUN_TIMEOUT_S) -> T:
     """The first truthy value of ``condition()``, polled while ``process`` runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -270,15 +251,20 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def longest_run(workdir: Path) -> str:
-    """A run that trains long enough to be cancelled mid-way: the most epochs, ResNeXt first
-    (the costliest model at the smoke scale)."""
+def longest_runs(workdir: Path) -> list[str]:
+    """The runs with the most epochs: long enough to be cancelled mid-way."""
     document = json.loads((workdir / MANIFEST).read_text())
-    specs = {Path(entry["run_dir"]).name: entry["spec"] for entry in document["runs"]}
-    return max(
-        sorted(specs),
-        key=lambda run_id: (specs[run_id]["schedule"]["epochs"], specs[run_id]["model"] == "resnext"),
-    )
+    epochs = {Path(entry["run_dir"]).name: entry["spec"]["schedule"]["epochs"] for entry in document["runs"]}
+    return sorted(run_id for run_id, n in epochs.items() if n == max(epochs.values()))
+
+
+def first_trained(workdir: Path, run_ids: list[str]) -> tuple[str, int] | None:
+    """The first of ``run_ids`` with a completed epoch, and its number of epochs, if any."""
+    for run_id in run_ids:
+        epochs = len(read_metrics(workdir / "runs" / run_id))
+        if epochs:
+            return run_id, epochs
+    return None
 
 
 def running_job_of(run_id: str) -> str | None:
@@ -297,11 +283,15 @@ def running_job_of(run_id: str) -> str | None:
 
 
 def cancel_after_first_epoch(workdir: Path, process: subprocess.Popen) -> Disturbance:
-    """Wait for the longest run to finish an epoch under SLURM, then scancel its job."""
+    """Wait for one of the longest runs to finish an epoch under SLURM, then scancel its job.
+
+    Taking whichever starts first keeps the retry early in the run, while other jobs still
+    finish: the plugin polls SLURM 2 s after a job finished, but 10 s later after every poll
+    that saw none, so a retry running alone at the end would wait minutes to be noticed.
+    """
     wait_for((workdir / MANIFEST).exists, process, "the manifest")
-    run_id = longest_run(workdir)
-    run_dir = workdir / "runs" / run_id
-    epochs = len(wait_for(lambda: read_metrics(run_dir), process, f"a first epoch of {run_id}"))
+    candidates = longest_runs(workdir)
+    run_id, epochs = wait_for(lambda: first_trained(workdir, candidates), process, "a first epoch of a long run")
     job_id = wait_for(lambda: running_job_of(run_id), process, f"the SLURM job of {run_id}", timeout=30)
     subprocess.run(["scancel", job_id], check=True)
     return Disturbance(run_id, job_id, epochs)
@@ -329,16 +319,10 @@ def cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def table_run(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Invocation, Disturbance]:
-    """Table 1 (smoke) through the SLURM profile, one training job cancelled after its first epoch.
-
-    The cancellation happens inside the full run (rather than in a second one) so that other jobs
-    keep finishing: the plugin polls SLURM every 2 s after a job finishes but 10 s more after
-    every poll that sees none, which would make a lone retried job wait minutes.
-    """
+    """Table 1 (smoke) through the SLURM profile, one training job cancelled after its first epoch
+    (inside the full run rather than in a second one: see cancel_after_first_epoch)."""
     workdir = make_workdir(tmp_path_factory.mktemp("slurm") / "repo")
-    run, disturbance = invoke(
-        workdir, snakemake_command(), lambda process: cancel_after_first_epoch(workdir, process)
-    )
+    run, disturbance = invoke(workdir, snakemake_command(), lambda process: cancel_after_first_epoch(workdir, process))
     run.check()
     assert disturbance is not None
     return run, disturbance
@@ -444,9 +428,7 @@ def test_cancelled_training_job_is_retried_and_resumes_from_its_checkpoint(
 
 
 @pytest.mark.slurm
-def test_resumed_run_gives_the_undisturbed_table(
-    table_run: tuple[Invocation, Disturbance], tmp_path: Path
-) -> None:
+def test_resumed_run_gives_the_undisturbed_table(table_run: tuple[Invocation, Disturbance], tmp_path: Path) -> None:
     """The cancelled run trained again without interruption (locally) yields the same table."""
     run, disturbance = table_run
     workdir = tmp_path / "undisturbed"
@@ -476,26 +458,20 @@ def test_second_invocation_submits_nothing(table_run: tuple[Invocation, Disturba
 def test_teardown_stops_only_its_own_daemons_and_removes_its_config(cluster: None, tmp_path: Path) -> None:
     """Runs last: `down` kills by PID file, never by name, and leaves no slurm.conf behind."""
     state = Path(os.environ.get("FASTCERT_SLURM_STATE", "/tmp/fastcert-slurm"))
-    pids = {
-        name: int((state / "run" / f"{name}.pid").read_text()) for name in ("munged", "slurmctld", "slurmd")
-    }
+    pids = {name: int((state / "run" / f"{name}.pid").read_text()) for name in ("munged", "slurmctld", "slurmd")}
     # What a kill by name would hit: a copy of `sleep` called slurmd.
     decoy_binary = tmp_path / "slurmd"
     shutil.copy2(shutil.which("sleep"), decoy_binary)
     decoy = subprocess.Popen([str(decoy_binary), "120"])
     try:
-        down = subprocess.run(
-            [str(CLUSTER), "down"], check=False, capture_output=True, text=True, timeout=300
-        )
+        down = subprocess.run([str(CLUSTER), "down"], check=False, capture_output=True, text=True, timeout=300)
         assert down.returncode == 0, down.stderr
         for name, pid in pids.items():
             assert not Path(f"/proc/{pid}").exists(), f"{name} (pid {pid}) still running"
         assert decoy.poll() is None, "cluster.sh down killed a process it did not start"
         assert not Path("/etc/slurm/slurm.conf").exists() and not Path("/etc/slurm/gres.conf").exists()
         assert sorted(p.name for p in state.iterdir()) == ["log"], "only the logs stay"
-        again = subprocess.run(
-            [str(CLUSTER), "down"], check=False, capture_output=True, text=True, timeout=60
-        )
+        again = subprocess.run([str(CLUSTER), "down"], check=False, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0, again.stderr
     finally:
         decoy.kill()
