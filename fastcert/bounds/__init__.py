@@ -18,9 +18,16 @@ Layout (for extending with CROWN-IBP / CROWN / loss fusion):
 * :mod:`.plan` — compiles a model into a flat list of ops with their input indices, cached per
   model; unsupported modules raise ``TypeError`` with their path.
 * :mod:`.engine` — the traversal, :func:`bound_pass` and :func:`compute_bounds`.
+* :mod:`.crown` — backward (CROWN) passes over an IBP traversal: CROWN-IBP, full CROWN.
+* :mod:`.fusion` — loss fusion: one backward pass bounds ``Σ_j exp(z_j − z_y)``.
 """
 
+from .crown import BackwardPass
 from .engine import METHODS, BoundPass, bound_pass, compute_bounds
+from .fusion import FusedBound, fused_crown_ibp, fused_ibp
 from .plan import Plan, compile_plan, plan_for
 
-__all__ = ["METHODS", "BoundPass", "Plan", "bound_pass", "compile_plan", "compute_bounds", "plan_for"]
+__all__ = [
+    "METHODS", "BackwardPass", "BoundPass", "FusedBound", "Plan", "bound_pass", "compile_plan",
+    "compute_bounds", "fused_crown_ibp", "fused_ibp", "plan_for",
+]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from .crown import refine
 from .ops import Bounds, Flow, LinearOp, PassContext
 from .plan import plan_for
 
@@ -20,13 +21,15 @@ class BoundPass:
     ``clean``: logits [B, K] of the clean batch (train-mode BN used and updated its batch
     statistics here). ``lower``/``upper``: bounds of the logits [B, K], or of ``C @ logits``
     [B, M] when a spec matrix was given. ``pre_activation``: ``(lower, upper)`` of every ReLU
-    input in forward order (for the regularizers and ReLU statistics).
+    input in forward order (for the regularizers and ReLU statistics). ``context``: the traversal's
+    state (BN maps, ReLU input bounds) that a CROWN backward pass refines (:mod:`.crown`).
     """
 
     clean: Tensor
     lower: Tensor
     upper: Tensor
     pre_activation: list[Bounds]
+    context: PassContext | None = field(default=None, repr=False)
 
 
 def bound_pass(
@@ -46,6 +49,8 @@ def bound_pass(
     logit intervals).
     """
     _check_method(method)
+    if method != "ibp":  # CROWN-IBP / CROWN: one IBP traversal, then backward passes over it
+        return refine(model, bound_pass(model, x, x_lower, x_upper, C=C), x_lower, x_upper, C, method)
     _check_inputs(x, x_lower, x_upper, C)
     plan = plan_for(model)
     flow, stacked = _input_flow(x, x_lower, x_upper)
@@ -69,8 +74,8 @@ def bound_pass(
         if C is not None:
             center, radius = _apply_spec(C, center, radius)
     if radius is None:
-        return BoundPass(clean, center, center, ctx.pre_activation)
-    return BoundPass(clean, center - radius, center + radius, ctx.pre_activation)
+        return BoundPass(clean, center, center, ctx.pre_activation, ctx)
+    return BoundPass(clean, center - radius, center + radius, ctx.pre_activation, ctx)
 
 
 def compute_bounds(
@@ -94,8 +99,6 @@ def compute_bounds(
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; valid: {', '.join(METHODS)}")
-    if method != "ibp":
-        raise NotImplementedError(f"bound method {method!r} is not implemented yet; only 'ibp' is available")
 
 
 def _check_inputs(x: Tensor, x_lower: Tensor, x_upper: Tensor, C: Tensor | None) -> None:

@@ -30,6 +30,7 @@ from .kernels import (
     interval_linear,
     interval_relu,
 )
+from .relaxation import relu_backward
 
 Bounds = tuple[Tensor, Tensor]
 
@@ -121,6 +122,15 @@ class LinearOp(Op):
             radius = torch.bmm(folded.abs(), flow.radius.unsqueeze(-1)).squeeze(-1)
         return ctx.clean(Flow(logits, None)), center, radius
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape[:-1] + (self.module.out_features,)
+
+    def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """CROWN: ``A·(Wh + b) = (AW)·h + A·b``; a spec matrix C as the first A is C folded into W."""
+        bias = self.module.bias
+        offset = None if bias is None else _sum_trailing(torch.matmul(A, bias))
+        return (torch.matmul(A, self.module.weight),), offset
+
 
 class ConvOp(Op):
     """``nn.Conv2d`` (any stride, padding, dilation, groups; zero padding): as Linear, with |kernel|."""
@@ -137,6 +147,33 @@ class ConvOp(Op):
         stack = self._conv(flow.stack, weight, self.module.bias)
         radius = None if flow.radius is None else self._conv(flow.radius, weight.abs(), None)
         return Flow(stack, radius)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        m = self.module
+        padding = _numeric_padding(m, self.name)
+        spatial = tuple(
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, s, p, d, k in zip(shape[1:], m.stride, padding, m.dilation, m.kernel_size)
+        )
+        return (m.out_channels,) + spatial
+
+    def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """CROWN: the transposed convolution maps A [B, M, C_out, H', W'] back to the input shape.
+
+        ``output_padding`` restores the input rows/columns a strided convolution never reads
+        (their coefficients are 0); the bias term is ``Σ_{h,w} A[:, :, c] · b_c``.
+        """
+        m = self.module
+        in_shape = ctx.shapes[self.src[0]]
+        padding = _numeric_padding(m, self.name)
+        output_padding = tuple(
+            size - ((out - 1) * s - 2 * p + d * (k - 1) + 1)
+            for size, out, s, p, d, k in zip(in_shape[1:], A.shape[3:], m.stride, padding, m.dilation, m.kernel_size)
+        )
+        flat = A.reshape((-1,) + tuple(A.shape[2:]))
+        A_in = F.conv_transpose2d(flat, m.weight, None, m.stride, padding, output_padding, m.groups, m.dilation)
+        offset = None if m.bias is None else torch.matmul(_sum_trailing(A, keep=3), m.bias)
+        return (A_in.view(tuple(A.shape[:2]) + in_shape),), offset
 
 
 class BatchNormOp(Op):
@@ -218,6 +255,15 @@ class BatchNormOp(Op):
         ctx.bn_affine[self.index] = (scale, shift)
         return Flow(stack, radius)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+    def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """CROWN: the per-channel affine map of this traversal (``ctx.bn_affine``), transposed."""
+        scale, shift = ctx.bn_affine[self.index]
+        view = (1, 1, -1) + (1,) * (A.dim() - 3)
+        return (A * scale.view(view),), torch.matmul(_sum_trailing(A, keep=3), shift)
+
 
 class ReluOp(Op):
     """``nn.ReLU``: ``[l, u] → [relu(l), relu(u)]``; records ``(l, u)`` as a pre-activation bound."""
@@ -233,6 +279,17 @@ class ReluOp(Op):
         ctx.pre_activation.append((lower, upper))
         return Flow(stack, radius)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+    def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """CROWN (lower bound of ``A·relu(z)``): positive coefficients take the lower line, negative
+        ones the upper line of :func:`~.relaxation.relaxation` over the input bounds in
+        ``ctx.relu_bounds`` (one autograd kernel, :class:`~.relaxation.ReluBackward`)."""
+        lower, upper = ctx.relu_bounds[self.index]
+        A_in, offset = relu_backward(_layout_like(A, lower), lower.unsqueeze(1), upper.unsqueeze(1))
+        return (A_in,), offset
+
 
 class FlattenOp(Op):
     """``nn.Flatten``: reshapes clean, center and radius alike (the batch dimension is kept)."""
@@ -244,6 +301,13 @@ class FlattenOp(Op):
         start, end = self.module.start_dim, self.module.end_dim
         radius = None if flow.radius is None else flow.radius.flatten(start, end)
         return Flow(flow.stack.flatten(start, end), radius)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(torch.empty((1,) + shape, device="meta").flatten(self.module.start_dim, self.module.end_dim).shape[1:])
+
+    def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """CROWN: coefficients take the input's shape back."""
+        return (A.reshape(tuple(A.shape[:2]) + ctx.shapes[self.src[0]]),), None
 
 
 class AddOp(Op):
@@ -257,3 +321,57 @@ class AddOp(Op):
         else:
             radius = left.radius + right.radius
         return Flow(left.stack + right.stack, radius)
+
+    def output_shape(self, left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, ...]:
+        return left
+
+    def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """CROWN: both summands get the same coefficients (summed again where the branches split)."""
+        return (A, A), None
+
+
+# --- backward (CROWN) support ------------------------------------------------------------------
+@dataclass
+class BackwardContext:
+    """What the ``backward`` rules read besides the coefficients they map.
+
+    A backward rule maps coefficients ``A`` [B, M, *output shape] of a linear function of the op's
+    output to coefficients of its inputs plus an offset [B, M] (or None), such that the input-side
+    function is a lower bound of the output-side one wherever the inputs lie within the bounds
+    used (an equality for affine ops). A batch dimension of 1 stands for coefficients shared by
+    every example (they stay so until the first ReLU, which makes them per example).
+    ``bn_affine``: each BatchNorm's ``(scale, shift)`` by op index, taken from the traversal being
+    refined, so that CROWN uses the very statistics of its clean logits. ``relu_bounds``: ``(lower, upper)`` of each ReLU's input by op index (IBP for
+    CROWN-IBP; CROWN bounds for full CROWN). ``shapes``: every plan value's shape without batch.
+    """
+
+    bn_affine: dict[int, tuple[Tensor, Tensor]]
+    relu_bounds: dict[int, Bounds]
+    shapes: list[tuple[int, ...]]
+
+
+def _sum_trailing(A: Tensor, keep: int = 2) -> Tensor:
+    """Sum over every dimension after the first ``keep`` (none if there are none), in any layout."""
+    return A if A.dim() <= keep else A.sum(dim=tuple(range(keep, A.dim())))
+
+
+def _layout_like(A: Tensor, bounds: Tensor) -> Tensor:
+    """A [B, M, C, H, W] in the memory layout of channels-last bounds [B, C, H, W].
+
+    Elementwise steps between tensors of different layouts run strided, and the transposed
+    convolutions keep the layout they are given: one copy at the first ReLU makes every later
+    step of the backward pass channels-last like the traversal's activations.
+    """
+    if bounds.dim() != 4 or not bounds.is_contiguous(memory_format=torch.channels_last):
+        return A
+    channels_inner = A.permute(0, 1, 3, 4, 2)
+    return A if channels_inner.is_contiguous() else channels_inner.contiguous().permute(0, 1, 4, 2, 3)
+
+
+def _numeric_padding(conv: nn.Conv2d, name: str) -> tuple[int, ...]:
+    """The conv's padding as numbers; the transposed convolution needs them explicitly."""
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return (0, 0)
+        raise TypeError(f"fastcert.bounds: CROWN does not support padding={conv.padding!r} (Conv2d '{name}')")
+    return tuple(conv.padding)

@@ -1,0 +1,84 @@
+"""Verified error of a model on a split under IBP, CROWN-IBP and CROWN (fastcert.verify)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from fastcert.bounds import bound_pass
+from fastcert.data import load_dataset
+from fastcert.losses import certified, spec_matrix
+from fastcert.perturbation import input_box
+from fastcert.verify import verify
+from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
+
+METHODS = ("ibp", "crown-ibp", "crown")
+
+
+@pytest.fixture(scope="module")
+def setup():  # type: ignore[no-untyped-def]
+    """A small conv net (BN, train mode) on 40 synthetic MNIST test images."""
+    _, test, info = load_dataset("mnist", source="synthetic", train_size=20, test_size=40, seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 4, stride=4), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 7 * 7, 16), nn.ReLU(), nn.Linear(16, 10),
+    )
+    with torch.no_grad():  # settle the running stats on the data
+        model.train()
+        for x, _ in test.batches(40, shuffle=False, augment=False):
+            for _ in range(20):
+                model(x)
+    return model, test, info
+
+
+def _by_hand(model: nn.Module, test, info, eps: float, method: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """The same quantity in one batch, on a copy in eval mode."""
+    frozen = copy.deepcopy(model).eval()
+    wrong = unverified = 0
+    with torch.no_grad():
+        for x, y in test.batches(40, shuffle=False, augment=False):
+            x_lower, x_upper = input_box(x, eps, info.mean, info.std)
+            result = bound_pass(frozen, x, x_lower, x_upper, C=spec_matrix(y, 10), method=method)
+            wrong += int((result.clean.argmax(1) != y).sum())
+            unverified += int((~certified(result.lower)).sum())
+    return wrong / len(test), unverified / len(test)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_verify_counts_every_example(setup, method: str) -> None:  # type: ignore[no-untyped-def]
+    model, test, info = setup
+    eps = 0.002
+    got = verify(model, test, info, eps, method, batch_size=16)
+    standard, verified = _by_hand(model, test, info, eps, method)
+    assert got == {"standard_err": standard, "verified_err": verified, "n": 40}
+    assert 0 < got["verified_err"] < 1, "the check needs some verified and some unverified examples"
+    assert got["verified_err"] >= got["standard_err"]
+
+
+def test_verify_is_batch_independent_and_leaves_the_model_alone(setup) -> None:  # type: ignore[no-untyped-def]
+    model, test, info = setup
+    before = copy.deepcopy(model.state_dict())
+    results = [verify(model, test, info, 0.002, "crown-ibp", batch_size=size) for size in (7, 40)]
+    assert results[0] == results[1]
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_tighter_methods_verify_more_and_eps_zero_verifies_the_correct(setup) -> None:  # type: ignore[no-untyped-def]
+    model, test, info = setup
+    errors = {method: verify(model, test, info, 0.004, method)["verified_err"] for method in METHODS}
+    assert errors["crown"] <= errors["crown-ibp"] <= errors["ibp"]
+    assert errors["crown"] < errors["ibp"]
+    at_zero = verify(model, test, info, 0.0, "ibp")
+    assert at_zero["verified_err"] == at_zero["standard_err"]
+
+
+def test_verify_rejects_an_unknown_method(setup) -> None:  # type: ignore[no-untyped-def]
+    model, test, info = setup
+    with pytest.raises(ValueError, match="unknown verification method 'alpha-crown'"):
+        verify(model, test, info, 0.01, "alpha-crown")
