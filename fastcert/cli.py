@@ -25,16 +25,15 @@ from fastcert.run import (
     resolve_device,
 )
 from fastcert.spec import SpecError, load, validate
-from fastcert.training import evaluate
+from fastcert.verify import DEFAULT_BATCH, verify
 
-VERIFY_METHODS = ("ibp", "crown-ibp", "crown")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastcert", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser(
+    train_cmd = commands.add_parser(
         "train",
         help="train (or resume) one run spec",
         description="Train the run described by a spec into DIR. Rerunning the same command\n"
@@ -42,32 +41,33 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--spec", required=True, type=Path, metavar="RUN.yaml",
-                       help="run spec, see docs/architecture.md")
-    train.add_argument("--out", required=True, type=Path, metavar="DIR",
-                       help="run directory (created if missing)")
-    train.add_argument("--device", help="override the spec's device (auto, cpu, cuda, cuda:N)")
-    bar = train.add_mutually_exclusive_group()
+    train_cmd.add_argument("--spec", required=True, type=Path, metavar="RUN.yaml",
+                           help="run spec, see docs/architecture.md")
+    train_cmd.add_argument("--out", required=True, type=Path, metavar="DIR",
+                           help="run directory (created if missing)")
+    train_cmd.add_argument("--device", help="override the spec's device (auto, cpu, cuda, cuda:N)")
+    bar = train_cmd.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="progress bar per epoch (default: when stderr is a terminal)")
     bar.add_argument("--no-progress", dest="progress", action="store_false",
                      help="one plain log line per epoch only")
 
-    verify = commands.add_parser(
+    verify_cmd = commands.add_parser(
         "verify",
         help="verified error of a checkpoint on its test split",
         description="Rebuild the model and test data of a checkpoint and write its standard and "
         "verified error as JSON (stdout, and FILE with --out).",
-        epilog="exit status: 0 written; 2 bad checkpoint, arguments or unavailable method",
+        epilog="exit status: 0 written; 2 bad checkpoint or arguments, device or dataset not available",
     )
-    verify.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT")
-    verify.add_argument("--method", required=True, choices=VERIFY_METHODS)
-    verify.add_argument("--eps", type=float, help="ε in pixel units (default: the spec's eps_test)")
-    verify.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here (atomically)")
-    verify.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    verify.add_argument("--test-size", type=int, metavar="N",
-                        help="verify a class-balanced subset of N test examples (full CROWN is slow)")
-    verify.add_argument("--batch-size", type=int, help="examples per bound pass")
+    verify_cmd.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT")
+    verify_cmd.add_argument("--method", required=True, choices=tuple(DEFAULT_BATCH))
+    verify_cmd.add_argument("--eps", type=float, help="ε in pixel units (default: the spec's eps_test)")
+    verify_cmd.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here (atomically)")
+    verify_cmd.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    verify_cmd.add_argument("--test-size", type=int, metavar="N",
+                            help="verify a class-balanced subset of N test examples (full CROWN is slow)")
+    batches = ", ".join(f"{method} {size}" for method, size in DEFAULT_BATCH.items())
+    verify_cmd.add_argument("--batch-size", type=int, help=f"examples per bound pass (default: {batches})")
     return parser
 
 
@@ -95,10 +95,7 @@ def _verify(args: argparse.Namespace) -> int:
     model = build_model(spec)
     model.load_state_dict(checkpoint["model"])
     model.to(device)
-    try:
-        errors = evaluate(model, test_split, info, eps, method=args.method, batch_size=args.batch_size or 256)
-    except NotImplementedError as error:
-        raise RunError(f"--method {args.method}: {error}") from None
+    errors = verify(model, test_split, info, eps, method=args.method, batch_size=args.batch_size)
     result = {
         "checkpoint": str(args.checkpoint),
         "kind": checkpoint["kind"],

@@ -60,14 +60,14 @@ CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
 
 EXIT_COMPLETED = 0
 EXIT_ERROR = 1  # an unexpected error (Python's own exit status for an uncaught exception)
-EXIT_USAGE = 2  # invalid spec/arguments, a directory of another spec, an unavailable method
+EXIT_USAGE = 2  # invalid spec/arguments, a directory of another spec, no such device/dataset
 EXIT_DIVERGED = 3
 EXIT_SIGNAL_BASE = 128  # interrupted by signal N: 128 + N (SIGTERM 143, SIGINT 130)
 EXIT_CODES_HELP = """exit status:
   0    completed (also when DIR already holds the completed run: nothing is retrained)
   1    unexpected error (traceback on stderr)
-  2    invalid spec or arguments, DIR holds another spec's run, or the method, device or
-       dataset is not available (nothing was trained)
+  2    invalid spec or arguments, DIR holds another spec's run, or the device or dataset is
+       not available (nothing was trained)
   3    training diverged (NaN/inf loss; reason in DIR/result.json; rerunning does not retrain)
   143  stopped by SIGTERM after saving the last completed epoch; rerun the same command to resume
   130  stopped by SIGINT (Ctrl-C), likewise"""
@@ -351,10 +351,6 @@ def execute(
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
     config = train_config(spec)
-    try:
-        objective = objective_for(config)
-    except NotImplementedError as error:
-        raise RunError(str(error)) from None
     run_dir.claim()
     result_file = run_dir.file(RESULT_FILE)
     if result_file.exists():
@@ -388,7 +384,7 @@ def execute(
             train(
                 model, train_split, test_split, info, config,
                 generator=seeded_generator(spec.seed, "train-order"),
-                objective=objective,
+                objective=objective_for(config),
                 on_epoch_end=on_epoch_end,
                 start_state=start_state,
                 should_stop=flag,

@@ -17,13 +17,13 @@ from fastcert.data import load_dataset
 from fastcert.init import initialize
 from fastcert.models import build
 from fastcert.schedule import SmoothedSchedule
+from fastcert.verify import verify
 from fastcert.training import (
     BatchBounds,
     Diverged,
     Interrupted,
     Meter,
     TrainConfig,
-    evaluate,
     ibp_objective,
     objective_for,
     train,
@@ -190,7 +190,7 @@ def test_records_are_complete_and_evaluation_matches_verify(data) -> None:
         assert layers == 6 and len(metrics["unstable_per_layer"]) == layers
         assert metrics["active"] + metrics["inactive"] + metrics["unstable"] == pytest.approx(1.0)
     assert last["train"]["grad_norm"] > 0 and "grad_norm" not in last["test"]
-    errors = evaluate(model, test_split, info, EPS, batch_size=16)
+    errors = verify(model, test_split, info, EPS, batch_size=16)
     assert errors["standard_err"] == last["test"]["err"]
     assert errors["verified_err"] == last["test"]["verified_err"]
     assert result.last == {"epoch": 4, "standard_err": last["test"]["err"],
@@ -249,9 +249,19 @@ def test_an_eps0_test_pass_has_no_tightness_ratio(data) -> None:
     assert record["nonfinite"] == [] and record["test"]["verified_err"] is not None
 
 
-def test_crown_ibp_is_refused_until_the_engine_supports_it() -> None:
-    with pytest.raises(NotImplementedError, match="crown-ibp"):
-        objective_for(config(bounds="crown-ibp"))
+@pytest.mark.parametrize("loss_fusion", [True, False])
+def test_crown_ibp_trains_mixed_during_the_ramp_and_pure_ibp_at_eps_max(data, loss_fusion: bool) -> None:
+    train_split, test_split, info = data
+    cfg = config(start=1, length=2, epochs=3, bounds="crown-ibp", loss_fusion=loss_fusion)
+    model = tiny_model(init="default")
+    history = train(model, train_split, test_split, info, cfg).history
+    ramp, target = history[1], history[2]
+    # Fused training batches bound the loss, not the margins: no training verified error then.
+    assert (ramp["train"]["verified_err"] is None) == loss_fusion
+    assert all(r["test"]["verified_err"] is not None for r in history)  # testing is never fused
+    assert target["phase"] == "target" and target["train"]["verified_err"] is not None
+    # At ε_max the factor is 0: the test pass is pure IBP, as `fastcert verify --method ibp`.
+    assert verify(model, test_split, info, EPS, batch_size=16)["verified_err"] == target["test"]["verified_err"]
 
 
 def test_interrupt_and_resume_from_state_is_bit_identical(data) -> None:
@@ -308,7 +318,7 @@ def test_training_on_learnable_data_reduces_verified_error(method: str) -> None:
     model = tiny_model(init="ibp" if ours else "default")
     cfg = TrainConfig(eps_train=0.02, eps_test=0.02, start=1, length=2, epochs=4, batch_size=32, lr=3e-3,
                       regularizers=TERMS if ours else ())
-    before = evaluate(model, test_split, info, 0.02)["verified_err"]
+    before = verify(model, test_split, info, 0.02)["verified_err"]
     result = train(model, train_split, test_split, info, cfg, generator=torch.Generator().manual_seed(0))
     assert before == 1.0
     assert result.last["verified_err"] < 0.9
