@@ -28,7 +28,6 @@ from fastcert.spec import SpecError, load, validate
 from fastcert.verify import DEFAULT_BATCH, verify
 
 
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastcert", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

@@ -25,7 +25,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +38,12 @@ import fastcert
 from fastcert.data import DatasetInfo, Split, load_dataset
 from fastcert.data.splits import seeded_generator
 from fastcert.init import initialize
-from fastcert.io import atomic_torch_save, atomic_write_json, atomic_write_jsonl, read_jsonl
+from fastcert.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_jsonl,
+    read_jsonl,
+)
 from fastcert.models import build
 from fastcert.spec import RunSpec
 from fastcert.training import (

@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,7 @@ def _milestones(path: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise _fail(path, f"expected a list of epochs, got {_type_name(value)}")
     epochs = tuple(_int(f"{path}[{i}]", m, minimum=1) for i, m in enumerate(value))
-    if any(b <= a for a, b in zip(epochs, epochs[1:])):
+    if any(b <= a for a, b in pairwise(epochs)):
         raise _fail(path, f"must be strictly increasing, got {list(epochs)}")
     return epochs
 

@@ -42,7 +42,12 @@ from fastcert.data import DatasetInfo, Split
 from fastcert.losses import certified, robust_ce, spec_matrix
 from fastcert.perturbation import input_box
 from fastcert.regularizers import log_tightness_ratio, relu_state, warmup_regularizer
-from fastcert.schedule import SmoothedSchedule, batches_per_epoch, reg_lambda, regularizer_active
+from fastcert.schedule import (
+    SmoothedSchedule,
+    batches_per_epoch,
+    reg_lambda,
+    regularizer_active,
+)
 
 NATURAL_BOUND_EPS = 1e-6  # authors' --min-eps-reg: bounds for the regularizers in ε = 0 batches
 LR_DECAY = 0.2
@@ -76,10 +81,6 @@ class TrainConfig:
     lr: float = 5e-4
     grad_clip: float = 10.0
     augment: bool = True
-
-    @property
-    def ramp_end(self) -> int:
-        return self.start + self.length - 1
 
 
 class BatchBounds(NamedTuple):

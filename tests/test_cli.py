@@ -142,5 +142,5 @@ def test_console_script_is_installed() -> None:
     executable = shutil.which("fastcert")
     if executable is None:
         pytest.skip("fastcert is not installed as a console script in this environment")
-    proc = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "train" in proc.stdout and "verify" in proc.stdout

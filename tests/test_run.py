@@ -20,7 +20,13 @@ from fastcert import run as run_module
 from fastcert.cli import main
 from fastcert.data import DatasetMissingError
 from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
-from fastcert.run import EXIT_COMPLETED, EXIT_DIVERGED, RunError, execute, load_checkpoint
+from fastcert.run import (
+    EXIT_COMPLETED,
+    EXIT_DIVERGED,
+    RunError,
+    execute,
+    load_checkpoint,
+)
 from fastcert.spec import validate
 from fastcert.training import ibp_objective
 

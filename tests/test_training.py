@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from fastcert import training
 from fastcert.data import load_dataset
 from fastcert.init import initialize
 from fastcert.models import build
 from fastcert.schedule import SmoothedSchedule
-from fastcert.verify import verify
 from fastcert.training import (
     BatchBounds,
     Diverged,
@@ -28,6 +27,7 @@ from fastcert.training import (
     objective_for,
     train,
 )
+from fastcert.verify import verify
 
 EPS = 0.05
 TERMS = ("tightness", "relu")
@@ -46,7 +46,8 @@ def tiny_model(seed: int = 0, init: str = "ibp") -> nn.Module:
 
 
 def config(**overrides: Any) -> TrainConfig:
-    base = dict(eps_train=EPS, eps_test=EPS, start=2, length=2, epochs=4, milestones=(3,), batch_size=16)
+    base = {"eps_train": EPS, "eps_test": EPS, "start": 2, "length": 2, "epochs": 4, "milestones": (3,),
+            "batch_size": 16}
     return TrainConfig(**{**base, **overrides})
 
 
@@ -247,6 +248,11 @@ def test_an_eps0_test_pass_has_no_tightness_ratio(data) -> None:
                    config(start=2, length=1, epochs=1)).history[0]
     assert record["eval_eps"] == 0 and record["test"]["log_tightness_ratio"] is None
     assert record["nonfinite"] == [] and record["test"]["verified_err"] is not None
+
+
+def test_an_unknown_bound_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown bound method 'crown'; valid: ibp, crown-ibp"):
+        objective_for(config(bounds="crown"))
 
 
 @pytest.mark.parametrize("loss_fusion", [True, False])
