@@ -35,36 +35,55 @@ _EXACT_COUNT = 1 << 24  # float32 counts a chunk of 0/1 values this long exactly
 _CPU_CHUNK = 1 << 18  # elements per slice on CPU (see _spans)
 
 
-def _check(pre_activation: Sequence[Bounds], tau: float | None = None) -> None:
+def _check(pre_activation: Sequence[Bounds], tau: float | None = None, name: str = "pre_activation") -> None:
+    """Shapes pair up; one floating dtype and one device throughout (the sums share buffers)."""
     if len(pre_activation) == 0:
-        raise ValueError("pre_activation is empty: the model has no ReLU to regularize")
+        raise ValueError(f"{name} is empty: the model has no ReLU to regularize")
+    first = pre_activation[0][0]
+    if not first.is_floating_point():
+        raise ValueError(f"{name}: bounds must be floating point, got {first.dtype}")
     for i, (lower, upper) in enumerate(pre_activation):
         if lower.shape != upper.shape:
             raise ValueError(
-                f"pre_activation[{i}]: lower {tuple(lower.shape)} and upper "
+                f"{name}[{i}]: lower {tuple(lower.shape)} and upper "
                 f"{tuple(upper.shape)} differ in shape"
             )
-        if not (lower.is_floating_point() and upper.is_floating_point()):
-            raise ValueError(
-                f"pre_activation[{i}]: bounds must be floating point, got {lower.dtype} and {upper.dtype}"
-            )
+        for tensor in (lower, upper):
+            if tensor.dtype != first.dtype or tensor.device != first.device:
+                raise ValueError(
+                    f"{name}[{i}]: {tensor.dtype} on {tensor.device} differs from "
+                    f"{first.dtype} on {first.device} of {name}[0]"
+                )
     if tau is not None and not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
 
 
 def _flat_pair(lower: Tensor, upper: Tensor) -> Bounds:
-    """Both bounds as 1-D tensors in ``lower``'s memory order, one common dtype.
+    """Both bounds as 1-D tensors in ``lower``'s memory order.
 
     Every quantity here is a sum over all elements, so the order is free: walking memory order
     makes this a view for any dense layout (channels-last included) instead of a copy. ``upper``
     follows the same order, so the two stay aligned element by element.
     """
-    dtype = torch.promote_types(lower.dtype, upper.dtype)
-    order = sorted(range(lower.dim()), key=lower.stride, reverse=True)
-    return (
-        lower.to(dtype).permute(order).reshape(-1),
-        upper.to(dtype).permute(order).reshape(-1),
-    )
+    order = _memory_order(lower)
+    return lower.permute(order).reshape(-1), upper.permute(order).reshape(-1)
+
+
+def _memory_order(tensor: Tensor) -> list[int]:
+    """The dimensions from the largest stride to the smallest."""
+    return sorted(range(tensor.dim()), key=tensor.stride, reverse=True)
+
+
+def _empty_aligned(like: Tensor) -> Bounds:
+    """``(new tensor shaped like like, its 1-D view aligned with _flat_pair(like, ...))``.
+
+    Writing through the view puts each value on the element it belongs to; returning the tensor
+    itself (not a view) lets autograd add another gradient into it in place.
+    """
+    order = _memory_order(like)
+    flat = like.new_empty(like.numel())
+    inverse = sorted(range(like.dim()), key=order.__getitem__)
+    return flat.view([like.shape[k] for k in order]).permute(inverse), flat
 
 
 def _relu_masks(lower: Tensor, upper: Tensor, out: Tensor) -> Tensor:
@@ -88,14 +107,13 @@ def _spans(n: int, device: torch.device) -> list[tuple[int, int]]:
 
 
 def _scratch(like: Tensor, n: int) -> Tensor:
-    """Four rows for one slice: the two masks, ``x`` (or ``d``) and a temporary."""
-    return like.new_empty(4, min(n, _spans(n, like.device)[0][1]) if n else 0)
+    """Four rows for the largest slice of ``n`` elements: the two masks, ``x`` (or ``d``), a temporary."""
+    return like.new_empty(4, _spans(n, like.device)[0][1] if n else 0)
 
 
-def _relu_counts(lower: Tensor, upper: Tensor) -> Tensor:
+def _relu_counts(lower: Tensor, upper: Tensor, scratch: Tensor) -> Tensor:
     """``[|l > 0|, |u < 0|]`` of a flat layer, exact (float64 sum of exact per-slice counts)."""
     spans = _spans(lower.numel(), lower.device)
-    scratch = _scratch(lower, lower.numel())
     part = lower.new_empty(len(spans), 2)
     for k, (start, stop) in enumerate(spans):
         masks = _relu_masks(lower[start:stop], upper[start:stop], scratch[:2, : stop - start])
@@ -135,13 +153,14 @@ def _second_pass(lower: Tensor, upper: Tensor, mean: Tensor, scratch: Tensor) ->
 
 
 def _layer_grads(lower: Tensor, upper: Tensor, coef: Tensor, scratch: Tensor) -> Bounds:
-    """``(∂/∂l, ∂/∂u)`` of a flat layer from ``coef = [mean, c_A, c_I, s_A, s_I, s, shift, 2 g_W]``:
+    """``(∂/∂l, ∂/∂u)`` of a layer from ``coef = [mean, c_A, c_I, s_A, s_I, s, shift, 2 g_W]``:
     ``∂/∂u = A (c_A + s_A d) + I (c_I + s_I d) + s d + shift``, ``∂/∂l = ∂/∂u − 2 g_W``."""
     mean, c_active, c_inactive, s_active, s_inactive, slope, shift, width = coef
-    grad_lower, grad_upper = torch.empty_like(lower), torch.empty_like(upper)
+    (grad_lower, flat_lower), (grad_upper, flat_upper) = _empty_aligned(lower), _empty_aligned(lower)
+    lower, upper = _flat_pair(lower, upper)
     for start, stop in _spans(lower.numel(), lower.device):
         low, up = lower[start:stop], upper[start:stop]
-        g_low, g_up = grad_lower[start:stop], grad_upper[start:stop]
+        g_low, g_up = flat_lower[start:stop], flat_upper[start:stop]
         masks, d, tmp = scratch[:2, : stop - start], scratch[2, : stop - start], scratch[3, : stop - start]
         _relu_masks(low, up, masks)
         torch.add(low, up, out=d).sub_(mean)
@@ -153,7 +172,7 @@ def _layer_grads(lower: Tensor, upper: Tensor, coef: Tensor, scratch: Tensor) ->
 
 
 class _BoundSums(torch.autograd.Function):
-    """The per-layer sums that every term needs, over flat bounds ``l0, u0, l1, u1, ...``.
+    """The per-layer sums that every term needs, over bounds ``l0, u0, l1, u1, ...``.
 
     Output ``sums`` [m, 6], per layer, with centers ``c = (l + u)/2``, their mean ``m_c``,
     A = ``l > 0`` and I = ``u < 0``: ``Ê(Δ) = mean((u − l)/2)``, ``Σ_A c``, ``Σ_I (−c)``,
@@ -167,15 +186,17 @@ class _BoundSums(torch.autograd.Function):
     recomputes the masks and ``d`` (cheaper than keeping them) and writes ``∂/∂u = ∂/∂x + g_W/(2N)``
     and ``∂/∂l = ∂/∂x − g_W/(2N)`` directly, with ``∂/∂x_j = A_j (g_A + g_VA d_j)/2 +
     I_j (−g_I + g_VI d_j)/2 + g_V d_j/(2(N−1)) + k`` and ``k = −(g_VA Σ_A d + g_VI Σ_I d)/(2N)``,
-    the mean's share (``Σ d = 0`` is left out, as in torch's own variance backward).
+    the mean's share (``Σ d = 0`` is left out, as in torch's own variance backward). Without
+    ``centers`` the gradients are expanded scalars (no memory).
     """
 
     @staticmethod
-    def forward(ctx: Any, centers: bool, *flat: Tensor) -> Tensor:
-        pairs = list(zip(flat[::2], flat[1::2]))
-        scratch = _scratch(flat[0], max(lower.numel() for lower, _ in pairs))
+    def forward(ctx: Any, centers: bool, *bounds: Tensor) -> Tensor:
+        pairs = list(zip(bounds[::2], bounds[1::2]))
+        scratch = _scratch(bounds[0], max(lower.numel() for lower, _ in pairs))
         rows, moments = [], []
         for lower, upper in pairs:
+            lower, upper = _flat_pair(lower, upper)
             n = lower.numel()
             first = _first_pass(lower, upper, centers, scratch)
             width = first[0] / (2 * n)
@@ -190,23 +211,24 @@ class _BoundSums(torch.autograd.Function):
             )
             moments.append(torch.stack([mean, active - n_active * mean, inactive - n_inactive * mean]))
         ctx.centers = centers
-        ctx.save_for_backward(torch.stack(moments) if centers else flat[0].new_empty(0), *flat)
+        ctx.save_for_backward(*bounds)
+        ctx.moments = torch.stack(moments) if centers else None
         return torch.stack(rows)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        moments, *flat = ctx.saved_tensors
-        pairs = list(zip(flat[::2], flat[1::2]))
-        scratch = _scratch(flat[0], max(lower.numel() for lower, _ in pairs))
+        bounds = ctx.saved_tensors
+        pairs = list(zip(bounds[::2], bounds[1::2]))
+        scratch = _scratch(bounds[0], max(lower.numel() for lower, _ in pairs))
         grads: list[Tensor | None] = [None]
         for j, (lower, upper) in enumerate(pairs):
             n = lower.numel()
             g_width = grad[j, 0] / (2 * n)
             if not ctx.centers:
-                grads += [(-g_width).expand(n), g_width.expand(n)]
+                grads += [(-g_width).expand(lower.shape), g_width.expand(lower.shape)]
                 continue
             g_active, g_inactive, g_active_sq, g_inactive_sq, g_var = grad[j, 1:]
-            mean, active_dev, inactive_dev = moments[j]  # mean(x), Σ_A d, Σ_I d
+            mean, active_dev, inactive_dev = ctx.moments[j]  # mean(x), Σ_A d, Σ_I d
             shift = g_width - (g_active_sq * active_dev + g_inactive_sq * inactive_dev) / (2 * n)
             coef = torch.stack([
                 mean, g_active / 2, -g_inactive / 2, g_active_sq / 2, g_inactive_sq / 2,
@@ -234,17 +256,13 @@ class _LayerSums:
 
 
 def _layer_sums(pre_activation: Sequence[Bounds], centers: bool) -> _LayerSums:
-    flat = [t for lower, upper in pre_activation for t in _flat_pair(lower, upper)]
-    sums: Tensor = _BoundSums.apply(centers, *flat)
+    sums: Tensor = _BoundSums.apply(centers, *(bound for pair in pre_activation for bound in pair))
     return _LayerSums(*sums.unbind(1))
 
 
 def input_tightness(x_lower: Tensor, x_upper: Tensor) -> Tensor:
     """Ê(Δ0): mean half-width of the (clipped) input box over all B·C·H·W elements."""
-    if x_lower.shape != x_upper.shape:
-        raise ValueError(
-            f"x_lower {tuple(x_lower.shape)} and x_upper {tuple(x_upper.shape)} differ in shape"
-        )
+    _check([(x_lower, x_upper)], name="input box (x_lower, x_upper)")
     return _layer_sums([(x_lower, x_upper)], centers=False).mean_half_width[0]
 
 
@@ -346,7 +364,10 @@ def relu_state(pre_activation: Sequence[Bounds]) -> ReluState:
     """Per-layer ReLU state fractions over all B·neurons (one host synchronisation in all)."""
     _check(pre_activation)
     with torch.no_grad():
-        counts = torch.stack([_relu_counts(*_flat_pair(lower, upper)) for lower, upper in pre_activation]).tolist()
+        scratch = _scratch(pre_activation[0][0], max(lower.numel() for lower, _ in pre_activation))
+        counts = torch.stack(
+            [_relu_counts(*_flat_pair(lower, upper), scratch) for lower, upper in pre_activation]
+        ).tolist()
     sizes = [lower.numel() for lower, _ in pre_activation]
     return ReluState(
         active=[a / n for (a, _), n in zip(counts, sizes)],
