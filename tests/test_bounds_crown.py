@@ -224,12 +224,15 @@ def test_chunked_intermediate_bounds_do_not_depend_on_chunk_size() -> None:
     x = torch.randn(3, 2, 7, 7, dtype=torch.float64)
     ibp = bound_pass(model, x, x - 0.1, x + 0.1)
     assert ibp.context is not None
+    ibp_before = [(lower.clone(), upper.clone()) for lower, upper in ibp.pre_activation]
     results = []
     for chunk_elements in (1, 10_000, 2**24):
-        backward = BackwardPass(model, copy.copy(ibp.context), x - 0.1, x + 0.1)
-        backward.context.relu_bounds = dict(backward.context.relu_bounds)
+        backward = BackwardPass(model, ibp.context, x - 0.1, x + 0.1)
         backward.tighten_intermediate(chunk_elements)
         results.append(backward.pre_activation)
+    for (lower, upper), (ibp_lower, ibp_upper) in zip(ibp_before, ibp.pre_activation):  # not mutated
+        assert torch.equal(lower, ibp_lower) and torch.equal(upper, ibp_upper)
+    assert (results[0][-1][1] - results[0][-1][0]).sum() < (ibp_before[-1][1] - ibp_before[-1][0]).sum()
     for other in results[1:]:
         for (l0, u0), (l1, u1) in zip(results[0], other):
             torch.testing.assert_close(l0, l1, rtol=1e-12, atol=1e-12)
