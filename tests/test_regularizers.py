@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fastcert import regularizers
 from fastcert.regularizers import (
+    TERMS,
     ReluState,
     input_tightness,
     layer_tightness,
@@ -231,3 +233,182 @@ def test_bad_input_is_rejected() -> None:
         relu_state([LAYER_A, (torch.zeros(2), torch.zeros(3))])
     with pytest.raises(ValueError, match="tau"):
         tightness_loss(X_LOWER, X_UPPER, [LAYER_A], tau=0.0)
+
+
+# --- The fused pass (fastcert.regularizers._BoundSums) against a plain autograd reference -------
+
+
+def reference_terms(
+    x_lower: torch.Tensor, x_upper: torch.Tensor, layers: list[Layer], tau: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L_tightness, L_relu, L_std) written out plainly: full-size centers, ``torch.where`` masks,
+    torch's ``std``, autograd for the gradient; edge cases decided as SPEC and the module say."""
+    width0 = ((x_upper - x_lower) / 2).mean()
+    tightness, relu, std = [], [], []
+    for lower, upper in layers:
+        c = (upper + lower) / 2
+        zero, one = c.new_zeros(()), c.new_ones(())
+        tightness.append(F.relu(tau - width0 / ((upper - lower) / 2).mean().clamp(min=1e-12)) / tau)
+        active, inactive = lower > 0, upper < 0
+        deviation = (c - c.mean()) ** 2
+        active_sum, inactive_sum = torch.where(active, c, zero).sum(), -torch.where(inactive, c, zero).sum()
+        active_var, inactive_var = torch.where(active, deviation, zero).sum(), torch.where(inactive, deviation, zero).sum()
+        alpha = active_sum / torch.where(inactive_sum == 0, one, inactive_sum)
+        beta = active_var / torch.where(inactive_var == 0, one, inactive_var)
+        alpha = torch.minimum(alpha, 1 / alpha.clamp(min=1e-12))
+        beta = torch.where(inactive_var == 0, zero, torch.minimum(beta, 1 / beta.clamp(min=1e-12)))
+        term = (F.relu(tau - alpha) + F.relu(tau - beta)) / tau
+        counted = (inactive_sum != 0) & ((inactive_var != 0) | (active_var != 0)) & term.isfinite()
+        relu.append(torch.where(counted, term, zero))
+        std.append(F.relu(tau - c.std()) / tau)
+    return torch.stack(tightness).mean(), torch.stack(relu).mean(), torch.stack(std).mean()
+
+
+def random_layer(generator: torch.Generator, shape: tuple[int, ...], shift: float, spread: float = 1.0) -> Layer:
+    center = torch.randn(shape, generator=generator, dtype=torch.float64) * spread + shift
+    radius = torch.rand(shape, generator=generator, dtype=torch.float64) * spread
+    return center - radius, center + radius
+
+
+def mixed_layers() -> list[Layer]:
+    """Random layers (several ReLU states, offsets, channels-last and transposed layouts) and the
+    hand-made edge cases, so that slices, layouts and every IEEE branch meet the reference."""
+    generator = torch.Generator().manual_seed(3)
+    channels_last = tuple(
+        t.contiguous(memory_format=torch.channels_last) for t in random_layer(generator, (3, 4, 5, 6), 0.3)
+    )
+    transposed = tuple(t.t() for t in random_layer(generator, (9, 6), -0.4))
+    return [
+        random_layer(generator, (5, 7), -1.0),
+        channels_last,
+        transposed,
+        random_layer(generator, (4, 10), 1e4, spread=3.0),
+        random_layer(generator, (41,), 0.2),
+        LAYER_A, NO_INACTIVE, ALL_UNSTABLE, NO_ACTIVE, NO_ACTIVE_FLAT, FLAT_INACTIVE,
+        layer([-1.0, -1.0, -1.0], [3.0, 3.0, 3.0]),  # constant centers: std 0, relu 0/0
+    ]
+
+
+def leaves(layers: list[Layer]) -> list[Layer]:
+    return [(lo.detach().clone().requires_grad_(True), up.detach().clone().requires_grad_(True)) for lo, up in layers]
+
+
+def grads(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.zeros_like(t) if t.grad is None else t.grad for t in tensors]
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+@pytest.mark.parametrize("tau", [0.5, 3.0])
+def test_fused_terms_match_reference_values_and_gradients(
+    monkeypatch: pytest.MonkeyPatch, chunk: int | None, tau: float
+) -> None:
+    if chunk is not None:  # slices of 7 elements: every layer spans several, the last one ragged
+        monkeypatch.setattr(regularizers, "_CPU_CHUNK", chunk)
+    layers = mixed_layers()
+    weights = (0.7, 1.3, 0.4)  # every term reaches the gradient with its own weight
+
+    ref_box, ref_layers = leaves([(X_LOWER, X_UPPER)]), leaves(layers)
+    reference = reference_terms(*ref_box[0], ref_layers, tau)
+    sum(w * t for w, t in zip(weights, reference)).backward()
+    ref_tensors = [t for pair in ref_box + ref_layers for t in pair]
+
+    fused_box, fused_layers = leaves([(X_LOWER, X_UPPER)]), leaves(layers)
+    _, parts = warmup_regularizer(*fused_box[0], fused_layers, terms=TERMS, tau=tau)
+    fused = (parts["tightness"], parts["relu"], parts["std"])
+    sum(w * t for w, t in zip(weights, fused)).backward()
+    fused_tensors = [t for pair in fused_box + fused_layers for t in pair]
+
+    for value, expected in zip(fused, reference):
+        assert value.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-15)
+    if tau == 3.0:  # L_relu and L_std are active, so their gradients are compared too
+        assert reference[1].item() > 0 and reference[2].item() > 0
+    for got, want in zip(grads(fused_tensors), grads(ref_tensors)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+    # The standalone functions are the same terms.
+    alone = (
+        tightness_loss(X_LOWER, X_UPPER, layers, tau),
+        relu_loss(layers, tau),
+        std_loss(layers, tau),
+    )
+    for value, expected in zip(alone, reference):
+        assert value.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-15)
+
+
+def test_fused_gradient_matches_finite_differences_across_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(regularizers, "_CPU_CHUNK", 5)
+    generator = torch.Generator().manual_seed(4)
+    layers = [
+        random_layer(generator, (2, 3, 2, 2), 0.2),
+        random_layer(generator, (3, 4), -0.3),
+    ]
+    layers[0] = tuple(t.contiguous(memory_format=torch.channels_last) for t in layers[0])
+    inputs = tuple(t.clone().requires_grad_(True) for pair in [(X_LOWER, X_UPPER), *layers] for t in pair)
+
+    def total(*t: torch.Tensor) -> torch.Tensor:
+        pairs = [(t[k], t[k + 1]) for k in range(2, len(t), 2)]
+        return warmup_regularizer(t[0], t[1], pairs, terms=TERMS, tau=3.0)[0]
+
+    assert total(*inputs).item() > 0
+    assert torch.autograd.gradcheck(total, inputs)
+
+
+def test_std_of_constant_centers_has_zero_gradient_like_torch() -> None:
+    lower, upper = (t.clone().requires_grad_(True) for t in layer([-1.0, 0.0, 1.0], [3.0, 2.0, 1.0]))
+    loss = std_loss([(lower, upper)])
+    assert loss.item() == 1.0  # std 0: ReLU(τ)/τ
+    loss.backward()
+    assert torch.equal(lower.grad, torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(upper.grad, torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e2, 1e4])
+def test_float32_sums_are_accurate_on_offset_bounds(monkeypatch: pytest.MonkeyPatch, offset: float) -> None:
+    # Active centers near a large offset, a few inactive ones: Σ_A (c − m)² is small next to
+    # Σ_A c², and the expanded form Σc² − 2mΣc + m²N is off by 8e-4 (offset 1e2) and 2e-4 (1e4)
+    # here in float32. (The spread grows with the offset: with a spread of 1 at 1e4, the last
+    # bit of any float32 mean already moves Σ_A (c − m)² by 1e-4, the authors' direct form too.)
+    monkeypatch.setattr(regularizers, "_CPU_CHUNK", 1 << 14)
+    generator = torch.Generator().manual_seed(5)
+    n = 50_000
+    center = torch.randn(n, generator=generator) * max(1.0, offset / 100) + offset + 2
+    center[: n // 1000] = -1 - torch.rand(n // 1000, generator=generator)
+    radius = torch.rand(n, generator=generator) * 0.5
+    lower, upper = center - radius, center + radius
+    got = regularizers._layer_sums([(lower, upper)], centers=True)
+    lo, up = lower.double(), upper.double()
+    c = (lo + up) / 2
+    dev = (c - c.mean()) ** 2
+    active, inactive = lo > 0, up < 0
+    expected = {
+        "mean_half_width": ((up - lo) / 2).mean(),
+        "active_sum": c[active].sum(),
+        "inactive_sum": -c[inactive].sum(),
+        "active_var": dev[active].sum(),
+        "inactive_var": dev[inactive].sum(),
+        "variance": c.var(),
+    }
+    for name, want in expected.items():
+        value = getattr(got, name)[0].item()
+        assert value == pytest.approx(want.item(), rel=1e-5), name
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_relu_state_counts_across_slices_and_layouts(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+    if chunk is not None:
+        monkeypatch.setattr(regularizers, "_CPU_CHUNK", chunk)
+    layers = mixed_layers()
+    state = relu_state(layers)
+    for k, (lower, upper) in enumerate(layers):
+        n = lower.numel()
+        assert state.active[k] == (lower > 0).sum().item() / n
+        assert state.inactive[k] == (upper < 0).sum().item() / n
+        assert state.unstable[k] == pytest.approx(1 - state.active[k] - state.inactive[k], abs=1e-15)
+
+
+def test_mixed_dtypes_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"pre_activation\[1\].*float32.*differs"):
+        relu_loss([LAYER_A, (torch.zeros(2), torch.zeros(2))])
+    with pytest.raises(ValueError, match="floating point"):
+        relu_state([(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))])
