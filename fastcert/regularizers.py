@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 Bounds = tuple[Tensor, Tensor]
 TERMS = ("tightness", "relu", "std")
@@ -35,7 +36,9 @@ _EXACT_COUNT = 1 << 24  # float32 counts a chunk of 0/1 values this long exactly
 _CPU_CHUNK = 1 << 18  # elements per slice on CPU (see _spans)
 
 
-def _check(pre_activation: Sequence[Bounds], tau: float | None = None, name: str = "pre_activation") -> None:
+def _check(
+    pre_activation: Sequence[Bounds], tau: float | None = None, name: str = "pre_activation"
+) -> None:
     """Shapes pair up; one floating dtype and one device throughout (the sums share buffers)."""
     if len(pre_activation) == 0:
         raise ValueError(f"{name} is empty: the model has no ReLU to regularize")
@@ -107,8 +110,13 @@ def _spans(n: int, device: torch.device) -> list[tuple[int, int]]:
 
 
 def _scratch(like: Tensor, n: int) -> Tensor:
-    """Four rows for the largest slice of ``n`` elements: the two masks, ``x`` (or ``d``), a temporary."""
+    """Four rows as long as the largest slice of ``n`` elements (see :func:`_rows`)."""
     return like.new_empty(4, _spans(n, like.device)[0][1] if n else 0)
+
+
+def _rows(scratch: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(masks [2, size], x or d [size], temporary [size])`` for one slice."""
+    return scratch[:2, :size], scratch[2, :size], scratch[3, :size]
 
 
 def _relu_counts(lower: Tensor, upper: Tensor, scratch: Tensor) -> Tensor:
@@ -116,7 +124,7 @@ def _relu_counts(lower: Tensor, upper: Tensor, scratch: Tensor) -> Tensor:
     spans = _spans(lower.numel(), lower.device)
     part = lower.new_empty(len(spans), 2)
     for k, (start, stop) in enumerate(spans):
-        masks = _relu_masks(lower[start:stop], upper[start:stop], scratch[:2, : stop - start])
+        masks = _relu_masks(lower[start:stop], upper[start:stop], _rows(scratch, stop - start)[0])
         torch.sum(masks, 1, out=part[k])
     return part.double().sum(0)
 
@@ -128,7 +136,7 @@ def _first_pass(lower: Tensor, upper: Tensor, centers: bool, scratch: Tensor) ->
     part = lower.new_empty(len(spans), 6 if centers else 1)
     for k, (start, stop) in enumerate(spans):
         low, up, row = lower[start:stop], upper[start:stop], part[k]
-        masks, x, tmp = scratch[:2, : stop - start], scratch[2, : stop - start], scratch[3, : stop - start]
+        masks, x, tmp = _rows(scratch, stop - start)
         torch.sum(torch.sub(up, low, out=tmp), 0, out=row[0])
         if centers:
             torch.sum(torch.add(low, up, out=x), 0, out=row[1])
@@ -144,7 +152,7 @@ def _second_pass(lower: Tensor, upper: Tensor, mean: Tensor, scratch: Tensor) ->
     part = lower.new_empty(len(spans), 3)
     for k, (start, stop) in enumerate(spans):
         low, up, row = lower[start:stop], upper[start:stop], part[k]
-        masks, d, tmp = scratch[:2, : stop - start], scratch[2, : stop - start], scratch[3, : stop - start]
+        masks, d, tmp = _rows(scratch, stop - start)
         _relu_masks(low, up, masks)
         square = torch.mul(torch.add(low, up, out=d).sub_(mean), d, out=tmp)
         torch.sum(square, 0, out=row[0])
@@ -161,7 +169,7 @@ def _layer_grads(lower: Tensor, upper: Tensor, coef: Tensor, scratch: Tensor) ->
     for start, stop in _spans(lower.numel(), lower.device):
         low, up = lower[start:stop], upper[start:stop]
         g_low, g_up = flat_lower[start:stop], flat_upper[start:stop]
-        masks, d, tmp = scratch[:2, : stop - start], scratch[2, : stop - start], scratch[3, : stop - start]
+        masks, d, tmp = _rows(scratch, stop - start)
         _relu_masks(low, up, masks)
         torch.add(low, up, out=d).sub_(mean)
         torch.mul(masks[0], s_active, out=tmp).addcmul_(masks[1], s_inactive).add_(slope)
@@ -182,11 +190,13 @@ class _BoundSums(torch.autograd.Function):
     The work is on ``x = l + u = 2c`` and ``d = x − mean(x)``, scaled at the end. All sums are
     torch's cascade sums of elementwise products (BLAS dot products lost up to 1e-3 relative
     precision on offset data); ``Σ d²`` is formed in a second pass, once the mean is known (the
-    expanded ``Σx² − 2mΣx + m²N`` cancels catastrophically in float32). The backward pass
-    recomputes the masks and ``d`` (cheaper than keeping them) and writes ``∂/∂u = ∂/∂x + g_W/(2N)``
-    and ``∂/∂l = ∂/∂x − g_W/(2N)`` directly, with ``∂/∂x_j = A_j (g_A + g_VA d_j)/2 +
-    I_j (−g_I + g_VI d_j)/2 + g_V d_j/(2(N−1)) + k`` and ``k = −(g_VA Σ_A d + g_VI Σ_I d)/(2N)``,
-    the mean's share (``Σ d = 0`` is left out, as in torch's own variance backward). Without
+    expanded ``Σx² − 2mΣx + m²N`` cancels catastrophically in float32).
+
+    The backward pass recomputes the masks and ``d`` (cheaper than keeping them) and writes
+    ``∂/∂u = ∂/∂x + g_W/(2N)`` and ``∂/∂l = ∂/∂x − g_W/(2N)`` directly, with
+    ``∂/∂x_j = A_j (g_A + g_VA d_j)/2 + I_j (−g_I + g_VI d_j)/2 + g_V d_j/(2(N−1)) + k`` and
+    ``k = −(g_VA Σ_A d + g_VI Σ_I d)/(2N)``, the mean's share (``Σ d = 0`` is left out, as in
+    torch's own variance backward); ``g_*`` are the incoming gradients of the six sums. Without
     ``centers`` the gradients are expanded scalars (no memory).
     """
 
@@ -206,8 +216,9 @@ class _BoundSums(torch.autograd.Function):
             _, total, active, inactive, n_active, n_inactive = first
             mean = total / n
             square, active_sq, inactive_sq = _second_pass(lower, upper, mean, scratch)
+            variance = square * _variance_scale(n)
             rows.append(
-                torch.stack([width, active / 2, -inactive / 2, active_sq / 4, inactive_sq / 4, square * _variance_scale(n)])
+                torch.stack([width, active / 2, -inactive / 2, active_sq / 4, inactive_sq / 4, variance])
             )
             moments.append(torch.stack([mean, active - n_active * mean, inactive - n_inactive * mean]))
         ctx.centers = centers
@@ -216,6 +227,7 @@ class _BoundSums(torch.autograd.Function):
         return torch.stack(rows)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         bounds = ctx.saved_tensors
         pairs = list(zip(bounds[::2], bounds[1::2]))
