@@ -1,7 +1,8 @@
-"""Suite-wide test policy: ``@pytest.mark.slow`` tests run only with ``FASTCERT_SLOW=1``.
+"""Suite-wide test policy, so that the default suite stays within ~15 minutes on 2 CPU cores.
 
-The default suite must stay within ~15 minutes on 2 CPU cores; CI sets FASTCERT_SLOW=1 only when
-its 90-minute budget allows.
+* ``@pytest.mark.slow`` tests run only with ``FASTCERT_SLOW=1``;
+* ``@pytest.mark.slurm`` tests (a real local SLURM cluster, Table 1 through ``--profile slurm``)
+  run only with ``FASTCERT_SLURM=1``; ``.ci/run`` runs them after the default suite.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ import os
 
 import pytest
 
-RUN_SLOW = os.environ.get("FASTCERT_SLOW") == "1"
+OPT_IN = {
+    "slow": ("FASTCERT_SLOW", "slow: set FASTCERT_SLOW=1 to run"),
+    "slurm": ("FASTCERT_SLURM", "local SLURM cluster test: set FASTCERT_SLURM=1 to run (needs root)"),
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if RUN_SLOW:
-        return
-    skip = pytest.mark.skip(reason="slow: set FASTCERT_SLOW=1 to run")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    for marker, (variable, reason) in OPT_IN.items():
+        if os.environ.get(variable) == "1":
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
