@@ -110,13 +110,13 @@ def _spans(n: int, device: torch.device) -> list[tuple[int, int]]:
 
 
 def _scratch(like: Tensor, n: int) -> Tensor:
-    """Four rows as long as the largest slice of ``n`` elements (see :func:`_rows`)."""
-    return like.new_empty(4, _spans(n, like.device)[0][1] if n else 0)
+    """Six rows as long as the largest slice of ``n`` elements (see :func:`_rows`)."""
+    return like.new_empty(6, _spans(n, like.device)[0][1] if n else 0)
 
 
-def _rows(scratch: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(masks [2, size], x or d [size], temporary [size])`` for one slice."""
-    return scratch[:2, :size], scratch[2, :size], scratch[3, :size]
+def _rows(scratch: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(masks [2, size], x or d [size], temporary [size], temporary [2, size])`` for one slice."""
+    return scratch[:2, :size], scratch[2, :size], scratch[3, :size], scratch[4:, :size]
 
 
 def _relu_counts(lower: Tensor, upper: Tensor, scratch: Tensor) -> Tensor:
@@ -129,35 +129,39 @@ def _relu_counts(lower: Tensor, upper: Tensor, scratch: Tensor) -> Tensor:
     return part.double().sum(0)
 
 
-def _first_pass(lower: Tensor, upper: Tensor, centers: bool, scratch: Tensor) -> Tensor:
-    """``[Σ(u − l), Σx, Σ_A x, Σ_I x, |A|, |I|]`` of a flat layer (only the first without
-    ``centers``), summed slice by slice."""
+def _layer_moments(
+    lower: Tensor, upper: Tensor, centers: bool, scratch: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``([Σ(u − l), Σx, Σ_A x, Σ_I x, Σ d², Σ_A d², Σ_I d²], [|A|, |I|])`` of a flat layer, with
+    ``d = x − mean(x)``, in one pass over the bounds; the counts are exact (float64 sums of exact
+    slice counts). Without ``centers`` only ``Σ(u − l)`` is computed (the counts are 0).
+
+    Each slice sums its squared deviations from its own means (of all, of A, of I elements),
+    computed in cache; Chan et al.'s update
+    ``Σ_S (x − m)² = Σ_slices [Σ_S (x − m_S)² + n_S (m_S − m)²]`` then gives the deviations from
+    the layer mean: every term is non-negative, so nothing cancels (unlike
+    ``Σx² − 2mΣx + m²N``), and the bounds are read once.
+    """
     spans = _spans(lower.numel(), lower.device)
-    part = lower.new_empty(len(spans), 6 if centers else 1)
+    part = lower.new_empty(len(spans), 10 if centers else 1)
     for k, (start, stop) in enumerate(spans):
         low, up, row = lower[start:stop], upper[start:stop], part[k]
-        masks, x, tmp = _rows(scratch, stop - start)
+        masks, x, tmp, masked = _rows(scratch, stop - start)
         torch.sum(torch.sub(up, low, out=tmp), 0, out=row[0])
-        if centers:
-            torch.sum(torch.add(low, up, out=x), 0, out=row[1])
-            torch.sum(torch.mul(_relu_masks(low, up, masks)[0], x, out=tmp), 0, out=row[2])
-            torch.sum(torch.mul(masks[1], x, out=tmp), 0, out=row[3])
-            torch.sum(masks, 1, out=row[4:])
-    return part.sum(0)
-
-
-def _second_pass(lower: Tensor, upper: Tensor, mean: Tensor, scratch: Tensor) -> Tensor:
-    """``[Σ d², Σ_A d², Σ_I d²]`` with ``d = l + u − mean``, summed slice by slice."""
-    spans = _spans(lower.numel(), lower.device)
-    part = lower.new_empty(len(spans), 3)
-    for k, (start, stop) in enumerate(spans):
-        low, up, row = lower[start:stop], upper[start:stop], part[k]
-        masks, d, tmp = _rows(scratch, stop - start)
-        _relu_masks(low, up, masks)
-        square = torch.mul(torch.add(low, up, out=d).sub_(mean), d, out=tmp)
-        torch.sum(square, 0, out=row[0])
-        torch.sum(masks.mul_(square), 1, out=row[1:])
-    return part.sum(0)
+        if not centers:
+            continue
+        row[4] = stop - start  # row: Σ(u − l), Σx, Σ_A x, Σ_I x, size, |A|, |I|, squares (3)
+        torch.sum(torch.add(low, up, out=x), 0, out=row[1])
+        torch.sum(_relu_masks(low, up, masks), 1, out=row[5:7])
+        torch.sum(torch.mul(masks, x, out=masked), 1, out=row[2:4])
+        masked.addcmul_(masks, -(row[2:4] / row[5:7].clamp(min=1))[:, None])
+        torch.sum(masked.mul_(masked), 1, out=row[8:10])
+        torch.sum(torch.sub(x, row[1] / row[4], out=tmp).mul_(tmp), 0, out=row[7])
+    if not centers:
+        return part.sum(0), part.new_zeros(2, dtype=torch.float64)
+    mean = part[:, 1].sum() / lower.numel()
+    spread = part[:, 4:7] * (part[:, 1:4] / part[:, 4:7].clamp(min=1) - mean) ** 2
+    return torch.cat([part[:, :4].sum(0), (part[:, 7:] + spread).sum(0)]), part[:, 5:7].double().sum(0)
 
 
 def _layer_grads(lower: Tensor, upper: Tensor, coef: Tensor, scratch: Tensor) -> Bounds:
@@ -169,7 +173,7 @@ def _layer_grads(lower: Tensor, upper: Tensor, coef: Tensor, scratch: Tensor) ->
     for start, stop in _spans(lower.numel(), lower.device):
         low, up = lower[start:stop], upper[start:stop]
         g_low, g_up = flat_lower[start:stop], flat_upper[start:stop]
-        masks, d, tmp = _rows(scratch, stop - start)
+        masks, d, tmp, _ = _rows(scratch, stop - start)
         _relu_masks(low, up, masks)
         torch.add(low, up, out=d).sub_(mean)
         torch.mul(masks[0], s_active, out=tmp).addcmul_(masks[1], s_inactive).add_(slope)
@@ -187,10 +191,9 @@ class _BoundSums(torch.autograd.Function):
     ``Σ_A (c − m_c)²``, ``Σ_I (c − m_c)²`` and the unbiased variance of c (without ``centers``
     only ``Ê(Δ)`` is computed, the rest is 0).
 
-    The work is on ``x = l + u = 2c`` and ``d = x − mean(x)``, scaled at the end. All sums are
-    torch's cascade sums of elementwise products (BLAS dot products lost up to 1e-3 relative
-    precision on offset data); ``Σ d²`` is formed in a second pass, once the mean is known (the
-    expanded ``Σx² − 2mΣx + m²N`` cancels catastrophically in float32).
+    The work is on ``x = l + u = 2c`` and ``d = x − mean(x)``, scaled at the end (see
+    :func:`_layer_moments`). All sums are torch's cascade sums of elementwise products (BLAS dot
+    products lost up to 1e-3 relative precision on offset data).
 
     The backward pass recomputes the masks and ``d`` (cheaper than keeping them) and writes
     ``∂/∂u = ∂/∂x + g_W/(2N)`` and ``∂/∂l = ∂/∂x − g_W/(2N)`` directly, with
@@ -198,24 +201,28 @@ class _BoundSums(torch.autograd.Function):
     ``k = −(g_VA Σ_A d + g_VI Σ_I d)/(2N)``, the mean's share (``Σ d = 0`` is left out, as in
     torch's own variance backward); ``g_*`` are the incoming gradients of the six sums. Without
     ``centers`` the gradients are expanded scalars (no memory).
+
+    Second output, no gradient: ``[|A|, |I|]`` per layer [m, 2] (float64, exact; 0 without
+    ``centers``), for :class:`ReluState` without another pass.
     """
 
     @staticmethod
-    def forward(ctx: Any, centers: bool, *bounds: Tensor) -> Tensor:
+    def forward(ctx: Any, centers: bool, *bounds: Tensor) -> tuple[Tensor, Tensor]:
         pairs = list(zip(bounds[::2], bounds[1::2]))
         scratch = _scratch(bounds[0], max(lower.numel() for lower, _ in pairs))
-        rows, moments = [], []
+        rows, moments, counts = [], [], []
         for lower, upper in pairs:
             lower, upper = _flat_pair(lower, upper)
             n = lower.numel()
-            first = _first_pass(lower, upper, centers, scratch)
-            width = first[0] / (2 * n)
+            sums, count = _layer_moments(lower, upper, centers, scratch)
+            counts.append(count)
+            width = sums[0] / (2 * n)
             if not centers:
                 rows.append(torch.cat([width[None], width.new_zeros(5)]))
                 continue
-            _, total, active, inactive, n_active, n_inactive = first
+            _, total, active, inactive, square, active_sq, inactive_sq = sums
+            n_active, n_inactive = count.to(sums.dtype)
             mean = total / n
-            square, active_sq, inactive_sq = _second_pass(lower, upper, mean, scratch)
             variance = square * _variance_scale(n)
             rows.append(
                 torch.stack([width, active / 2, -inactive / 2, active_sq / 4, inactive_sq / 4, variance])
@@ -224,11 +231,13 @@ class _BoundSums(torch.autograd.Function):
         ctx.centers = centers
         ctx.save_for_backward(*bounds)
         ctx.moments = torch.stack(moments) if centers else None
-        return torch.stack(rows)
+        count = torch.stack(counts)
+        ctx.mark_non_differentiable(count)
+        return torch.stack(rows), count
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
         bounds = ctx.saved_tensors
         pairs = list(zip(bounds[::2], bounds[1::2]))
         scratch = _scratch(bounds[0], max(lower.numel() for lower, _ in pairs))
@@ -265,11 +274,12 @@ class _LayerSums:
     active_var: Tensor  # Σ_active (c − m_c)²
     inactive_var: Tensor  # Σ_inactive (c − m_c)²
     variance: Tensor  # unbiased variance of c
+    counts: Tensor  # [m, 2]: |active|, |inactive| (float64, no gradient)
 
 
 def _layer_sums(pre_activation: Sequence[Bounds], centers: bool) -> _LayerSums:
-    sums: Tensor = _BoundSums.apply(centers, *(bound for pair in pre_activation for bound in pair))
-    return _LayerSums(*sums.unbind(1))
+    sums, counts = _BoundSums.apply(centers, *(bound for pair in pre_activation for bound in pair))
+    return _LayerSums(*sums.unbind(1), counts=counts)
 
 
 def input_tightness(x_lower: Tensor, x_upper: Tensor) -> Tensor:
@@ -377,14 +387,17 @@ def relu_state(pre_activation: Sequence[Bounds]) -> ReluState:
     _check(pre_activation)
     with torch.no_grad():
         scratch = _scratch(pre_activation[0][0], max(lower.numel() for lower, _ in pre_activation))
-        counts = torch.stack(
-            [_relu_counts(*_flat_pair(lower, upper), scratch) for lower, upper in pre_activation]
-        ).tolist()
-    sizes = [lower.numel() for lower, _ in pre_activation]
+        counts = [_relu_counts(*_flat_pair(lower, upper), scratch) for lower, upper in pre_activation]
+    return _relu_state(torch.stack(counts), [lower.numel() for lower, _ in pre_activation])
+
+
+def _relu_state(counts: Tensor, sizes: list[int]) -> ReluState:
+    """The fractions from ``[|l > 0|, |u < 0|]`` per layer (one host synchronisation)."""
+    rows = counts.tolist()
     return ReluState(
-        active=[a / n for (a, _), n in zip(counts, sizes)],
-        inactive=[i / n for (_, i), n in zip(counts, sizes)],
-        unstable=[(n - a - i) / n for (a, i), n in zip(counts, sizes)],
+        active=[a / n for (a, _), n in zip(rows, sizes)],
+        inactive=[i / n for (_, i), n in zip(rows, sizes)],
+        unstable=[(n - a - i) / n for (a, i), n in zip(rows, sizes)],
     )
 
 
@@ -416,6 +429,26 @@ def warmup_regularizer(
     authors log them whether or not they are used. λ is applied by the caller.
 
     The three terms share one pass over the bounds (:class:`_BoundSums`)."""
+    total, parts, _ = _warmup(x_lower, x_upper, pre_activation, terms, tau)
+    return total, parts
+
+
+def warmup_regularizer_with_state(
+    x_lower: Tensor,
+    x_upper: Tensor,
+    pre_activation: Sequence[Bounds],
+    terms: Sequence[str] = ("tightness", "relu"),
+    tau: float = 0.5,
+) -> tuple[Tensor, dict[str, Tensor], ReluState]:
+    """:func:`warmup_regularizer` and :func:`relu_state` of the same bounds in one pass (a warmup
+    batch needs both; the bounds are read once instead of twice)."""
+    total, parts, sums = _warmup(x_lower, x_upper, pre_activation, terms, tau)
+    return total, parts, _relu_state(sums.counts, [lower.numel() for lower, _ in pre_activation])
+
+
+def _warmup(
+    x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds], terms: Sequence[str], tau: float
+) -> tuple[Tensor, dict[str, Tensor], _LayerSums]:
     unknown = sorted(set(terms) - set(TERMS))
     if unknown:
         raise ValueError(f"unknown regularizer term(s) {unknown}; choose from {list(TERMS)}")
@@ -429,4 +462,4 @@ def warmup_regularizer(
     total = parts["tightness"].new_zeros(())
     for name in dict.fromkeys(terms):
         total = total + parts[name]
-    return total, parts
+    return total, parts, sums

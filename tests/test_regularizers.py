@@ -20,6 +20,7 @@ from fastcert.regularizers import (
     std_loss,
     tightness_loss,
     warmup_regularizer,
+    warmup_regularizer_with_state,
 )
 
 Layer = tuple[torch.Tensor, torch.Tensor]
@@ -412,3 +413,23 @@ def test_mixed_dtypes_are_rejected() -> None:
         relu_loss([LAYER_A, (torch.zeros(2), torch.zeros(2))])
     with pytest.raises(ValueError, match="floating point"):
         relu_state([(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))])
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_warmup_regularizer_with_state_is_both_calls_in_one(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+    if chunk is not None:
+        monkeypatch.setattr(regularizers, "_CPU_CHUNK", chunk)
+    layers = mixed_layers()
+    separate, together = leaves(layers), leaves(layers)
+    total, parts = warmup_regularizer(X_LOWER, X_UPPER, separate, terms=("relu", "std"), tau=3.0)
+    state = relu_state(separate)
+    total.backward()
+    total_2, parts_2, state_2 = warmup_regularizer_with_state(X_LOWER, X_UPPER, together, terms=("relu", "std"), tau=3.0)
+    total_2.backward()
+    assert state_2 == state
+    assert total_2.item() == total.item()
+    assert {k: v.item() for k, v in parts_2.items()} == {k: v.item() for k, v in parts.items()}
+    separate_tensors = [t for pair in separate for t in pair]
+    together_tensors = [t for pair in together for t in pair]
+    for got, want in zip(grads(together_tensors), grads(separate_tensors)):
+        assert torch.equal(got, want)
