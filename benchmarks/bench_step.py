@@ -15,6 +15,7 @@ import argparse
 import ctypes
 import ctypes.util
 import datetime
+import multiprocessing
 import os
 import platform
 import statistics
@@ -99,17 +100,40 @@ def ibp_regularized_step(s: Setup) -> Step:
     return step
 
 
+def crown_ibp_step(loss_fusion: bool) -> Callable[[Setup], Step]:
+    """CROWN-IBP training step mid-ramp (ε = ε_max/2: CROWN pass and IBP mixing both run)."""
+    from fastcert.crown_ibp import crown_ibp_objective
+
+    def factory(s: Setup) -> Step:
+        def step() -> None:
+            s.optimizer.zero_grad(set_to_none=True)
+            out = crown_ibp_objective(
+                s.model, s.x, s.labels, s.x_lower, s.x_upper, num_classes=s.C.shape[2],
+                eps_fraction=0.5, training=True, loss_fusion=loss_fusion,
+            )
+            out.robust_loss.backward()
+            s.optimizer.step()
+
+        return step
+
+    return factory
+
+
 STEPS: dict[str, Callable[[Setup], Step]] = {
     "clean": clean_step,
     "ibp": ibp_step,
     "ibp+reg": ibp_regularized_step,
     "ibp@eps0": ibp_eps0_step,
+    "crown-ibp": crown_ibp_step(loss_fusion=True),
+    "crown-ibp-nf": crown_ibp_step(loss_fusion=False),
 }
 # (label, numerator step, denominator step, target)
 RATIOS = [
     ("IBP / clean", "ibp", "clean", "<= 2.9"),
     ("IBP+regularizers / IBP", "ibp+reg", "ibp", "<= 1.10"),
     ("IBP at eps=0 / clean", "ibp@eps0", "clean", "~ 1"),
+    ("CROWN-IBP (fused) / IBP", "crown-ibp", "ibp", "<= 1.5"),
+    ("CROWN-IBP fused / non-fused", "crown-ibp", "crown-ibp-nf", "< 1"),
 ]
 
 
@@ -117,8 +141,12 @@ def make_setup(args: argparse.Namespace) -> Setup:
     device = torch.device(args.device)
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = build(args.model, args.dataset, width=args.width).to(device).train()
+    model = build(args.model, args.dataset, width=args.width)
     channels, size, classes = DATASET_SHAPES[args.dataset]
+    if args.classes is not None:  # e.g. K = 200 on CIFAR shapes: what grows with the classes
+        model.fc = nn.Linear(model.fc.in_features, args.classes)
+        classes = args.classes
+    model = model.to(device).train()
     mean, std = NORMALIZATION[args.dataset]
     pixels = torch.rand(args.batch, channels, size, size, generator=generator)
     x = ((pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)).to(device)
@@ -152,11 +180,56 @@ def measure(
     return times
 
 
+def peak_memory(args: argparse.Namespace, name: str) -> tuple[float, float]:
+    """(peak, peak above the setup) in bytes over two steps of ``name`` after the setup.
+
+    CUDA: allocated tensor memory, in this process. CPU: the peak resident set (``VmHWM``) of a
+    fresh child process per step (a peak only grows, and memory freed by one step stays resident
+    for the next; ``ru_maxrss`` would even inherit this process's peak across the child's exec).
+    """
+    if args.device.startswith("cuda"):
+        setup = make_setup(args)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step = STEPS[name](setup)
+        step()
+        step()
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated()), float(torch.cuda.max_memory_allocated() - base)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_child_peak_rss, (args, name))
+
+
+def _child_peak_rss(args: argparse.Namespace, name: str) -> tuple[float, float]:
+    if args.tune_malloc:
+        tune_malloc()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    setup = make_setup(args)
+    base = _proc_status_bytes("VmRSS")
+    step = STEPS[name](setup)
+    step()
+    step()
+    peak = _proc_status_bytes("VmHWM")
+    return peak, peak - base
+
+
+def _proc_status_bytes(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return float(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not found in /proc/self/status (peak memory on CPU needs Linux)")
+
+
 def report(args: argparse.Namespace, times: dict[str, list[float]]) -> str:
     lines = [
         f"# fastcert step benchmark, {datetime.date.today().isoformat()}",
         (
-            f"# model {args.model} ({args.dataset}, width {args.width}), batch {args.batch}, "
+            f"# model {args.model} ({args.dataset}, width {args.width}, {args.classes or 'default'} classes), "
+            f"batch {args.batch}, "
             f"eps {args.eps:.5f}, device {args.device}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
             f"({platform.processor() or platform.machine()}), "
@@ -183,6 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="cnn7", choices=["cnn7", "wide_resnet", "resnext"])
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
     parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--classes", type=int, default=None, help="replace the classifier by one with this many classes")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--eps", type=float, default=8 / 255, help="pixel units")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -197,6 +271,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also report each step's peak memory (CPU: peak RSS of a fresh process per step)",
+    )
     parser.add_argument(
         "--tune-malloc",
         action="store_true",
@@ -234,6 +313,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     times = measure(make_setup(args), args.steps, args.warmup, args.repeats, CLOCKS[args.clock])
     print(report(args, times))
+    if args.memory:
+        print(f"{'step':<12} {'peak MiB':>10} {'above setup MiB':>16}")
+        for name in args.steps:
+            peak, above = peak_memory(args, name)
+            print(f"{name:<12} {peak / 2**20:>10.0f} {above / 2**20:>16.0f}")
 
 
 if __name__ == "__main__":
