@@ -20,7 +20,13 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from fastcert.bounds import BackwardPass, BoundPass, bound_pass, fused_crown_ibp, fused_ibp
+from fastcert.bounds import (
+    BackwardPass,
+    BoundPass,
+    bound_pass,
+    fused_crown_ibp,
+    fused_ibp,
+)
 from fastcert.bounds.fusion import SLOPE_FLOOR
 from fastcert.bounds.ops import Bounds
 from fastcert.losses import robust_ce, spec_matrix

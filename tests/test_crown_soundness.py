@@ -14,15 +14,21 @@ import functools
 import os
 
 import pytest
+import test_bounds_soundness as harness
 import torch
+from test_bounds_soundness import (
+    DTYPE,
+    FAMILIES,
+    LAYERS,
+    random_box,
+    randomize_bn,
+    single_thread,  # noqa: F401  (the harness's autouse fixture, here too)
+)
 from torch import nn
 
-import test_bounds_soundness as harness
 from fastcert.bounds import bound_pass
 from fastcert.losses import spec_matrix
 from fastcert.models import Residual, build
-from test_bounds_soundness import DTYPE, FAMILIES, LAYERS, random_box, randomize_bn
-from test_bounds_soundness import single_thread  # noqa: F401  (the harness's autouse fixture, here too)
 
 METHODS = ("crown-ibp", "crown")
 NOT_EXACT = {"relu"}  # a single ReLU's linear relaxation is not tight; every affine layer is

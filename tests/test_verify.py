@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import nn
 
 from fastcert.bounds import bound_pass
@@ -13,7 +14,6 @@ from fastcert.data import load_dataset
 from fastcert.losses import certified, spec_matrix
 from fastcert.perturbation import input_box
 from fastcert.verify import verify
-from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 
 METHODS = ("ibp", "crown-ibp", "crown")
 

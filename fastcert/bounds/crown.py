@@ -78,7 +78,7 @@ class BackwardPass:
             coefficients = pending.pop(op.index + 1, None)
             if coefficients is None:
                 continue
-            inputs, term = op.backward(self.context, coefficients)  # type: ignore[attr-defined]
+            inputs, term = op.backward(self.context, coefficients)
             if term is not None:
                 offset = term if offset is None else offset + term
             for src, A_in in zip(op.src, inputs):
@@ -150,7 +150,7 @@ def _value_shapes(plan: Plan, input_shape: tuple[int, ...]) -> list[tuple[int, .
     """Shape (without batch) of every plan value: the input's, then each op's output."""
     shapes = [input_shape]
     for op in plan.ops:
-        shapes.append(tuple(op.output_shape(*[shapes[i] for i in op.src])))  # type: ignore[attr-defined]
+        shapes.append(op.output_shape(*[shapes[i] for i in op.src]))
     return shapes
 
 

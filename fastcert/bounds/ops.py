@@ -88,6 +88,14 @@ class Op:
         """IBP: the clean activation, the center and the radius of this op's output."""
         raise NotImplementedError
 
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the output (without batch) for inputs of ``shapes``."""
+        raise NotImplementedError
+
+    def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """CROWN: coefficients of each input and the offset (see :class:`BackwardContext`)."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, src={self.src})"
 
