@@ -80,13 +80,18 @@ def _memory_order(tensor: Tensor) -> list[int]:
 def _empty_aligned(like: Tensor) -> Bounds:
     """``(new tensor shaped like like, its 1-D view aligned with _flat_pair(like, ...))``.
 
-    Writing through the view puts each value on the element it belongs to; returning the tensor
-    itself (not a view) lets autograd add another gradient into it in place.
+    Writing through the view puts each value on the element it belongs to. The tensor is laid
+    out in ``like``'s memory order and is not itself a view, so autograd can add another gradient
+    into it in place (it copies views first).
     """
     order = _memory_order(like)
-    flat = like.new_empty(like.numel())
-    inverse = sorted(range(like.dim()), key=order.__getitem__)
-    return flat.view([like.shape[k] for k in order]).permute(inverse), flat
+    strides = [0] * like.dim()
+    step = 1
+    for k in reversed(order):
+        strides[k] = step
+        step *= like.shape[k]
+    tensor = like.new_empty_strided(like.shape, strides)
+    return tensor, tensor.permute(order).reshape(-1)
 
 
 def _relu_masks(lower: Tensor, upper: Tensor, out: Tensor) -> Tensor:

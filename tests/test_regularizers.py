@@ -433,3 +433,16 @@ def test_warmup_regularizer_with_state_is_both_calls_in_one(monkeypatch: pytest.
     together_tensors = [t for pair in together for t in pair]
     for got, want in zip(grads(together_tensors), grads(separate_tensors)):
         assert torch.equal(got, want)
+
+
+def test_gradients_keep_the_bounds_layout_and_are_not_views() -> None:
+    # Not views: autograd adds another term's gradient into them in place instead of copying.
+    generator = torch.Generator().manual_seed(6)
+    lower, upper = (
+        t.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        for t in random_layer(generator, (2, 3, 4, 5), 0.1)
+    )
+    grad_lower, grad_upper = torch.autograd.grad(relu_loss([(lower, upper)], tau=3.0), (lower, upper))
+    for grad, bound in ((grad_lower, lower), (grad_upper, upper)):
+        assert grad.stride() == bound.stride() and grad._base is None
+        assert grad.abs().sum() > 0
