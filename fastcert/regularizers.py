@@ -11,10 +11,12 @@ so the value is the authors' and the gradient stays finite (the authors' gradien
 the same cases). Everything stays on the device: no host synchronisation per layer.
 
 Speed: every term is a function of a few sums per layer (:class:`_BoundSums`), so the bounds,
-which are as large as the network's activations, are read a handful of times in the forward pass
-and once more, to write both gradients, in the backward pass; the per-layer formulas then run on
-``[m]`` vectors. Autograd over masked full-size tensors (``torch.where`` forward and backward)
-cost about 25 % of an IBP training step on CPU; this costs a few per cent.
+which are as large as the network's activations, are read once in the forward pass (in
+cache-sized slices on CPU) and once more, to write both gradients, in the backward pass; the
+per-layer formulas then run on ``[m]`` vectors. Autograd over masked full-size tensors
+(``torch.where`` forward and backward) cost about 25 % of an IBP training step on CPU; this costs
+about 5 % (``benchmarks/README.md``). A warmup batch that also logs the ReLU state can get both
+from one pass (:func:`warmup_regularizer_with_state`).
 """
 
 from __future__ import annotations
