@@ -22,6 +22,7 @@ include: "workflow/rules/plan.smk"
 
 localrules:
     all,
+    run_spec,
     manifest,
     table,
     figure,

@@ -1,7 +1,7 @@
 # One training job per distinct run spec: runs/<run_id>/ (run ids and specs come from common.smk).
 #
-# Only result.json is a declared output: Snakemake deletes a job's declared outputs before a
-# (re)run, and the runner resumes an interrupted run (SLURM time limit, retry) from
+# Only result.json is a declared output of training: Snakemake deletes a job's declared outputs
+# before a (re)run, and the runner resumes an interrupted run (SLURM time limit, retry) from
 # checkpoint_last.pt together with metrics.jsonl, so those must survive between attempts.
 # Shell, not `run:`, because a local `run:` job re-parses the whole workflow in a subprocess.
 # A diverged run (runner exit status 3, status "diverged" in result.json) is a final result:
@@ -13,14 +13,26 @@ wildcard_constraints:
     run_id=r"[A-Za-z0-9_.+-]+",
 
 
+rule run_spec:
+    output:
+        "runs/{run_id}/spec.yaml",
+    log:
+        "logs/spec/{run_id}.log",
+    params:
+        spec=lambda wildcards: spec_yaml(wildcards.run_id),
+    shell:
+        "(printf '%s' {params.spec:q} > {output}.tmp && mv {output}.tmp {output}) 2> {log}"
+
+
 rule train:
+    input:
+        spec="runs/{run_id}/spec.yaml",
     output:
         result="runs/{run_id}/result.json",
     log:
         "logs/train/{run_id}.log",
     params:
         run_dir=lambda wildcards: f"{RUNS_DIR}/{wildcards.run_id}",
-        spec=lambda wildcards: spec_yaml(wildcards.run_id),
     threads: SCALE["threads"]
     resources:
         gpu=config["train"]["gpu"],
@@ -28,9 +40,6 @@ rule train:
         mem_mb=memory_mb,
     retries: config["train"]["retries"]
     shell:
-        "mkdir -p {params.run_dir}"
-        " && printf '%s' {params.spec:q} > {params.run_dir}/.spec.yaml.tmp"
-        " && mv {params.run_dir}/.spec.yaml.tmp {params.run_dir}/spec.yaml"
-        " && {{ fastcert train --spec {params.run_dir}/spec.yaml --out {params.run_dir} > {log} 2>&1"
+        "fastcert train --spec {input.spec} --out {params.run_dir} > {log} 2>&1"
         " || {{ status=$?; [ $status -eq 3 ] && echo 'diverged: kept as a result, tables mark its cells' >> {log}"
-        " || exit $status; }}; }}"
+        " || exit $status; }}"
