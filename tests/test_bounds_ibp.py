@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -412,3 +414,38 @@ def test_reusing_buffers_of_a_retained_graph_raises() -> None:
     bound_pass(model, x, x - 0.2, x + 0.2)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         first.backward()
+
+
+STRIDED_POINTWISE_SCRIPT = """
+import torch
+from torch import nn
+from fastcert.bounds import bound_pass
+from fastcert.losses import robust_ce, spec_matrix
+
+def gradients(method):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 4, 1, stride=2, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 10))
+    x = torch.rand(64, 4, 64, 64)
+    y = torch.arange(64) % 10
+    for _ in range(3):
+        model.zero_grad()
+        out = bound_pass(model, x, (x - 0.01).clamp(0, 1), (x + 0.01).clamp(0, 1), C=spec_matrix(y, 10), method=method)
+        robust_ce(out.lower).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+for method in ("ibp", "crown-ibp"):
+    ours = gradients(method)
+    with torch.backends.mkldnn.flags(enabled=False):
+        reference = gradients(method)
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
+print("ok")
+"""
+
+
+def test_strided_pointwise_conv_gradients_on_cpu_do_not_hit_the_onednn_heap_bug() -> None:
+    """oneDNN 3.13 corrupts the heap in the weight gradient of a channels-last 1×1 stride-2 conv with
+    few channels at 64×64 (the process aborts): run in a subprocess so that a regression fails this
+    test instead of killing the suite. Gradients must equal the non-oneDNN kernels'."""
+    result = subprocess.run([sys.executable, "-c", STRIDED_POINTWISE_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])

@@ -16,6 +16,7 @@ more than a clean forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -148,7 +149,7 @@ class ConvOp(Op):
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         m = self.module
-        return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, m.groups)
+        return _in_safe_layout(m, x, lambda t: F.conv2d(t, weight, bias, m.stride, m.padding, m.dilation, m.groups))
 
     def interval(self, ctx: PassContext, flow: Flow) -> Flow:
         weight = self.module.weight
@@ -179,9 +180,27 @@ class ConvOp(Op):
             for size, out, s, p, d, k in zip(in_shape[1:], A.shape[3:], m.stride, padding, m.dilation, m.kernel_size)
         )
         flat = A.reshape((-1,) + tuple(A.shape[2:]))
-        A_in = F.conv_transpose2d(flat, m.weight, None, m.stride, padding, output_padding, m.groups, m.dilation)
+        A_in = _in_safe_layout(
+            m, flat, lambda t: F.conv_transpose2d(t, m.weight, None, m.stride, padding, output_padding, m.groups, m.dilation)
+        )
         offset = None if m.bias is None else torch.matmul(_sum_trailing(A, keep=3), m.bias)
         return (A_in.view(tuple(A.shape[:2]) + in_shape),), offset
+
+
+def _in_safe_layout(conv: nn.Conv2d, x: Tensor, apply: Callable[[Tensor], Tensor]) -> Tensor:
+    """``apply(x)``, with a 1×1 strided convolution on CPU run in NCHW layout.
+
+    Why: oneDNN 3.13 (torch 2.15's CPU convolutions) corrupts the heap in the weight gradient of a
+    1×1 convolution with stride > 1 on channels-last inputs with few channels and large images
+    (e.g. 4 channels at 64×64: ResNeXt's downsampling shortcut at TinyImageNet size and 1/16
+    width), for the convolution and its transpose alike; the process then aborts or segfaults.
+    The NCHW kernels are unaffected. The result goes back to the input's layout, so the rest of
+    the traversal keeps running channels-last (``tests/test_bounds_ibp.py`` has the reproducer).
+    """
+    if x.device.type != "cpu" or conv.kernel_size != (1, 1) or conv.stride == (1, 1) or x.is_contiguous():
+        return apply(x)
+    out = apply(x.contiguous())
+    return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else out
 
 
 class BatchNormOp(Op):
