@@ -41,7 +41,7 @@ from fastcert.crown_ibp import crown_ibp_objective
 from fastcert.data import DatasetInfo, Split
 from fastcert.losses import certified, robust_ce, spec_matrix
 from fastcert.perturbation import input_box
-from fastcert.regularizers import log_tightness_ratio, relu_state, warmup_regularizer
+from fastcert.regularizers import log_tightness_ratio, relu_state, warmup_regularizer_with_state
 from fastcert.schedule import (
     SmoothedSchedule,
     batches_per_epoch,
@@ -265,17 +265,20 @@ def _batch_terms(
     }
     if out.margin_lower is not None:
         named["verified_err"] = (~certified(out.margin_lower)).double().mean()
-    if warmup:
-        total, parts = warmup_regularizer(x_lower, x_upper, out.pre_activation, config.regularizers, config.tau)
+    if warmup:  # the regularizers and the ReLU statistics come from one pass over the bounds
+        total, parts, state = warmup_regularizer_with_state(
+            x_lower, x_upper, out.pre_activation, config.regularizers, config.tau
+        )
         named.update(l_tightness=parts["tightness"], l_relu=parts["relu"], l_std=parts["std"])
         if train_regs:
             named["reg"] = total
             lam = reg_lambda(sched_eps, config.eps_train, config.lambda0, config.constant_lambda)
             loss = loss + lam * total
+    else:
+        state = relu_state(out.pre_activation)
     named["loss"] = loss
     values = dict(zip(named, torch.stack([v.detach().double() for v in named.values()]).tolist()))
     meter.add(values, len(y))
-    state = relu_state(out.pre_activation)
     meter.add_layers("active", state.active)
     meter.add_layers("inactive", state.inactive)
     meter.add_layers("unstable", state.unstable)
