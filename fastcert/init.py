@@ -17,16 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from fastcert.models import Residual, classifier
+from fastcert.vocabulary import INIT_SCHEMES
 
-SCHEMES = (
-    "default",
-    "ibp",
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_uniform",
-    "kaiming_normal",
-    "orthogonal",
-)
+SCHEMES = INIT_SCHEMES
 
 # Table 5 rows as distributions over fan-in n: (family, scale(n)); "normal" scale is the std,
 # "uniform" scale is the half-width a of U(-a, a). The paper's "Xavier (uniform)" is PyTorch's

@@ -14,14 +14,12 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-MODELS = ("cnn7", "wide_resnet", "resnext")
-BN_MODES = ("full", "conv", "none")
+from fastcert.data.catalog import DATASETS
+from fastcert.vocabulary import BN_MODES, MODELS
 
-# (channels, image size, number of classes)
+# (channels, image size, number of classes), from the dataset catalog
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (1, 28, 10),
-    "cifar10": (3, 32, 10),
-    "tinyimagenet": (3, 64, 200),
+    name: (spec.input_shape[0], spec.input_shape[1], spec.num_classes) for name, spec in DATASETS.items()
 }
 
 HIDDEN_FEATURES = 512

@@ -31,8 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from fastcert.vocabulary import REGULARIZER_TERMS
+
 Bounds = tuple[Tensor, Tensor]
-TERMS = ("tightness", "relu", "std")
+TERMS = REGULARIZER_TERMS
 _CLAMP = 1e-12  # the authors' only guard against division by zero
 _EXACT_COUNT = 1 << 24  # float32 counts a chunk of 0/1 values this long exactly
 _CPU_CHUNK = 1 << 18  # elements per slice on CPU (see _spans)

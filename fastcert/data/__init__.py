@@ -1,24 +1,36 @@
 """Datasets as researchers get them: MNIST, CIFAR-10, TinyImageNet, subsets and synthetic stand-ins.
 
-Modules: ``catalog`` (constants, :class:`DatasetInfo`), ``integrity`` (md5 tables, errors, atomic
-extraction), ``mnist`` / ``cifar`` / ``tinyimagenet`` / ``synthetic`` (one per source format),
-``augment`` (on-device flip + edge-padded crop), ``splits`` (:class:`Split`, subsets) and
-``loading`` (:func:`load_dataset`).
+Modules: ``catalog`` (constants, sources, :class:`DatasetInfo`; no torch), ``integrity`` (md5
+tables, errors, atomic extraction), ``mnist`` / ``cifar`` / ``tinyimagenet`` / ``synthetic`` (one
+per source format), ``augment`` (on-device flip + edge-padded crop), ``splits`` (:class:`Split`,
+subsets) and ``loading`` (:func:`load_dataset`).
+
+The names below are imported from their module on first use, so that ``fastcert.data.catalog`` can
+be read (by run-spec validation while Snakemake parses the workflow) without importing torch.
 """
 
-from fastcert.data.catalog import DATASETS, DatasetInfo
-from fastcert.data.integrity import DataIntegrityError, DatasetMissingError
-from fastcert.data.loading import SOURCES, data_root, load_dataset, mirror_dir
-from fastcert.data.splits import Split
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS",
-    "SOURCES",
-    "DataIntegrityError",
-    "DatasetInfo",
-    "DatasetMissingError",
-    "Split",
-    "data_root",
-    "load_dataset",
-    "mirror_dir",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DATASETS": "catalog",
+    "SOURCES": "catalog",
+    "DatasetInfo": "catalog",
+    "DataIntegrityError": "integrity",
+    "DatasetMissingError": "integrity",
+    "Split": "splits",
+    "data_root": "loading",
+    "load_dataset": "loading",
+    "mirror_dir": "loading",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastcert.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fastcert.data.{module}"), name)

