@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 TMP_SUFFIX = ".tmp"
 
 
@@ -41,6 +39,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -50,6 +49,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode ``open()`` (``os.mkdir``) gives a new file (directory): 0666 (0777) less the umask.
+
+    ``tempfile`` creates 0600 files and 0700 directories; moved into place as they are, results
+    and datasets would be unreadable to the collaborators a shared cluster directory is for."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -78,5 +87,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically (torch imported here: the rest of this module serves torch-free
+    callers such as the workflow's manifest script)."""
+    import torch
+
     atomic_write(path, lambda handle: torch.save(obj, handle))

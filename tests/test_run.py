@@ -305,6 +305,26 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
 
 
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_and_staged_datasets_get_the_umask_mode_not_tempfiles_0600(tmp_path: Path, umask: int) -> None:
+    from fastcert.data.integrity import copy_atomic, publish, staging_dir
+
+    previous = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "result.json", {"status": "completed"})
+        copy_atomic(tmp_path / "result.json", tmp_path / "copy.json")
+        with staging_dir(tmp_path) as staged:
+            (staged / "built").mkdir()
+            publish(staged / "built", tmp_path / "dataset")
+            assert (staged.stat().st_mode & 0o777) == 0o777 & ~umask
+    finally:
+        os.umask(previous)
+    for name in ("result.json", "copy.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert json.loads((tmp_path / "copy.json").read_text()) == {"status": "completed"}
+
+
 WRITER = textwrap.dedent(
     """
     import sys, torch

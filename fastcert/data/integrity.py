@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+from fastcert.io import atomic_write, default_mode
+
 
 @cache
 def known_md5() -> dict[str, str]:
@@ -76,6 +78,7 @@ def staging_dir(parent: Path) -> Iterator[Path]:
     """
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fastcert-tmp-", dir=parent))
+    tmp.chmod(default_mode(directory=True))
     try:
         yield tmp
     finally:
@@ -96,12 +99,5 @@ def publish(built: Path, final: Path) -> None:
 
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy a file so that ``dst`` appears only complete (temp file + os.replace)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with open(src, "rb") as source:
+        atomic_write(dst, lambda handle: shutil.copyfileobj(source, handle))

@@ -7,30 +7,16 @@ cheap).
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def write_atomically(path: str, text: str) -> None:
-    """Temp file in the same directory + os.replace: readers never see half a file."""
-    directory = Path(path).parent
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{Path(path).name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from fastcert.io import atomic_write_text
 
 
 def main(snakemake: Any) -> None:
     """Write the manifest and note its size in the log."""
     document = snakemake.params.document
-    write_atomically(snakemake.output[0], json.dumps(document, indent=1) + "\n")
+    atomic_write_text(snakemake.output[0], json.dumps(document, indent=1) + "\n")
     Path(snakemake.log[0]).write_text(f"{snakemake.output[0]}: {len(document['runs'])} runs\n", encoding="utf-8")
 
 

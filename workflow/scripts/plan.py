@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from manifest import write_atomically
+from fastcert.io import atomic_write_text
 
 COLUMNS = ("target", "runs", "own", "shared", "device_hours")
 
@@ -63,7 +63,7 @@ def main(snakemake: Any) -> None:
     """Write results/plan.tsv and show the same table on the terminal and in the log."""
     rows = plan_rows(load_runs(list(snakemake.input.manifests)), snakemake.params.device_hours)
     text = render(rows)
-    write_atomically(snakemake.output[0], text)
+    atomic_write_text(snakemake.output[0], text)
     summary = f"plan at scale {snakemake.params.scale!r}:\n{text.expandtabs(14)}"
     Path(snakemake.log[0]).write_text(summary, encoding="utf-8")
     print(summary, end="")
