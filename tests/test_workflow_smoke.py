@@ -1,10 +1,9 @@
 """The workflow end to end at the `smoke` scale: real jobs, real outputs.
 
-Table 5 needs no training, so it runs in the default suite, as does the check of how training-job
-exits are treated (a fake `fastcert` executable, nothing trained). Table 1 trains its 27 smoke runs
-and compiles the table with pdflatex (about 2-3 minutes on 2 cores, most of it process start-up of
-the 27 jobs), and everything (all tables, figures and the report) takes several minutes: both are
-marked slow (run with FASTCERT_SLOW=1).
+Table 5 needs no training; the check of how training-job exits are treated uses a fake `fastcert`
+executable (nothing trained). Table 1 trains its 27 smoke runs and compiles the table with pdflatex
+(about 2-3 minutes on 2 cores). Everything (all tables, figures and the report) is marked slow (run
+with FASTCERT_SLOW=1): README states its measured time on 2 cores.
 """
 
 from __future__ import annotations
@@ -69,7 +68,6 @@ def test_table5_gains_match_the_closed_forms(tmp_path: Path) -> None:
             assert float(cells[2]) == pytest.approx(expected, rel=0.03), (method, n, cells)
 
 
-@pytest.mark.slow
 def test_table1_end_to_end_compiles_with_pdflatex(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
     run_smoke(workdir, "results/table1.tex")
