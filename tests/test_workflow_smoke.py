@@ -8,6 +8,7 @@ with FASTCERT_SLOW=1): README states its measured time on 2 cores.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -66,6 +67,18 @@ def test_table5_gains_match_the_closed_forms(tmp_path: Path) -> None:
             # columns: n, our closed form, our empirical mean of 100 trials, the paper's, delta
             assert cells[1] == f"{expected:.2f}", (method, n, cells)
             assert float(cells[2]) == pytest.approx(expected, rel=0.03), (method, n, cells)
+
+
+def test_snakemake_html_report_embeds_the_generated_outputs(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    run_smoke(workdir, "results/table5.tex", "results/figures/figure1.png")
+    (workdir / "reports").mkdir()
+    result = snakemake(workdir, *SMOKE, "--report", "reports/report.html", "--", "results/table5.tex", "results/figures/figure1.png")
+    assert result.returncode == 0, result.stdout
+    html = (workdir / "reports/report.html").read_text()
+    for output in ("results/table5.tex", "results/figures/figure1.png"):
+        embedded = base64.b64encode((workdir / output).read_bytes()).decode()
+        assert embedded in html, f"{output} is not embedded in the HTML report"
 
 
 def test_table1_end_to_end_compiles_with_pdflatex(tmp_path: Path) -> None:

@@ -45,13 +45,14 @@ rule figure:
         results=lambda wildcards: run_files(wildcards.figure),
         paper=config["paper_results"],
     output:
-        pdf=report(
-            "results/figures/{figure}.pdf",
+        pdf="results/figures/{figure}.pdf",
+        # the PNG goes into the HTML report: browsers show it inline (the PDF is for LaTeX)
+        png=report(
+            "results/figures/{figure}.png",
             caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}"},
         ),
-        png="results/figures/{figure}.png",
     log:
         "logs/figures/{figure}.log",
     script:
