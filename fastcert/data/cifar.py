@@ -64,7 +64,8 @@ def _download_hint(root: Path) -> str:
 
 
 def extract(archive: Path, root: Path) -> None:
-    """Verify the tarball's md5, extract it beside ``root/FOLDER``, check every file, publish."""
+    """Verify the tarball's md5, extract it beside ``root/<folder>``, check every file, publish."""
+    folder = layout().folder
     verify_md5(archive, f"Delete {archive} and obtain it again. {_download_hint(root)}.")
     with staging_dir(root) as tmp:
         try:
@@ -74,8 +75,8 @@ def extract(archive: Path, root: Path) -> None:
             raise DataIntegrityError(
                 f"{archive}: extraction failed ({err}). {_download_hint(root)}."
             ) from err
-        _verify_folder(tmp / layout().folder, root)
-        publish(tmp / layout().folder, root / layout().folder)
+        _verify_folder(tmp / folder, root)
+        publish(tmp / folder, root / folder)
 
 
 def _verify_folder(folder: Path, root: Path) -> None:
