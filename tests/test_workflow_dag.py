@@ -57,11 +57,15 @@ def copy_workflow(destination: Path) -> Path:
     return destination
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the snakemake CLI in ``workdir``; stdout and stderr together in ``.stdout``."""
+def snakemake(workdir: Path, *args: str, hang_guard_s: float = 1200) -> subprocess.CompletedProcess[str]:
+    """Run the snakemake CLI in ``workdir``; stdout and stderr together in ``.stdout``.
+
+    ``hang_guard_s`` only stops a hung run: it is several times the time a job needs on a loaded
+    2-core machine, not a performance check (benchmarks and README measure speed).
+    """
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=hang_guard_s,
     )
 
 
