@@ -19,8 +19,6 @@ from torch import Tensor, nn
 from fastcert.models import Residual, classifier
 from fastcert.vocabulary import INIT_SCHEMES
 
-SCHEMES = INIT_SCHEMES
-
 # Table 5 rows as distributions over fan-in n: (family, scale(n)); "normal" scale is the std,
 # "uniform" scale is the half-width a of U(-a, a). The paper's "Xavier (uniform)" is PyTorch's
 # default Conv/Linear init. Orthogonal has no closed form and is handled separately.
@@ -31,7 +29,7 @@ _DISTRIBUTIONS = {
     "kaiming_uniform": ("uniform", lambda n: math.sqrt(6 / n)),
     "kaiming_normal": ("normal", lambda n: math.sqrt(2 / n)),
 }
-GAIN_SCHEMES = tuple(s for s in SCHEMES if s != "default")
+GAIN_SCHEMES = tuple(s for s in INIT_SCHEMES if s != "default")
 
 # Empirical-gain measurement: at most 16 output units (never more than the fan-in, so that an
 # orthogonal matrix is row-orthonormal as in the paper's layers) and about this many weights and
@@ -106,7 +104,7 @@ def initialize(model: nn.Module, scheme: str, generator: torch.Generator | None 
     biases and BN parameters are untouched. "ibp" additionally halves the layers listed by
     :func:`residual_input_layers`.
     """
-    _check_scheme(scheme, SCHEMES)
+    _check_scheme(scheme, INIT_SCHEMES)
     if scheme == "default":
         return
     head = classifier(model)
@@ -163,7 +161,6 @@ def empirical_gain(scheme: str, n: int, trials: int = 100, seed: int = 0) -> flo
 
 __all__ = [
     "GAIN_SCHEMES",
-    "SCHEMES",
     "closed_form_gain",
     "empirical_gain",
     "initialize",

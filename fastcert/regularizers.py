@@ -34,7 +34,6 @@ from torch.autograd.function import once_differentiable
 from fastcert.vocabulary import REGULARIZER_TERMS
 
 Bounds = tuple[Tensor, Tensor]
-TERMS = REGULARIZER_TERMS
 _CLAMP = 1e-12  # the authors' only guard against division by zero
 _EXACT_COUNT = 1 << 24  # float32 counts a chunk of 0/1 values this long exactly
 _CPU_CHUNK = 1 << 18  # elements per slice on CPU (see _spans)
@@ -458,9 +457,9 @@ def warmup_regularizer_with_state(
 def _warmup(
     x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds], terms: Sequence[str], tau: float
 ) -> tuple[Tensor, dict[str, Tensor], _LayerSums]:
-    unknown = sorted(set(terms) - set(TERMS))
+    unknown = sorted(set(terms) - set(REGULARIZER_TERMS))
     if unknown:
-        raise ValueError(f"unknown regularizer term(s) {unknown}; choose from {list(TERMS)}")
+        raise ValueError(f"unknown regularizer term(s) {unknown}; choose from {list(REGULARIZER_TERMS)}")
     _check(pre_activation, tau)
     sums = _layer_sums(pre_activation, centers=True)
     parts = {

@@ -10,7 +10,6 @@ from torch import nn
 
 from fastcert.init import (
     GAIN_SCHEMES,
-    SCHEMES,
     closed_form_gain,
     empirical_gain,
     initialize,
@@ -160,7 +159,7 @@ def test_default_keeps_constructor_init() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s != "default"])
+@pytest.mark.parametrize("scheme", GAIN_SCHEMES)
 def test_initialize_is_deterministic_given_a_generator(scheme) -> None:
     def weights(seed: int) -> list[torch.Tensor]:
         model = build("resnext", "mnist", width=0.25)

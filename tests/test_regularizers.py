@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from fastcert import regularizers
 from fastcert.regularizers import (
-    TERMS,
     ReluState,
     input_tightness,
     layer_tightness,
@@ -22,6 +21,7 @@ from fastcert.regularizers import (
     warmup_regularizer,
     warmup_regularizer_with_state,
 )
+from fastcert.vocabulary import REGULARIZER_TERMS
 
 Layer = tuple[torch.Tensor, torch.Tensor]
 
@@ -314,7 +314,7 @@ def test_fused_terms_match_reference_values_and_gradients(
     ref_tensors = [t for pair in ref_box + ref_layers for t in pair]
 
     fused_box, fused_layers = leaves([(X_LOWER, X_UPPER)]), leaves(layers)
-    _, parts = warmup_regularizer(*fused_box[0], fused_layers, terms=TERMS, tau=tau)
+    _, parts = warmup_regularizer(*fused_box[0], fused_layers, terms=REGULARIZER_TERMS, tau=tau)
     fused = (parts["tightness"], parts["relu"], parts["std"])
     sum(w * t for w, t in zip(weights, fused)).backward()
     fused_tensors = [t for pair in fused_box + fused_layers for t in pair]
@@ -349,7 +349,7 @@ def test_fused_gradient_matches_finite_differences_across_slices(monkeypatch: py
 
     def total(*t: torch.Tensor) -> torch.Tensor:
         pairs = [(t[k], t[k + 1]) for k in range(2, len(t), 2)]
-        return warmup_regularizer(t[0], t[1], pairs, terms=TERMS, tau=3.0)[0]
+        return warmup_regularizer(t[0], t[1], pairs, terms=REGULARIZER_TERMS, tau=3.0)[0]
 
     assert total(*inputs).item() > 0
     assert torch.autograd.gradcheck(total, inputs)
