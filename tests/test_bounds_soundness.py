@@ -2,9 +2,11 @@
 
 For each layer type and each model family, points of the box (uniform samples, random vertices
 and the iterates of a short PGD attack on every output, both directions) are pushed through a
-*frozen* float64 copy of the model whose BatchNorms use the statistics of the bound pass (eval:
-running stats; train: the clean batch's mean and biased variance, read off torch's own forward).
-Every output and every ReLU input must lie within the bounds. For single layers that IBP bounds
+*frozen* copy of the model whose BatchNorms apply the per-channel affine maps of the bound pass
+(eval: from the running stats; train: from the clean batch's statistics as the traversal computed
+them; whether those equal torch's is tests/test_bounds_ibp.py's concern). Bounds are claims about
+that network, so the check is free of the float32 rounding of two differently ordered statistics
+computations. Every output and every ReLU input must lie within the bounds. For single layers that IBP bounds
 exactly, the attack must also reach the bounds, so the check cannot pass with loose bounds.
 """
 
@@ -18,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from fastcert.bounds import BoundPass, bound_pass
+from fastcert.bounds.plan import plan_for
 from fastcert.models import PartialBatchNorm1d, PartialBatchNorm2d, Residual, build
 
 DTYPE = torch.float64
@@ -37,28 +40,29 @@ def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def frozen_copy(model: nn.Module, x: Tensor) -> nn.Module:
-    """An eval-mode copy whose BNs apply the statistics a bound pass on ``x`` uses."""
+class TraversalAffine(nn.Module):
+    """``scale·z + shift`` per channel: what one BatchNorm applied in one traversal."""
+
+    def __init__(self, scale: Tensor, shift: Tensor) -> None:
+        super().__init__()
+        self.scale, self.shift = scale.detach(), shift.detach()
+
+    def forward(self, z: Tensor) -> Tensor:
+        view = (1, -1) + (1,) * (z.dim() - 2)
+        return z * self.scale.view(view) + self.shift.view(view)
+
+
+def frozen_copy(model: nn.Module, result: BoundPass) -> nn.Module:
+    """An eval-mode copy whose BatchNorms are the affine maps ``result``'s traversal applied."""
+    assert result.context is not None
+    names = {id(module): name for name, module in model.named_modules()}
     frozen = copy.deepcopy(model).eval()
-    if model.training:
-        probe = copy.deepcopy(model).train()
-        stats: dict[str, tuple[Tensor, Tensor]] = {}
-
-        def record(name: str) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
-            def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-                dims = [0] + list(range(2, args[0].dim()))
-                stats[name] = (args[0].mean(dims), args[0].var(dims, unbiased=False))
-
-            return hook
-
-        for name, module in probe.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.register_forward_pre_hook(record(name))
-        with torch.no_grad():
-            probe(x)
-        for name, module in frozen.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.running_mean, module.running_var = (t.clone() for t in stats[name])
+    for op in plan_for(model).ops:
+        if op.index in result.context.bn_affine:
+            scale, shift = result.context.bn_affine[op.index]
+            parent, _, child = names[id(op.module)].rpartition(".")
+            setattr(frozen.get_submodule(parent), child, TraversalAffine(scale, shift))
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in frozen.modules())
     return frozen
 
 
@@ -93,8 +97,8 @@ def check_sound(
     """Run a bound pass and check it against sampled and attacked points (see module docstring).
 
     ``effort`` scales the number of samples and attack steps."""
-    frozen = frozen_copy(model, x)
     result = bound_pass(model, x, x_lower, x_upper, C=C)
+    frozen = frozen_copy(model, result)
     recorder = Recorder(frozen)
     batch = x.shape[0]
 
@@ -196,6 +200,9 @@ LAYERS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], bool]] = {
     "conv_stride_pad": (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (3, 2, 6, 6), True),
     "conv_dilation_pad2": (lambda: nn.Conv2d(2, 3, 3, padding=2, dilation=2, bias=False), (3, 2, 5, 5), True),
     "conv_groups": (lambda: nn.Conv2d(4, 6, (3, 2), stride=(1, 2), groups=2), (3, 4, 5, 6), True),
+    # 1x1 strided convolutions run on the subsampled grid on CPU (fastcert.bounds.ops.ConvOp)
+    "conv1x1_stride2": (lambda: nn.Conv2d(3, 2, 1, stride=2), (3, 3, 7, 7), True),
+    "conv1x1_stride_pad": (lambda: nn.Conv2d(2, 4, 1, stride=(2, 3), padding=1, groups=2, bias=False), (3, 2, 6, 7), True),
     "bn1d": (lambda: nn.BatchNorm1d(5), (4, 5), True),
     "bn2d": (lambda: nn.BatchNorm2d(3), (4, 3, 3, 3), True),
     "bn2d_no_affine": (lambda: nn.BatchNorm2d(3, affine=False), (4, 3, 3, 3), True),

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .crown import refine
-from .ops import Bounds, Flow, LinearOp, PassContext
+from .ops import Bounds, Flow, LinearOp, PassContext, cpu_channels_last
 from .plan import plan_for
 
 METHODS = ("ibp", "crown-ibp", "crown")
@@ -125,18 +125,10 @@ def _input_flow(x: Tensor, x_lower: Tensor, x_upper: Tensor) -> tuple[Flow, bool
         raise ValueError("x_lower must be <= x_upper everywhere")
     if widest == 0 and not (x_lower.requires_grad or x_upper.requires_grad):
         if torch.equal(x_lower, x):
-            return Flow(_layout(x), None), False
-        return Flow(_layout(torch.cat([x, x_lower])), None), True
+            return Flow(cpu_channels_last(x), None), False
+        return Flow(cpu_channels_last(torch.cat([x, x_lower])), None), True
     center = (x_upper + x_lower) / 2
-    return Flow(_layout(torch.cat([x, center])), _layout(width / 2)), True
-
-
-def _layout(t: Tensor) -> Tensor:
-    """Images go channels-last on CPU: oneDNN's convolutions and the per-channel BatchNorm
-    kernels run faster on that layout, and every op of the traversal keeps it."""
-    if t.dim() == 4 and t.device.type == "cpu":
-        return t.contiguous(memory_format=torch.channels_last)
-    return t
+    return Flow(cpu_channels_last(torch.cat([x, center])), cpu_channels_last(width / 2)), True
 
 
 def _apply_spec(C: Tensor, center: Tensor, radius: Tensor | None) -> tuple[Tensor, Tensor | None]:

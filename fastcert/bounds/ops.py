@@ -16,7 +16,6 @@ more than a clean forward.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -142,14 +141,30 @@ class LinearOp(Op):
 
 
 class ConvOp(Op):
-    """``nn.Conv2d`` (any stride, padding, dilation, groups; zero padding): as Linear, with |kernel|."""
+    """``nn.Conv2d`` (any stride, padding, dilation, groups; zero padding): as Linear, with |kernel|.
+
+    On CPU every result is channels-last (:func:`cpu_channels_last`), and a 1×1 convolution with
+    stride > 1 runs as a stride-1 one on the subsampled grid (:func:`_subsample`): oneDNN 3.13
+    (torch 2.15's CPU convolutions) corrupts the heap in the weight gradient of a channels-last
+    1×1 strided convolution, and of its transpose, with few channels at large images (e.g. 4
+    channels at 64×64: ResNeXt's downsampling shortcut at TinyImageNet size and 1/16 width); the
+    process then aborts. Running it in NCHW instead avoided the bug at 2-3× the cost of the
+    channels-last kernels (``tests/test_bounds_ibp.py`` has the reproducer).
+    """
 
     kind = "conv2d"
     module: nn.Conv2d
 
+    def _subsampled(self, x: Tensor) -> bool:
+        m = self.module
+        return x.device.type == "cpu" and m.kernel_size == (1, 1) and m.stride != (1, 1)
+
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         m = self.module
-        return _in_safe_layout(m, x, lambda t: F.conv2d(t, weight, bias, m.stride, m.padding, m.dilation, m.groups))
+        if self._subsampled(x):
+            padding = _numeric_padding(m, self.name)
+            return cpu_channels_last(F.conv2d(_subsample(x, m.stride, padding), weight, bias, 1, 0, 1, m.groups))
+        return cpu_channels_last(F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, m.groups))
 
     def interval(self, ctx: PassContext, flow: Flow) -> Flow:
         weight = self.module.weight
@@ -175,32 +190,47 @@ class ConvOp(Op):
         m = self.module
         in_shape = ctx.shapes[self.src[0]]
         padding = _numeric_padding(m, self.name)
-        output_padding = tuple(
-            size - ((out - 1) * s - 2 * p + d * (k - 1) + 1)
-            for size, out, s, p, d, k in zip(in_shape[1:], A.shape[3:], m.stride, padding, m.dilation, m.kernel_size)
-        )
-        flat = A.reshape((-1,) + tuple(A.shape[2:]))
-        A_in = _in_safe_layout(
-            m, flat, lambda t: F.conv_transpose2d(t, m.weight, None, m.stride, padding, output_padding, m.groups, m.dilation)
-        )
+        flat = cpu_channels_last(A.reshape((-1,) + tuple(A.shape[2:])))
+        if self._subsampled(flat):
+            pointwise = F.conv_transpose2d(flat, m.weight, None, 1, 0, 0, m.groups)
+            A_in = _unsubsample(pointwise, in_shape[1:], m.stride, padding)
+        else:
+            output_padding = tuple(
+                size - ((out - 1) * s - 2 * p + d * (k - 1) + 1)
+                for size, out, s, p, d, k in zip(in_shape[1:], A.shape[3:], m.stride, padding, m.dilation, m.kernel_size)
+            )
+            A_in = F.conv_transpose2d(flat, m.weight, None, m.stride, padding, output_padding, m.groups, m.dilation)
         offset = None if m.bias is None else torch.matmul(_sum_trailing(A, keep=3), m.bias)
         return (A_in.view(tuple(A.shape[:2]) + in_shape),), offset
 
 
-def _in_safe_layout(conv: nn.Conv2d, x: Tensor, apply: Callable[[Tensor], Tensor]) -> Tensor:
-    """``apply(x)``, with a 1×1 strided convolution on CPU run in NCHW layout.
+def cpu_channels_last(t: Tensor) -> Tensor:
+    """Images go channels-last on CPU (a no-op when they already are): oneDNN's convolutions, its
+    transposed convolutions (2-3× faster on the CROWN coefficients) and the per-channel
+    BatchNorm kernels run faster on that layout, and every op of a traversal keeps it. Stated
+    per convolution because torch may pick NCHW when the layout is ambiguous (one channel)."""
+    if t.dim() == 4 and t.device.type == "cpu":
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
-    Why: oneDNN 3.13 (torch 2.15's CPU convolutions) corrupts the heap in the weight gradient of a
-    1×1 convolution with stride > 1 on channels-last inputs with few channels and large images
-    (e.g. 4 channels at 64×64: ResNeXt's downsampling shortcut at TinyImageNet size and 1/16
-    width), for the convolution and its transpose alike; the process then aborts or segfaults.
-    The NCHW kernels are unaffected. The result goes back to the input's layout, so the rest of
-    the traversal keeps running channels-last (``tests/test_bounds_ibp.py`` has the reproducer).
-    """
-    if x.device.type != "cpu" or conv.kernel_size != (1, 1) or conv.stride == (1, 1) or x.is_contiguous():
-        return apply(x)
-    out = apply(x.contiguous())
-    return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else out
+
+def _subsample(x: Tensor, stride: tuple[int, ...], padding: tuple[int, ...]) -> Tensor:
+    """The pixels a 1×1 convolution with ``stride`` and zero ``padding`` reads, [N, C, H', W']."""
+    (sh, sw), (ph, pw) = stride, padding
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    return x[:, :, ::sh, ::sw]
+
+
+def _unsubsample(A: Tensor, size: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]) -> Tensor:
+    """The transpose of :func:`_subsample`: ``A`` [N, C, H', W'] placed on the strided pixels of a
+    zero [N, C, H, W] (the padding ring cropped away), channels-last on CPU."""
+    (sh, sw), (ph, pw), (h, w) = stride, padding, size
+    full = torch.empty(
+        A.shape[:2] + (h + 2 * ph, w + 2 * pw), dtype=A.dtype, device=A.device, memory_format=torch.channels_last
+    ).zero_()
+    full[:, :, ::sh, ::sw] = A
+    return cpu_channels_last(full[:, :, ph : ph + h, pw : pw + w])
 
 
 class BatchNormOp(Op):
