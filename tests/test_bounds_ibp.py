@@ -454,7 +454,7 @@ def test_strided_pointwise_conv_gradients_on_cpu_do_not_hit_the_onednn_heap_bug(
 def test_cpu_traversal_and_crown_coefficients_stay_channels_last(monkeypatch: pytest.MonkeyPatch) -> None:
     """Channels-last on CPU from the first layer on, also where one channel makes the layout
     ambiguous (torch then picks NCHW for some results): the transposed convolutions of the CROWN
-    pass get channels-last coefficients (2-3x faster in oneDNN; benchmarks/bench_step.py)."""
+    pass get channels-last coefficients (2-3x faster in oneDNN; benchmarks/README.md)."""
     model = nn.Sequential(
         nn.Conv2d(1, 1, 3, padding=1), nn.BatchNorm2d(1), nn.ReLU(),
         nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
