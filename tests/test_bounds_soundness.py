@@ -6,8 +6,9 @@ and the iterates of a short PGD attack on every output, both directions) are pus
 (eval: from the running stats; train: from the clean batch's statistics as the traversal computed
 them; whether those equal torch's is tests/test_bounds_ibp.py's concern). Bounds are claims about
 that network, so the check is free of the float32 rounding of two differently ordered statistics
-computations. Every output and every ReLU input must lie within the bounds. For single layers that IBP bounds
-exactly, the attack must also reach the bounds, so the check cannot pass with loose bounds.
+computations. Every output and every ReLU input must lie within the bounds. For single layers that
+IBP bounds exactly, the attack must also reach the bounds, so the check cannot pass with loose
+bounds.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def frozen_copy(model: nn.Module, result: BoundPass) -> nn.Module:
             scale, shift = result.context.bn_affine[op.index]
             parent, _, child = names[id(op.module)].rpartition(".")
             setattr(frozen.get_submodule(parent), child, TraversalAffine(scale, shift))
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in frozen.modules())
+    assert not _bn_layers(frozen)
     return frozen
 
 
