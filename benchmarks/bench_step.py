@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastcert.bounds import bound_pass
-from fastcert.losses import robust_ce, spec_matrix
-from fastcert.models import DATASET_SHAPES, build
-from fastcert.perturbation import input_box
+from fastcert.method.bounds import bound_pass
+from fastcert.method.losses import robust_ce, spec_matrix
+from fastcert.method.models import DATASET_SHAPES, build
+from fastcert.method.perturbation import input_box
 
 NORMALIZATION = {  # SPEC §4
     "mnist": ((0.0,), (1.0,)),
@@ -88,7 +88,7 @@ def ibp_eps0_step(s: Setup) -> Step:
 
 
 def ibp_regularized_step(s: Setup) -> Step:
-    from fastcert.regularizers import relu_loss, tightness_loss
+    from fastcert.method.regularizers import relu_loss, tightness_loss
 
     def step() -> None:
         s.optimizer.zero_grad(set_to_none=True)
@@ -102,7 +102,7 @@ def ibp_regularized_step(s: Setup) -> Step:
 
 def crown_ibp_step(loss_fusion: bool) -> Callable[[Setup], Step]:
     """CROWN-IBP training step mid-ramp (ε = ε_max/2: CROWN pass and IBP mixing both run)."""
-    from fastcert.crown_ibp import crown_ibp_objective
+    from fastcert.method.crown_ibp import crown_ibp_objective
 
     def factory(s: Setup) -> Step:
         def step() -> None:

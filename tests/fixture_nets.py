@@ -1,5 +1,5 @@
 """The four auto_LiRPA fixture networks (tests/fixtures/auto_lirpa/README.md §2), rebuilt with
-fastcert's :class:`~fastcert.models.Residual` so that their state-dict keys match the stored
+fastcert's :class:`~fastcert.method.models.Residual` so that their state-dict keys match the stored
 ``param/*`` and ``buffer/*`` arrays."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastcert.models import Residual
+from fastcert.method.models import Residual
 
 FIXTURES = Path(__file__).parent / "fixtures" / "auto_lirpa"
 NAMES = ("cnn_small", "resnet_small", "resnext_small", "mlp_mnist")

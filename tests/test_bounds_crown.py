@@ -15,9 +15,9 @@ from fixture_nets import NAMES, load_arrays, load_model
 from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import Tensor, nn
 
-from fastcert.bounds import BackwardPass, BoundPass, bound_pass, compute_bounds
-from fastcert.bounds.relaxation import relaxation
-from fastcert.losses import robust_ce, spec_matrix
+from fastcert.method.bounds import BackwardPass, BoundPass, bound_pass, compute_bounds
+from fastcert.method.bounds.relaxation import relaxation
+from fastcert.method.losses import robust_ce, spec_matrix
 
 MODES = ("eval", "train")
 EPS = ("eps_small", "eps_large")

@@ -13,11 +13,11 @@ from fixture_nets import NAMES, load_arrays, load_model
 from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import Tensor, nn
 
-from fastcert.bounds import BackwardPass, bound_pass, fused_crown_ibp, fused_ibp
-from fastcert.bounds.fusion import SLOPE_FLOOR
-from fastcert.bounds.ops import ConvOp, LinearOp
-from fastcert.crown_ibp import crown_ibp_objective, mixing_factor
-from fastcert.losses import robust_ce, spec_matrix
+from fastcert.method.bounds import BackwardPass, bound_pass, fused_crown_ibp, fused_ibp
+from fastcert.method.bounds.fusion import SLOPE_FLOOR
+from fastcert.method.bounds.ops import ConvOp, LinearOp
+from fastcert.method.crown_ibp import crown_ibp_objective, mixing_factor
+from fastcert.method.losses import robust_ce, spec_matrix
 
 MODES = ("eval", "train")
 EPS = ("eps_small", "eps_large")

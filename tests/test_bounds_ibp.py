@@ -17,8 +17,8 @@ import torch
 from fixture_nets import NAMES, load_arrays, load_model
 from torch import nn
 
-from fastcert.bounds import bound_pass, compile_plan, compute_bounds, plan_for
-from fastcert.models import PartialBatchNorm1d, PartialBatchNorm2d, Residual
+from fastcert.method.bounds import bound_pass, compile_plan, compute_bounds, plan_for
+from fastcert.method.models import PartialBatchNorm1d, PartialBatchNorm2d, Residual
 
 MODES = ("eval", "train")
 EPS = ("eps_small", "eps_large")
@@ -419,8 +419,8 @@ def test_reusing_buffers_of_a_retained_graph_raises() -> None:
 STRIDED_POINTWISE_SCRIPT = """
 import torch
 from torch import nn
-from fastcert.bounds import bound_pass
-from fastcert.losses import robust_ce, spec_matrix
+from fastcert.method.bounds import bound_pass
+from fastcert.method.losses import robust_ce, spec_matrix
 
 def gradients(method):
     torch.manual_seed(0)

@@ -20,9 +20,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from fastcert.bounds import BoundPass, bound_pass
-from fastcert.bounds.plan import plan_for
-from fastcert.models import PartialBatchNorm1d, PartialBatchNorm2d, Residual, build
+from fastcert.method.bounds import BoundPass, bound_pass
+from fastcert.method.bounds.plan import plan_for
+from fastcert.method.models import PartialBatchNorm1d, PartialBatchNorm2d, Residual, build
 
 DTYPE = torch.float64
 
@@ -201,7 +201,7 @@ LAYERS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], bool]] = {
     "conv_stride_pad": (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (3, 2, 6, 6), True),
     "conv_dilation_pad2": (lambda: nn.Conv2d(2, 3, 3, padding=2, dilation=2, bias=False), (3, 2, 5, 5), True),
     "conv_groups": (lambda: nn.Conv2d(4, 6, (3, 2), stride=(1, 2), groups=2), (3, 4, 5, 6), True),
-    # 1x1 strided convolutions run on the subsampled grid on CPU (fastcert.bounds.ops.ConvOp)
+    # 1x1 strided convolutions run on the subsampled grid on CPU (fastcert.method.bounds.ops.ConvOp)
     "conv1x1_stride2": (lambda: nn.Conv2d(3, 2, 1, stride=2), (3, 3, 7, 7), True),
     "conv1x1_stride_pad": (lambda: nn.Conv2d(2, 4, 1, stride=(2, 3), padding=1, groups=2, bias=False), (3, 2, 6, 7), True),
     "bn1d": (lambda: nn.BatchNorm1d(5), (4, 5), True),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastcert.cli import main
+from fastcert.run.cli import main
 from fastcert.io import read_jsonl
 
 SPEC = {

@@ -26,9 +26,9 @@ from test_bounds_soundness import (
 )
 from torch import nn
 
-from fastcert.bounds import bound_pass
-from fastcert.losses import spec_matrix
-from fastcert.models import Residual, build
+from fastcert.method.bounds import bound_pass
+from fastcert.method.losses import spec_matrix
+from fastcert.method.models import Residual, build
 
 METHODS = ("crown-ibp", "crown")
 NOT_EXACT = {"relu"}  # a single ReLU's linear relaxation is not tight; every affine layer is

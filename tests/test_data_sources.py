@@ -22,8 +22,8 @@ from data_builders import (
 )
 from torchvision.datasets import mnist as tv_mnist
 
-from fastcert.data import DataIntegrityError, DatasetMissingError, integrity, load_dataset, mnist
-from fastcert.data.splits import Split
+from fastcert.run.data import DataIntegrityError, DatasetMissingError, integrity, load_dataset, mnist
+from fastcert.run.data.splits import Split
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from data_builders import write_mnist_raw
 
-from fastcert.data import DATASETS, integrity, load_dataset
-from fastcert.data.splits import Split, TensorStore, balanced_subset
+from fastcert.run.data import DATASETS, integrity, load_dataset
+from fastcert.run.data.splits import Split, TensorStore, balanced_subset
 
 
 @pytest.fixture

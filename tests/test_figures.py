@@ -10,8 +10,8 @@ import pytest
 import torch
 from run_builders import epoch_record, write_manifest, write_run
 
-from fastcert.collect import Manifest, load_manifest
-from fastcert.figures import FIGURES, draw, init_widths, save, series_labels
+from fastcert.reporting.collect import Manifest, load_manifest
+from fastcert.reporting.figures import FIGURES, draw, init_widths, save, series_labels
 
 PHASES = ["eps0", "ramp", "ramp", "ramp", "target", "target"]
 
@@ -54,7 +54,7 @@ def _lines(fig, axis: int = 0) -> dict[str, list[tuple[float, float]]]:
 
 
 def test_series_labels_name_what_varies():
-    from fastcert.collect import Run
+    from fastcert.reporting.collect import Run
 
     keys = [{"setting": "Ours", "schedule_total": 70, "schedule_phases": [1, 20, 49]},
             {"setting": "Ours", "schedule_total": 160, "schedule_phases": [1, 80, 79]},

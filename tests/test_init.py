@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from fastcert.init import (
+from fastcert.method.init import (
     GAIN_SCHEMES,
     closed_form_gain,
     empirical_gain,
     initialize,
     residual_input_layers,
 )
-from fastcert.models import build, classifier
+from fastcert.method.models import build, classifier
 
 # The next block's first conv and shortcut conv after every residual block (authors-code-notes
 # §2.1 item 6); never the dense layer after Flatten.

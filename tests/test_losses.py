@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastcert.losses import certified, clean_error, robust_ce, spec_matrix
+from fastcert.method.losses import certified, clean_error, robust_ce, spec_matrix
 
 
 def test_spec_matrix_rows_by_hand() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastcert.models import (
+from fastcert.method.models import (
     DATASET_SHAPES,
     MODELS,
     PartialBatchNorm1d,

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastcert import regularizers
-from fastcert.regularizers import (
+from fastcert.method import regularizers
+from fastcert.method.regularizers import (
     ReluState,
     input_tightness,
     layer_tightness,
@@ -236,7 +236,7 @@ def test_bad_input_is_rejected() -> None:
         tightness_loss(X_LOWER, X_UPPER, [LAYER_A], tau=0.0)
 
 
-# --- The fused pass (fastcert.regularizers._BoundSums) against a plain autograd reference -------
+# --- The fused pass (fastcert.method.regularizers._BoundSums) against a plain autograd reference -------
 
 
 def reference_terms(

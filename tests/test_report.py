@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from run_builders import epoch_record, write_manifest, write_run
 
-from fastcert.collect import load_manifest
-from fastcert.figures import draw, save
-from fastcert.latex import pdflatex_available
-from fastcert.report import build_report, summarize
-from fastcert.tables import build_target, load_paper, render_target
+from fastcert.reporting.collect import load_manifest
+from fastcert.reporting.figures import draw, save
+from fastcert.reporting.latex import pdflatex_available
+from fastcert.reporting.report import build_report, summarize
+from fastcert.reporting.tables import build_target, load_paper, render_target
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PATH = ROOT / "config" / "paper_results.yaml"

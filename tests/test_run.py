@@ -16,19 +16,19 @@ from typing import Any
 import pytest
 import torch
 
-from fastcert import run as run_module
-from fastcert.cli import main
-from fastcert.data import DatasetMissingError
+from fastcert.run import lifecycle as run_module
+from fastcert.run.cli import main
+from fastcert.run.data import DatasetMissingError
 from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
-from fastcert.run import (
+from fastcert.run.lifecycle import (
     EXIT_COMPLETED,
     EXIT_DIVERGED,
     RunError,
     execute,
     load_checkpoint,
 )
-from fastcert.spec import validate
-from fastcert.training import ibp_objective
+from fastcert.run.spec import validate
+from fastcert.run.training import ibp_objective
 
 EPOCHS = 6
 TINY = {
@@ -173,7 +173,7 @@ def test_huge_learning_rate_diverges_through_the_cli(tmp_path: Path, capsys: pyt
 
 def launch(spec: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "fastcert.cli", "train", "--spec", str(spec), "--out", str(out)],
+        [sys.executable, "-m", "fastcert.run.cli", "train", "--spec", str(spec), "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -308,7 +308,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_written_files_and_staged_datasets_get_the_umask_mode_not_tempfiles_0600(tmp_path: Path, umask: int) -> None:
-    from fastcert.data.integrity import copy_atomic, publish, staging_dir
+    from fastcert.run.data.integrity import copy_atomic, publish, staging_dir
 
     previous = os.umask(umask)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastcert.schedule import (
+from fastcert.method.schedule import (
     ScheduleSpec,
     SmoothedSchedule,
     batches_per_epoch,

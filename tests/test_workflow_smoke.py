@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastcert.latex import compile_pdf, standalone_document
+from fastcert.reporting.latex import compile_pdf, standalone_document
 from test_workflow_dag import copy_workflow, snakemake
 
 SMOKE = ("--config", "scale=smoke")

@@ -2,7 +2,7 @@
 and resource estimates.
 
 Why at parse time and in one place: every table, figure, the plan and the training rule must agree
-on which runs exist. Each run spec is validated by the runner's own validator (fastcert.spec) and
+on which runs exist. Each run spec is validated by the runner's own validator (fastcert.run.spec) and
 named by its hash, so a bad spec fails before any job is queued, and a run that several tables need
 maps to one directory and one job.
 """
@@ -18,9 +18,9 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from fastcert.data.catalog import DATASETS
-from fastcert.spec import RunSpec, SpecError
-from fastcert.spec import validate as validate_spec
+from fastcert.run.data.catalog import DATASETS
+from fastcert.run.spec import RunSpec, SpecError
+from fastcert.run.spec import validate as validate_spec
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 RUNS_DIR = "runs"
@@ -147,7 +147,7 @@ def group_rows(experiments: dict, group: dict, where: str) -> Iterator[tuple[dic
 
 
 def run_id(spec: RunSpec) -> str:
-    """Readable prefix + short hash of everything that defines the run (fastcert.spec's hash)."""
+    """Readable prefix + short hash of everything that defines the run (fastcert.run.spec's hash)."""
     return f"{spec.dataset}-{spec.model}-{spec.method}-e{spec.schedule.epochs}-{spec.hash()[:12]}"
 
 

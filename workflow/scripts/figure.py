@@ -6,8 +6,8 @@ Snakemake waits for them. Outputs: ``pdf`` and ``png``, byte-identical for ident
 
 import logging
 
-from fastcert.collect import load_manifest
-from fastcert.figures import draw, save
+from fastcert.reporting.collect import load_manifest
+from fastcert.reporting.figures import draw, save
 
 logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
 log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)

@@ -7,7 +7,7 @@ per table and figure), ``paper``. Needs pdflatex (TeX Live).
 
 import logging
 
-from fastcert.report import build_report
+from fastcert.reporting.report import build_report
 
 logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
 log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)

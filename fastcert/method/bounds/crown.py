@@ -1,0 +1,162 @@
+"""Backward linear-relaxation passes (CROWN) over a compiled plan: CROWN-IBP and full CROWN.
+
+A backward pass starts from coefficients ``A`` [B, M, *shape] of a linear function of one plan
+value (``C`` at the logits, an identity over the neurons of an intermediate layer, or the single
+row of the loss-fusion bound) and walks the plan in reverse: every op's ``backward`` rule (in
+:mod:`.ops`, next to its interval rule) maps the coefficients to its inputs and adds an offset,
+coefficients meeting at a residual split are summed, and at the network input the linear function
+is minimized over the box in center/radius form. Batching over examples *and* specs keeps it
+to one kernel call per op, whatever M is.
+
+Only lower bounds are propagated; an upper bound is minus the lower bound of ``−A``, so a pass
+for both stacks ``[A, −A]`` along M. This is how auto_LiRPA's lower and upper passes relate too
+(same ReLU lower slope for both).
+
+The pass refines an IBP traversal (:func:`fastcert.method.bounds.bound_pass` with ``method="ibp"``),
+whose :class:`~.ops.PassContext` supplies the BatchNorm maps (so train-mode BN uses the clean
+batch's statistics of that very traversal, and running stats are updated once) and the IBP bounds
+of every ReLU input. *CROWN-IBP* keeps those; *CROWN* replaces them layer by layer, in forward
+order, by CROWN bounds from a backward pass per layer (M = that layer's neurons, in chunks that
+bound the memory). That is auto_LiRPA's ``sparse_intermediate_bounds=False`` ("crown_dense" in the
+fixtures); its default sparse rule, which keeps IBP bounds for positions IBP calls stable in every
+example of the batch, differs only where an IBP-stable neuron is CROWN-unstable, and makes the
+bounds of one example depend on the others, so it is not reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from .ops import BackwardContext, Bounds, PassContext, ReluOp
+from .plan import Plan, plan_for
+
+if TYPE_CHECKING:
+    from .engine import BoundPass
+
+REFINED_METHODS = ("crown-ibp", "crown")
+# Largest coefficient tensor (elements) one chunk of intermediate CROWN bounds may create: 64 MiB
+# in float32; the chunk size barely changes the speed on CPU, larger chunks help on a GPU.
+CHUNK_ELEMENTS = 2**24
+
+
+class BackwardPass:
+    """A traversal made ready for backward passes: plan, BN maps, ReLU input bounds, the box."""
+
+    def __init__(self, model: nn.Module, context: PassContext, x_lower: Tensor, x_upper: Tensor) -> None:
+        self.plan: Plan = plan_for(model)
+        relus = [op for op in self.plan.ops if isinstance(op, ReluOp)]
+        if len(relus) != len(context.pre_activation):
+            raise ValueError(
+                f"the traversal recorded {len(context.pre_activation)} ReLU input bounds but the "
+                f"model has {len(relus)} ReLUs: it was not made on this model"
+            )
+        self.relus = relus
+        self.context = BackwardContext(
+            bn_affine=context.bn_affine,
+            relu_bounds={op.index: bounds for op, bounds in zip(relus, context.pre_activation)},
+            shapes=_value_shapes(self.plan, tuple(x_lower.shape[1:])),
+        )
+        self.center = (x_upper + x_lower) / 2
+        self.radius = (x_upper - x_lower) / 2
+
+    @property
+    def pre_activation(self) -> list[Bounds]:
+        """The ReLU input bounds in use, forward order."""
+        return [self.context.relu_bounds[op.index] for op in self.relus]
+
+    def lower(self, A: Tensor, value: int | None = None) -> Tensor:
+        """Lower bound [B, M] of ``Σ A·v`` over the box, v = plan value ``value`` (default: output)."""
+        start = self.plan.output if value is None else value
+        pending: dict[int, Tensor] = {start: A}
+        offset: Tensor | None = None
+        for op in reversed(self.plan.ops[:start]):
+            coefficients = pending.pop(op.index + 1, None)
+            if coefficients is None:
+                continue
+            inputs, term = op.backward(self.context, coefficients)
+            if term is not None:
+                offset = term if offset is None else offset + term
+            for src, A_in in zip(op.src, inputs):
+                pending[src] = pending[src] + A_in if src in pending else A_in
+        return _concretize(pending.pop(0), self.center, self.radius, offset)
+
+    def bounds(self, A: Tensor, value: int | None = None) -> tuple[Tensor, Tensor]:
+        """``(lower, upper)`` [B, M] of ``Σ A·v`` in one pass (``[A, −A]`` stacked along M)."""
+        both = self.lower(torch.cat([A, -A], dim=1), value)
+        specs = A.shape[1]
+        return both[:, :specs], -both[:, specs:]
+
+    def tighten_intermediate(self, chunk_elements: int | None = None) -> None:
+        """Full CROWN: replace every ReLU input's bounds, in forward order, by CROWN bounds.
+
+        ``chunk_elements`` caps the coefficient tensor of one chunk (default :data:`CHUNK_ELEMENTS`).
+        """
+        chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+        for op in self.relus:
+            value = op.src[0]
+            self.context.relu_bounds[op.index] = self._neuron_bounds(value, chunk_elements)
+
+    def _neuron_bounds(self, value: int, chunk_elements: int) -> Bounds:
+        """CROWN bounds of every neuron of ``value``, a chunk of neurons per backward pass."""
+        shape = self.context.shapes[value]
+        neurons = math.prod(shape)
+        batch = self.center.shape[0]
+        widest = max(math.prod(s) for s in self.context.shapes[: value + 1])
+        chunk = max(1, chunk_elements // (2 * batch * widest))
+        lowers, uppers = [], []
+        for begin in range(0, neurons, chunk):
+            rows = torch.arange(begin, min(begin + chunk, neurons), device=self.center.device)
+            unit = torch.zeros(len(rows), neurons, dtype=self.center.dtype, device=self.center.device)
+            unit[torch.arange(len(rows)), rows] = 1
+            A = unit.view((1, len(rows)) + shape)  # batch-independent until the first ReLU
+            lower, upper = self.bounds(A, value)
+            lowers.append(lower)
+            uppers.append(upper)
+        return torch.cat(lowers, 1).view((batch,) + shape), torch.cat(uppers, 1).view((batch,) + shape)
+
+
+def refine(model: nn.Module, ibp: BoundPass, x_lower: Tensor, x_upper: Tensor, C: Tensor | None, method: str) -> BoundPass:
+    """Replace the bounds of an IBP traversal by CROWN-IBP or CROWN bounds of the logits / ``C @ logits``.
+
+    ``pre_activation`` of the result holds the intermediate bounds used (IBP for CROWN-IBP,
+    CROWN for CROWN); the clean logits and the BatchNorm statistics are those of ``ibp``.
+    """
+    if method not in REFINED_METHODS:
+        raise ValueError(f"refine: method must be one of {REFINED_METHODS}, got {method!r}")
+    if ibp.context is None:
+        raise ValueError("refine needs the PassContext of an IBP bound_pass (BoundPass.context is None)")
+    backward = BackwardPass(model, ibp.context, x_lower, x_upper)
+    if method == "crown":
+        backward.tighten_intermediate()
+    A = _output_identity(ibp.clean) if C is None else C.to(ibp.clean.dtype)
+    lower, upper = backward.bounds(A)
+    return dataclasses.replace(ibp, lower=lower, upper=upper, pre_activation=backward.pre_activation)
+
+
+def _output_identity(clean: Tensor) -> Tensor:
+    """A [B, K, K] for bounds of the logits themselves."""
+    if clean.dim() != 2:
+        raise ValueError(f"CROWN bounds of the raw output need a [B, K] output, got {tuple(clean.shape)}; pass C")
+    eye = torch.eye(clean.shape[1], dtype=clean.dtype, device=clean.device)
+    return eye.expand(clean.shape[0], -1, -1)
+
+
+def _value_shapes(plan: Plan, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Shape (without batch) of every plan value: the input's, then each op's output."""
+    shapes = [input_shape]
+    for op in plan.ops:
+        shapes.append(op.output_shape(*[shapes[i] for i in op.src]))
+    return shapes
+
+
+def _concretize(A: Tensor, center: Tensor, radius: Tensor, offset: Tensor | None) -> Tensor:
+    """``min over the box of Σ A·x + offset = A·center − |A|·radius + offset``, [B, M]."""
+    flat = A.flatten(2)
+    value = torch.matmul(flat, center.flatten(1).unsqueeze(-1)) - torch.matmul(flat.abs(), radius.flatten(1).unsqueeze(-1))
+    value = value.squeeze(-1)
+    return value if offset is None else value + offset

@@ -1,0 +1,311 @@
+"""The paper's Figures 1–4, 6 and 7, regenerated with matplotlib as PDF and PNG, byte-deterministic.
+
+Why it is built this way: each figure is a small declarative entry in :data:`FIGURES` (what to
+plot from which per-epoch metric) drawn by one of three painters: ``init`` (Figure 1, computed at
+initialization, no training), ``curves`` (a metric of ``metrics.jsonl`` against the epoch, one
+line per run setting: Figures 2, 3, 4, 7) and ``versus`` (a final-epoch value against a run key:
+Figure 6). Figures are drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot state, no
+global backend switch) under fixed rcParams, and saved without dates or software versions, so the
+same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from fastcert.reporting.collect import Manifest, Run, data_description
+from fastcert.io import atomic_write
+
+RC_PARAMS: dict[str, Any] = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8.0,
+    "axes.titlesize": 8.0,
+    "axes.labelsize": 8.0,
+    "legend.fontsize": 6.5,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 4.0,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "figure.dpi": 100.0,
+    "savefig.dpi": 150.0,
+    "pdf.fonttype": 42,
+    "pdf.compression": 6,
+    "svg.hashsalt": "fastcert",
+    "axes.prop_cycle": matplotlib.cycler(color=list(matplotlib.colormaps["tab10"].colors)),
+}
+# Without these, savefig writes the creation date and the matplotlib version into the file.
+METADATA = {
+    "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None},
+    "png": {"Software": None},
+}
+
+FIGURES: dict[str, dict[str, Any]] = {
+    "figure1": {
+        "kind": "init",
+        "title": r"Bound width per layer at initialization",
+        "caption": r"$\log \hat{E}(\Delta_i)$ of every layer $i$ (0 = input; the classifier omitted) of an "
+                   r"untrained CNN-7 without BN on CIFAR-10-shaped random images at $\varepsilon = 8/255$, "
+                   r"for each initialization (one IBP pass, \texttt{fastcert.method.bounds}).",
+        "paper": "The paper shows the bound width growing steeply with depth under Xavier initialization "
+                 "(certified bounds explode at initialization); IBP initialization keeps it stable.",
+        "model": {"name": "cnn7", "dataset": "cifar10", "bn": "none", "width": 1.0},
+        "schemes": {"Xavier (uniform)": "xavier_uniform", "Xavier (Gaussian)": "xavier_normal",
+                    "Kaiming (uniform)": "kaiming_uniform", "Kaiming (Gaussian)": "kaiming_normal",
+                    "Orthogonal": "orthogonal", "IBP initialization": "ibp"},
+        "eps": 8 / 255,
+        "batch": 16,
+        "seed": 0,
+    },
+    "figure2": {
+        "kind": "curves",
+        "title": "ReLU neuron states during training (train set)",
+        "caption": r"Ratios of active and unstable ReLU neurons (train-set mean per epoch, mean over "
+                   r"layers) of CNN-7 on CIFAR-10; the vanilla settings are not regularized and "
+                   r"``w/o BN'' has no BN.",
+        "paper": "The paper shows Vanilla IBP without BN ending with very few active or unstable neurons "
+                 "(most are inactive), more so with the shorter warmup; full BN and the regularizers "
+                 "keep more neurons active.",
+        "panels": [{"split": "train", "field": "active", "label": "Active ReLU neurons"},
+                   {"split": "train", "field": "unstable", "label": "Unstable ReLU neurons"}],
+    },
+    "figure3": {
+        "kind": "curves",
+        "title": r"$\mathcal{L}_{\mathrm{tightness}}$ during warmup (train set)",
+        "caption": r"$\mathcal{L}_{\mathrm{tightness}}$ during warmup (train-set mean per epoch), CNN-7 on "
+                   r"CIFAR-10; it is optimized only by the settings with regularizers, and only plotted "
+                   r"for the others.",
+        "paper": "The paper shows L_tightness descending faster with the regularizers, and faster still "
+                 "early on with IBP initialization; Vanilla IBP without BN ends high.",
+        "panels": [{"split": "train", "field": "l_tightness", "label": r"$\mathcal{L}_{\mathrm{tightness}}$"}],
+        "warmup_only": True,
+    },
+    "figure4": {
+        "kind": "curves",
+        "title": r"$\mathcal{L}_{\mathrm{relu}}$ during warmup (train set)",
+        "caption": r"$\mathcal{L}_{\mathrm{relu}}$ during warmup (train-set mean per epoch), same runs as "
+                   r"Figure 3.",
+        "paper": "The paper shows L_relu kept under control when it is optimized and growing otherwise, "
+                 "extremely large for Vanilla IBP without BN in later epochs.",
+        "panels": [{"split": "train", "field": "l_relu", "label": r"$\mathcal{L}_{\mathrm{relu}}$"}],
+        "warmup_only": True,
+    },
+    "figure6": {
+        "kind": "versus",
+        "title": "Active and unstable ReLU neurons against warmup length",
+        "caption": r"Ratio of active plus unstable ReLU neurons (train set, final epoch, mean over layers) "
+                   r"of CNN-7 trained with Vanilla IBP on CIFAR-10, against the warmup (ramp) length.",
+        "paper": "The paper's axis spans 0.00-0.08: fewer active and unstable neurons (more inactive ones) "
+                 "with shorter warmup.",
+        "x": {"key": "warmup_length", "label": "Warmup length (epochs)"},
+        "y": {"split": "train", "fields": ["active", "unstable"], "label": "Active & unstable ReLU neurons"},
+    },
+    "figure7": {
+        "kind": "curves",
+        "title": "Training verified error, ResNeXt on TinyImageNet",
+        "caption": r"Training verified error (\%, train-set mean per epoch) of ResNeXt on TinyImageNet with "
+                   r"and without IBP initialization; it can rise during warmup as $\varepsilon$ grows.",
+        "paper": "The paper shows IBP initialization reaching lower verified errors, especially in early "
+                 "epochs.",
+        "panels": [{"split": "train", "field": "verified_err", "label": "Training verified error (%)",
+                    "scale": 100.0}],
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# series from runs
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(_format(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def series_labels(runs: Sequence[Run]) -> list[str]:
+    """A legend label per run: its ``setting`` (if any) plus every other key that varies across runs."""
+    keys = [run.key for run in runs]
+    names = list(dict.fromkeys(name for key in keys for name in key))
+    varying = [n for n in names if n != "setting" and len({repr(k.get(n)) for k in keys}) > 1]
+    if "schedule_phases" in varying and "schedule_total" in varying:
+        varying.remove("schedule_total")  # the phases name the schedule; the total would repeat it
+    labels = []
+    for key in keys:
+        parts = [str(key["setting"])] if "setting" in key else []
+        parts += [f"{n.replace('_', ' ')} {_format(key.get(n))}" for n in varying]
+        labels.append(", ".join(parts) or "run")
+    return labels
+
+
+def _series(manifest: Manifest) -> dict[str, list[Run]]:
+    """Completed runs grouped by legend label, in manifest order (repeats of a setting share one)."""
+    runs = [run for run in manifest.runs if run.usable]
+    grouped: dict[str, list[Run]] = {}
+    for label, run in zip(series_labels(runs), runs, strict=True):
+        grouped.setdefault(label, []).append(run)
+    return grouped
+
+
+def _curve(runs: list[Run], panel: dict[str, Any], warmup_only: bool) -> tuple[list[int], list[float]]:
+    """Mean over repeats of ``record[split][field]`` per epoch (epochs every repeat has)."""
+    per_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for record in run.metrics:
+            if warmup_only and record.get("phase") == "target":
+                continue
+            value = (record.get(panel["split"]) or {}).get(panel["field"])
+            if value is not None and math.isfinite(value):
+                per_epoch.setdefault(int(record["epoch"]), []).append(value * panel.get("scale", 1.0))
+    epochs = sorted(e for e, values in per_epoch.items() if len(values) == len(runs))
+    return epochs, [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs]
+
+
+def _x_value(run: Run, key: str) -> float:
+    """Figure 6's x: the run key ``key``, else the ramp length of ``schedule_phases``."""
+    if key in run.key:
+        return float(run.key[key])
+    if "schedule_phases" in run.key:
+        return float(run.key["schedule_phases"][1])
+    raise ValueError(f"run {run.run_dir}: key has neither {key!r} nor 'schedule_phases' ({sorted(run.key)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# painters
+
+
+def _no_data(ax: Any, why: str) -> None:
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
+    series = _series(manifest)
+    axes = fig.subplots(1, len(spec["panels"]), squeeze=False)[0]
+    legend: dict[str, Any] = {}
+    for ax, panel in zip(axes, spec["panels"], strict=True):
+        for index, (label, runs) in enumerate(series.items()):
+            epochs, values = _curve(runs, panel, spec.get("warmup_only", False))
+            if epochs:
+                suffix = f" (mean of {len(runs)})" if len(runs) > 1 else ""
+                (line,) = ax.plot(epochs, values, marker="o" if len(epochs) < 15 else None, label=label + suffix,
+                                  color=f"C{index % 10}")  # one colour per series across panels
+                legend.setdefault(line.get_label(), line)
+        ax.set_xlabel("Epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(panel["label"])
+        if not ax.lines:
+            _no_data(ax, "no completed runs with this metric")
+    if legend:  # below the panels, so that it never hides a curve
+        fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(2, len(legend)))
+
+
+def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
+    ax = fig.subplots()
+    y = spec["y"]
+    points: dict[float, list[float]] = {}
+    for run in manifest.runs:
+        if not run.usable or not run.metrics:
+            continue
+        record = run.metrics[-1].get(y["split"]) or {}
+        values = [record.get(field) for field in y["fields"]]
+        if all(v is not None for v in values):
+            points.setdefault(_x_value(run, spec["x"]["key"]), []).append(sum(values))
+    xs = sorted(points)
+    if xs:
+        ax.plot(xs, [sum(points[x]) / len(points[x]) for x in xs], marker="o")
+    else:
+        _no_data(ax, "no completed runs")
+    ax.set_xlabel(spec["x"]["label"])
+    ax.set_ylabel(y["label"])
+
+
+def init_widths(spec: dict[str, Any]) -> dict[str, list[float]]:
+    """Figure 1's data: ``[Ê(Δ0), Ê(Δ1), ...]`` per initialization, from one IBP pass at init."""
+    import torch
+
+    from fastcert.method.bounds import bound_pass
+    from fastcert.run.data.catalog import DATASETS
+    from fastcert.method.init import initialize
+    from fastcert.method.models import DATASET_SHAPES, build
+    from fastcert.method.perturbation import input_box
+    from fastcert.method.regularizers import input_tightness, layer_tightness
+
+    model_spec = spec["model"]
+    info = DATASETS[model_spec["dataset"]]
+    channels, size, _ = DATASET_SHAPES[model_spec["dataset"]]
+    generator = torch.Generator().manual_seed(spec["seed"])
+    pixels = torch.rand(spec["batch"], channels, size, size, generator=generator)
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    x = (pixels - mean) / std
+    x_lower, x_upper = input_box(x, spec["eps"], info.mean, info.std)
+    widths = {}
+    for label, scheme in spec["schemes"].items():
+        # The constructor draws biases from the global RNG: seed a forked copy so they are fixed too.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec["seed"])
+            model = build(model_spec["name"], model_spec["dataset"], bn=model_spec["bn"],
+                          width=model_spec["width"]).eval()
+        initialize(model, scheme, generator=torch.Generator().manual_seed(spec["seed"]))
+        with torch.no_grad():
+            out = bound_pass(model, x, x_lower, x_upper)
+        widths[label] = [float(input_tightness(x_lower, x_upper))] + layer_tightness(out.pre_activation)
+    return widths
+
+
+def _paint_init(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
+    del manifest  # computed at initialization: no runs
+    ax = fig.subplots()
+    for label, widths in init_widths(spec).items():
+        ax.plot(range(len(widths)), [math.log(w) for w in widths], marker="o", label=label)
+    ax.set_xlabel("Layer $i$ (0 = input)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(r"$\log \hat{E}(\Delta_i)$")
+    ax.legend(loc="best")
+
+
+_PAINTERS = {"init": _paint_init, "curves": _paint_curves, "versus": _paint_versus}
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def provenance(name: str, manifest: Manifest) -> str:
+    """Which scale and which data made figure ``name`` (for its subtitle and the report's caption)."""
+    if FIGURES[name]["kind"] == "init":
+        return f"scale {manifest.scale}: random images at initialization (no training)"
+    return f"scale {manifest.scale}: {data_description(manifest.runs)}"
+
+
+def draw(name: str, manifest: Manifest) -> Figure:
+    """Figure ``name`` drawn from ``manifest`` (Figure 1 ignores it: it needs no training)."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
+    spec = FIGURES[name]
+    panels = len(spec.get("panels", [None]))
+    with matplotlib.rc_context(RC_PARAMS):
+        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8), layout="constrained")
+        _PAINTERS[spec["kind"]](fig, spec, manifest)
+        fig.suptitle(f"{spec['title']}\n{provenance(name, manifest)}", fontsize=7.5)
+    return fig
+
+
+def save(fig: Figure, paths: dict[str, str]) -> None:
+    """Write ``fig`` in each format of ``paths`` (``{"pdf": ..., "png": ...}``) atomically, without dates."""
+    with matplotlib.rc_context(RC_PARAMS):
+        for fmt, path in paths.items():
+            if fmt not in METADATA:
+                raise ValueError(f"unsupported figure format {fmt!r}; use one of {', '.join(METADATA)}")
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, metadata=METADATA[fmt])
+            data = buffer.getvalue()
+            atomic_write(path, lambda handle, data=data: handle.write(data))

@@ -1,0 +1,145 @@
+"""The reproduction report: one LaTeX document with every table and figure and a summary of where
+the reproduction agrees with the paper.
+
+Why it recomputes the comparison: the report receives the rendered tables (``results/*.tex``), the
+figures and the manifests. It includes the rendered files as they are, and rebuilds each table's
+cells with the same engine and inputs (:func:`fastcert.reporting.tables.build_target`) to count agreements,
+so the summary can never disagree with the tables it sits next to. The document is compiled with
+pdflatex in a temporary folder and moved into place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastcert import __version__
+from fastcert.reporting.collect import Manifest, load_manifest
+from fastcert.reporting.figures import FIGURES, provenance
+from fastcert.reporting.latex import PREAMBLE, compile_pdf, escape, fmt_delta, fmt_number, render_template
+from fastcert.reporting.tables import Cell, Table, build_target, load_paper, tolerance_text
+
+
+@dataclass
+class Disagreement:
+    """One cell outside its tolerance, as listed in the report (LaTeX strings)."""
+
+    row: str
+    metric: str
+    ours: str
+    paper: str
+    delta: str
+    rule: str
+
+
+@dataclass
+class TableSummary:
+    """Agreement counts of one table; ``without_ours``: the paper has a number, we have none."""
+
+    name: str
+    data: str
+    tolerance: str
+    agree: int = 0
+    disagree: int = 0
+    without_ours: int = 0
+    not_compared: int = 0
+    disagreements: list[Disagreement] = field(default_factory=list)
+
+    @property
+    def number(self) -> int:
+        return _number(self.name)
+
+
+def _number(name: str) -> int:
+    match = re.fullmatch(r"(?:table|figure)(\d+)", name)
+    if not match:
+        raise ValueError(f"not a table or figure name: {name!r}")
+    return int(match[1])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summarize(table: Table) -> TableSummary:
+    """Count the cells of ``table`` that agree, disagree, lack our number, or are not compared."""
+    summary = TableSummary(table.name, escape(table.data), tolerance_text(table.layout))
+    headers = {m["name"]: m for m in table.layout["metrics"]}
+    for row in table.rows:
+        if row.kind == "literature":
+            continue
+        for cell in row.cells:
+            metric = headers[cell.metric]
+            if cell.agree is True:
+                summary.agree += 1
+            elif cell.agree is False:
+                summary.disagree += 1
+                summary.disagreements.append(_disagreement(row.group, row.label, metric, cell))
+            elif metric.get("compare", True) and _is_number(cell.paper) and cell.ours is None:
+                summary.without_ours += 1
+            else:
+                summary.not_compared += 1
+    return summary
+
+
+def _disagreement(group: str, label: list[str], metric: dict, cell: Cell) -> Disagreement:
+    digits = metric["digits"]
+    paper = fmt_number(float(cell.paper), digits) + (
+        f"$\\pm${fmt_number(cell.paper_std, digits)}" if cell.paper_std is not None else "")
+    assert cell.ours is not None and cell.delta is not None and cell.tolerance_rule is not None
+    return Disagreement(f"{group}: {' '.join(label)}", metric["header"], fmt_number(cell.ours, digits), paper,
+                        fmt_delta(cell.delta, digits), cell.tolerance_rule)
+
+
+def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
+    """``{"table1": Path(...)}`` from file names like ``results/table1.tex``, in numeric order."""
+    named = {}
+    for path in paths:
+        stem = Path(path).stem
+        if not re.fullmatch(rf"{kind}\d+", stem):
+            raise ValueError(f"{path}: expected a file named {kind}<N>")
+        named[stem] = Path(path)
+    return dict(sorted(named.items(), key=lambda item: _number(item[0])))
+
+
+def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
+                 manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
+                 checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
+    """Write ``output`` (PDF): every table and figure, and the agreement summary; return the summary."""
+    table_files, figure_files = _by_name(tables, "table"), _by_name(figures, "figure")
+    loaded = {Path(p).stem: load_manifest(p, root) for p in manifests}
+    paper = load_paper(paper_path)
+    summaries = []
+    for name in table_files:
+        if name not in loaded:
+            raise ValueError(f"no manifest for {name} among the report's inputs")
+        summaries.append(summarize(build_target(name, paper, loaded[name], checkpoint=checkpoint)))
+    figure_entries = []
+    for name in figure_files:
+        if name not in loaded:
+            raise ValueError(f"no manifest for {name} among the report's inputs")
+        figure_entries.append(_figure_entry(name, loaded[name]))
+    files = {f"tables/{name}.tex": path for name, path in table_files.items()}
+    files.update({f"figures/{name}.pdf": path for name, path in figure_files.items()})
+    tex = render_template(
+        "report.tex.j2", preamble=PREAMBLE, version=escape(__version__), scales=_scales(loaded),
+        summaries=summaries, tables=[{"name": n, "number": _number(n)} for n in table_files],
+        figures=figure_entries, checkpoint=checkpoint,
+        totals={k: sum(getattr(s, k) for s in summaries)
+                for k in ("agree", "disagree", "without_ours", "not_compared")},
+    )
+    compile_pdf(tex, output, files=files)
+    return summaries
+
+
+def _figure_entry(name: str, manifest: Manifest) -> dict[str, str | int]:
+    spec = FIGURES[name]
+    return {"name": name, "number": _number(name), "caption": spec["caption"],
+            "provenance": escape(provenance(name, manifest)), "paper": escape(spec["paper"])}
+
+
+def _scales(manifests: dict[str, Manifest]) -> str:
+    texts = sorted({m.scale_text for m in manifests.values()})
+    return escape("; ".join(texts)) if texts else "unknown"

@@ -1,0 +1,541 @@
+"""One engine that renders the paper's Tables 1–10 from runs, beside the paper's own numbers.
+
+Why it is built this way: every table is "rows identified by a few keys, a few values per row,
+ours next to the paper's". The per-table differences live in :mod:`fastcert.reporting.table_layouts` as
+data; this module turns (layout, the paper's rows, our observations) into a :class:`Table` whose
+cells carry ours, the paper's value, the difference and whether they agree. The same cells become
+the LaTeX table (booktabs, ``\\input``-able into the report) and the report's agreement summary.
+
+Rules that keep the numbers honest:
+
+* ours = mean ± sample std (ddof 1) over *completed* repeats; one repeat prints no ±. Diverged,
+  interrupted or missing runs never contribute a number: such a cell names the reason.
+* "Ours (best)" = the single completed run with the lowest verified error (at the chosen
+  checkpoint, by default the authors' best checkpoint).
+* a cell agrees when ``|ours − paper|`` (rounded as printed) is within the paper's ± std, or, where
+  the paper prints no std, within the layout's stated tolerance. Timings are never compared.
+* literature rows are the paper's quoted numbers and are marked so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from fastcert.reporting.collect import Manifest, Run, data_description, load_manifest
+from fastcert.io import atomic_write_text
+from fastcert.reporting.latex import escape, fmt_delta, fmt_pm, render_template
+from fastcert.reporting.table_layouts import LAYOUTS
+
+CHECKPOINTS = ("best", "last")
+PAPER = r"Shi et al.\ (NeurIPS 2021)"
+# Table 5 row labels of the paper → fastcert.method.init scheme names.
+GAIN_SCHEMES = {
+    "Xavier (uniform)": "xavier_uniform",
+    "Xavier (Gaussian)": "xavier_normal",
+    "Kaiming (uniform)": "kaiming_uniform",
+    "Kaiming (Gaussian)": "kaiming_normal",
+    "Orthogonal": "orthogonal",
+    "IBP Initialization": "ibp",
+}
+_NOTES = {  # LaTeX shown instead of a number, by the reason there is none
+    "not run": "---",
+    "diverged": r"\textit{diverged}",
+    "interrupted": r"\textit{interrupted}",
+    "missing": r"\textit{missing}",
+    "n/a": r"\textit{n/a}",
+}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Our values for one row key from one source (a run, or a computation such as Table 5's)."""
+
+    key: dict[str, Any]
+    status: str
+    values: dict[str, float | None]
+
+
+@dataclass
+class Cell:
+    """One value of one row: ours beside the paper's, with the comparison."""
+
+    metric: str
+    ours: float | None
+    ours_std: float | None
+    note: str | None  # why there is no number of ours ("not run", "diverged", ...)
+    paper: float | str | None
+    paper_std: float | None
+    delta: float | None = None
+    tolerance: float | None = None
+    tolerance_rule: str | None = None
+    agree: bool | None = None
+
+
+@dataclass
+class Row:
+    """A table row: ``kind`` is ``run`` (mean over repeats), ``best`` or ``literature`` (quoted)."""
+
+    kind: str
+    group: str
+    key: dict[str, Any]
+    label: list[str]
+    n_text: str
+    cells: list[Cell]
+
+
+@dataclass
+class Table:
+    """A table's rows and cells; :meth:`to_latex` renders it, the report summarizes its cells."""
+
+    name: str
+    caption: str
+    layout: dict[str, Any]
+    rows: list[Row]
+    scale: str
+    data: str
+    checkpoint: str
+
+    def to_latex(self) -> str:
+        """A booktabs ``table`` environment with caption and label, ready for ``\\input``."""
+        return _render_latex(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# keys and values
+
+
+def normalize(value: Any) -> Any:
+    """Canonical form for matching keys: lists → tuples, ``"8/255"`` → float, numbers rounded."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(normalize(item) for item in value)
+    if isinstance(value, str):
+        fraction = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*", value)
+        return normalize(float(fraction[1]) / float(fraction[2])) if fraction else value.strip()
+    if isinstance(value, (int, float)):
+        return float(f"{float(value):.10g}")
+    raise ValueError(f"cannot use {value!r} ({type(value).__name__}) as a table key")
+
+
+def format_key(value: Any, labels: dict[Any, str] | None = None) -> str:
+    """LaTeX for a key value: check mark / cross for flags, ``1+80+79`` for phase lists."""
+    if labels and value in labels:
+        return escape(labels[value])
+    if isinstance(value, bool):
+        return r"$\checkmark$" if value else r"$\times$"
+    if value is None:
+        return "---"
+    if isinstance(value, (list, tuple)):
+        return "+".join(format_key(item) for item in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return escape(value)
+
+
+class _Formatted(dict):
+    """Format-string mapping that prints ``---`` for a key the row does not have."""
+
+    def __missing__(self, key: str) -> str:
+        return "---"
+
+
+def _fill(template: str, values: dict[str, Any], labels: dict[str, dict[Any, str]]) -> str:
+    return template.format_map(_Formatted({k: format_key(v, labels.get(k)) for k, v in values.items()}))
+
+
+def _row_id(layout: dict[str, Any], key: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(normalize(key[name]) for name in layout["match"])
+
+
+# ---------------------------------------------------------------------------------------------
+# our observations
+
+
+def _result_entry(run: Run, name: str) -> Any:
+    assert run.result is not None
+    if name not in run.result:
+        raise ValueError(f"{run.run_dir / 'result.json'}: missing key {name!r}")
+    return run.result[name]
+
+
+def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: str) -> float | None:
+    """Our value for one metric of one completed run, as the layout's ``source`` says.
+
+    ``result``: ``result.json[checkpoint][field]``; ``epoch_time``: ``result.json.epoch_time[phase]``;
+    ``total_time``; ``metrics``: ``metrics.jsonl`` record of epoch ``key['epoch']`` (or the last
+    epoch), ``record[split][field]``. Values are multiplied by ``scale`` (fractions → %).
+    """
+    kind = source["from"]
+    if kind == "result":
+        entry = _result_entry(run, checkpoint)
+        if entry is not None and source["field"] not in entry:
+            raise ValueError(f"{run.run_dir / 'result.json'}: {checkpoint!r} lacks {source['field']!r}")
+        value = None if entry is None else entry[source["field"]]
+    elif kind == "epoch_time":
+        value = (_result_entry(run, "epoch_time") or {}).get(source["phase"])
+    elif kind == "total_time":
+        value = _result_entry(run, "total_time")
+    elif kind == "metrics":
+        if source["epoch"] == "last":
+            record = run.metrics[-1] if run.metrics else None
+        else:
+            record = next((r for r in run.metrics if r["epoch"] == key["epoch"]), None)
+        value = None if record is None else (record.get(source["split"]) or {}).get(source["field"])
+    else:
+        raise ValueError(f"unknown value source {kind!r}")
+    if value is None:
+        return None
+    value = float(value) * source.get("scale", 1.0)
+    return value if math.isfinite(value) else None
+
+
+def _run_key(layout: dict[str, Any], run: Run, target: str) -> dict[str, Any]:
+    """The run's values of the layout's match keys (aliases allowed), expansion keys excluded."""
+    aliases = layout.get("aliases", {})
+    key = {}
+    for name in layout["match"]:
+        if name in layout.get("expand_runs", {}):
+            continue
+        found = next((alias for alias in (name, *aliases.get(name, ())) if alias in run.key), None)
+        if found is None:
+            raise ValueError(f"manifest {target}: run {run.run_dir} has no key {name!r} "
+                             f"(needed to pair it with the paper's rows); its key has {sorted(run.key)}")
+        key[name] = run.key[found]
+    return key
+
+
+def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") -> list[Observation]:
+    """One observation per run (and per expanded key value, e.g. Table 6's epochs 1–4)."""
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    layout = LAYOUTS[name]
+    expand = layout.get("expand_runs", {})
+    expansions = [dict(zip(expand, combo, strict=True)) for combo in itertools.product(*expand.values())]
+    observations = []
+    for run in manifest.runs:
+        base = _run_key(layout, run, manifest.target)
+        for extra in expansions:
+            key = {**base, **extra}
+            values = ({metric["name"]: extract(metric["source"], run, key, checkpoint) for metric in layout["metrics"]}
+                      if run.usable else {})
+            observations.append(Observation(key, run.status, values))
+    return observations
+
+
+def gain_observations(trials: int = 100, seed: int = 0) -> list[Observation]:
+    """Table 5's numbers, computed (no runs): closed-form and empirical difference gains."""
+    from fastcert.method.init import closed_form_gain, empirical_gain
+
+    sizes = LAYOUTS["table5"]["expand_paper"]["values"]
+    return [Observation({"method": label, "n": n}, "completed",
+                        {"closed_form": closed_form_gain(scheme, n),
+                         "gain": empirical_gain(scheme, n, trials=trials, seed=seed)})
+            for label, scheme in GAIN_SCHEMES.items() for n in sizes]
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper's rows
+
+
+def paper_rows(layout: dict[str, Any], paper_table: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The paper's rows this layout pairs with our numbers (filtered, melted if the layout says so)."""
+    source = layout.get("paper_rows", "rows")
+    if source not in paper_table:
+        raise ValueError(f"paper results {name}: no {source!r}")
+    rows = [row for row in paper_table[source]
+            if all(row.get(k) == v for k, v in layout.get("paper_filter", {}).items())]
+    melt = layout.get("expand_paper")
+    if melt:
+        rows = [{**row, melt["key"]: value, melt["into"]: row[melt["field"].format(value)]}
+                for row in rows for value in melt["values"]]
+    for index, row in enumerate(rows):
+        missing = [k for k in layout["match"] if k not in row]
+        if missing:
+            raise ValueError(f"paper results {name} row {index}: missing key(s) {missing}")
+    return rows
+
+
+def load_paper(path: str | os.PathLike) -> dict[str, Any]:
+    """The paper's numbers (config/paper_results.yaml)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "tables" not in data:
+        raise ValueError(f"{path}: not a paper results file (no 'tables' key)")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# cells
+
+
+def _aggregate(observations: Sequence[Observation], ids: list[tuple[Any, ...]],
+               metrics: list[str]) -> dict[tuple[tuple[Any, ...], str], tuple[float, float | None]]:
+    """(mean, sample std or None) per (row id, metric) over completed observations with a value."""
+    codes = {row_id: code for code, row_id in enumerate(dict.fromkeys(ids))}
+    records = [{"row": codes[ids[i]], "metric": m, "value": v}
+               for i, obs in enumerate(observations) if obs.status == "completed"
+               for m, v in obs.values.items() if v is not None and m in metrics]
+    frame = pd.DataFrame.from_records(records, columns=["row", "metric", "value"])
+    stats = frame.groupby(["row", "metric"])["value"].agg(["mean", "std"])
+    by_code = {code: row_id for row_id, code in codes.items()}
+    return {(by_code[code], metric): (float(mean), None if pd.isna(std) else float(std))
+            for (code, metric), (mean, std) in stats.iterrows()}
+
+
+def _missing_note(observations: Sequence[Observation]) -> str:
+    statuses = {obs.status for obs in observations}
+    if not observations:
+        return "not run"
+    if "completed" in statuses:
+        return "n/a"
+    for status in ("diverged", "interrupted", "missing"):
+        if status in statuses:
+            return status
+    raise AssertionError(statuses)
+
+
+def _tolerance(layout: dict[str, Any], paper: float, paper_std: float | None) -> tuple[float, str]:
+    if paper_std is not None:
+        return float(paper_std), "within the paper's $\\pm$ std"
+    rule = layout.get("tolerance")
+    if rule is None:
+        raise ValueError("layout compares values but states no tolerance")
+    if rule["kind"] == "rel":
+        return rule["value"] * abs(paper), f"within {rule['value'] * 100:g}\\% of the paper's value"
+    return float(rule["value"]), f"within $\\pm${rule['value']:g} (the paper prints no std)"
+
+
+def tolerance_text(layout: dict[str, Any]) -> str:
+    """The layout's agreement rule where the paper prints no std, in LaTeX (for the report)."""
+    if not any(m.get("compare", True) and m.get("paper") for m in layout["metrics"]):
+        return "not compared"
+    rule = layout["tolerance"]
+    return f"{rule['value'] * 100:g}\\% of paper" if rule["kind"] == "rel" else f"$\\pm${rule['value']:g}"
+
+
+def _compare(cell: Cell, metric: dict[str, Any], layout: dict[str, Any]) -> Cell:
+    if not metric.get("compare", True) or cell.ours is None or not isinstance(cell.paper, (int, float)):
+        return cell
+    digits = metric["digits"]
+    cell.delta = round(cell.ours, digits) - float(cell.paper)  # as printed: Δ = shown ours − shown paper
+    cell.tolerance, cell.tolerance_rule = _tolerance(layout, float(cell.paper), cell.paper_std)
+    cell.agree = abs(round(cell.delta, digits)) <= cell.tolerance + 1e-9
+    return cell
+
+
+def _paper_cell(metric: dict[str, Any], paper: dict[str, Any] | None) -> tuple[Any, float | None]:
+    if paper is None or not metric.get("paper"):
+        return None, None
+    std_key = metric.get("paper_std")
+    return paper.get(metric["paper"]), (paper.get(std_key) if std_key else None)
+
+
+def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observation], *,
+                scale: str, data: str, checkpoint: str = "best", provenance: str | None = None) -> Table:
+    """Pair our observations with the paper's rows of table ``name`` (see the module docstring)."""
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown table {name!r}; known: {', '.join(LAYOUTS)}")
+    layout = LAYOUTS[name]
+    paper_table = paper["tables"][name]
+    labels = layout.get("labels", {})
+    metrics = layout["metrics"]
+
+    rows_by_id: dict[tuple[Any, ...], tuple[str, dict[str, Any], dict[str, Any] | None]] = {}
+    for row in paper_rows(layout, paper_table, name):
+        kind = "best" if layout.get("best") and row.get("method") == layout["best"]["label"] else "run"
+        rows_by_id.setdefault(_row_id(layout, row), (kind, row, row))
+    obs_ids = [_row_id(layout, obs.key) for obs in observations]
+    by_id: dict[tuple[Any, ...], list[Observation]] = {}
+    for row_id, obs in zip(obs_ids, observations, strict=True):
+        by_id.setdefault(row_id, []).append(obs)
+        rows_by_id.setdefault(row_id, ("run", obs.key, None))
+    best = layout.get("best")
+    if best:  # a best row for every run setting of ``of``, also where the paper prints none
+        for row_id, (kind, key, _) in list(rows_by_id.items()):
+            if kind == "run" and key.get("method") == best["of"] and row_id in by_id:
+                best_key = {**key, "method": best["label"]}
+                rows_by_id.setdefault(_row_id(layout, best_key), ("best", best_key, None))
+
+    stats = _aggregate(observations, obs_ids, [m["name"] for m in metrics])
+    rows = []
+    for row_id, (kind, key, paper_row) in rows_by_id.items():
+        group = _fill(layout["group_label"], {**(paper_row or {}), **key}, labels)
+        label = [format_key(key.get(column), labels.get(column)) for column, _ in layout["columns"]]
+        if kind == "best":
+            source_id = _row_id(layout, {**key, "method": best["of"]})
+            cells, n_text = _best_cells(by_id.get(source_id, []), best["by"], metrics, paper_row)
+        else:
+            cells, n_text = _mean_cells(row_id, by_id.get(row_id, []), stats, metrics, paper_row)
+        compared = [_compare(cell, metric, layout) for cell, metric in zip(cells, metrics, strict=True)]
+        rows.append(Row(kind, group, key, label, n_text, compared))
+    rows.extend(_literature_rows(layout, paper_table, metrics, labels))
+    caption = _caption(layout, scale, data, checkpoint, provenance)
+    return Table(name, caption, layout, _grouped(rows), scale, data, checkpoint)
+
+
+def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
+                stats: dict[tuple[tuple[Any, ...], str], tuple[float, float | None]],
+                metrics: list[dict[str, Any]], paper_row: dict[str, Any] | None) -> tuple[list[Cell], str]:
+    cells = []
+    for metric in metrics:
+        paper_value, paper_std = _paper_cell(metric, paper_row)
+        if (row_id, metric["name"]) in stats:
+            mean, std = stats[(row_id, metric["name"])]
+            cells.append(Cell(metric["name"], mean, std, None, paper_value, paper_std))
+        else:
+            cells.append(Cell(metric["name"], None, None, _missing_note(observations), paper_value, paper_std))
+    completed = sum(obs.status == "completed" for obs in observations)
+    return cells, f"{completed}/{len(observations)}" if observations else "---"
+
+
+def _best_cells(observations: list[Observation], by: str, metrics: list[dict[str, Any]],
+                paper_row: dict[str, Any] | None) -> tuple[list[Cell], str]:
+    candidates = [obs for obs in observations if obs.status == "completed" and obs.values.get(by) is not None]
+    chosen = min(candidates, key=lambda obs: obs.values[by]) if candidates else None
+    cells = []
+    for metric in metrics:
+        paper_value, paper_std = _paper_cell(metric, paper_row)
+        ours = None if chosen is None else chosen.values.get(metric["name"])
+        note = None if ours is not None else ("n/a" if chosen else _missing_note(observations))
+        cells.append(Cell(metric["name"], ours, None, note, paper_value, paper_std))
+    return cells, f"best of {len(candidates)}" if candidates else "---"
+
+
+def _literature_rows(layout: dict[str, Any], paper_table: dict[str, Any], metrics: list[dict[str, Any]],
+                     labels: dict[str, dict[Any, str]]) -> list[Row]:
+    spec = layout.get("literature")
+    if not spec:
+        return []
+    rows = []
+    for row in paper_table[spec["rows"]]:
+        if not all(row.get(k) == v for k, v in spec.get("filter", {}).items()):
+            continue
+        label = _fill(spec["label"], row, labels) + (r"$^\dagger$" if row.get("concurrent") else "")
+        cells = [Cell(m["name"], None, None, None, row.get(spec["paper"].get(m["name"], "")), None) for m in metrics]
+        rows.append(Row("literature", _fill(spec["group_label"], row, labels), row, [label], "", cells))
+    return rows
+
+
+def _grouped(rows: list[Row]) -> list[Row]:
+    """Rows ordered by group (groups in order of first appearance), stable within a group."""
+    order: dict[str, int] = {}
+    for row in rows:
+        order.setdefault(row.group, len(order))
+    return sorted(rows, key=lambda row: order[row.group])
+
+
+def _caption(layout: dict[str, Any], scale: str, data: str, checkpoint: str, provenance: str | None) -> str:
+    parts = [layout["caption"],
+             provenance or (f"Reproduction at scale \\texttt{{{escape(scale)}}} on {escape(data)}; "
+                            f"ours: mean $\\pm$ sample std over completed repeats ({checkpoint} checkpoint), "
+                            f"$n$ = completed/listed runs (diverged, interrupted or missing runs are named, "
+                            f"never averaged)."),
+             f"Paper: the values printed in {PAPER}, quoted."]
+    if any(m.get("compare", True) and m.get("paper") for m in layout["metrics"]):
+        parts.append(r"$\Delta$ = ours $-$ paper.")
+    if layout.get("best"):
+        parts.append(f"``{escape(layout['best']['label'])}'': the single run with the lowest verified error.")
+    if layout.get("literature"):
+        parts.append(r"Literature rows are quoted from the paper ($^\dagger$: concurrent work).")
+    if layout.get("show_n", True):
+        parts.append(r"---: not run at this scale or not printed in the paper.")
+    if layout.get("notes"):
+        parts.append(layout["notes"])
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# LaTeX
+
+
+def _render_latex(table: Table) -> str:
+    layout = table.layout
+    show_n = layout.get("show_n", True)
+    key_columns = len(layout["columns"]) + (1 if show_n else 0)
+    widths = [_metric_width(m) for m in layout["metrics"]]
+    header_top = [""] * key_columns
+    header = [h for _, h in layout["columns"]] + (["$n$"] if show_n else [])
+    cmidrules = []
+    start = key_columns + 1
+    for metric, width in zip(layout["metrics"], widths, strict=True):
+        header_top.append(f"\\multicolumn{{{width}}}{{c}}{{{metric['header']}}}")
+        header += ["Ours", "Paper", r"$\Delta$"][:width]
+        cmidrules.append(f"\\cmidrule(lr){{{start}-{start + width - 1}}}")
+        start += width
+    groups: list[dict[str, Any]] = []
+    for row in table.rows:
+        if not groups or groups[-1]["label"] != row.group:
+            groups.append({"label": row.group, "lines": []})
+        groups[-1]["lines"].append(_latex_line(row, layout, key_columns, widths))
+    return render_template(
+        "table.tex.j2", name=table.name, caption=table.caption,
+        colspec="l" * len(layout["columns"]) + ("r" if show_n else "") + "r" * sum(widths),
+        header_top=header_top, header=header, cmidrules="".join(cmidrules), groups=groups,
+        ncols=key_columns + sum(widths))
+
+
+def _metric_width(metric: dict[str, Any]) -> int:
+    if not metric.get("paper"):
+        return 1
+    return 3 if metric.get("compare", True) else 2
+
+
+def _latex_line(row: Row, layout: dict[str, Any], key_columns: int, widths: list[int]) -> list[str]:
+    if row.kind == "literature":
+        line = [f"\\multicolumn{{{key_columns}}}{{l}}{{{row.label[0]}}}"]
+    else:
+        line = list(row.label) + ([row.n_text] if layout.get("show_n", True) else [])
+    for cell, metric, width in zip(row.cells, layout["metrics"], widths, strict=True):
+        digits = metric["digits"]
+        if row.kind == "literature":
+            ours = ""
+        elif cell.ours is None:
+            ours = _NOTES[cell.note or "n/a"]
+        else:
+            ours = fmt_pm(cell.ours, cell.ours_std, digits)
+        if cell.paper is None:
+            paper = "---"
+        elif isinstance(cell.paper, str):
+            paper = escape(cell.paper)
+        else:
+            paper = fmt_pm(float(cell.paper), cell.paper_std, digits)
+        delta = "" if cell.delta is None else fmt_delta(cell.delta, digits)
+        line += [ours, paper, delta][:width]
+    return line
+
+
+# ---------------------------------------------------------------------------------------------
+# one call per target
+
+
+def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkpoint: str = "best",
+                 gain_trials: int = 100) -> Table:
+    """Table ``name`` from its manifest: Table 5 is computed (its manifest lists no runs), the others
+    are built from the manifest's runs."""
+    if name == "table5":
+        return build_table(name, paper, gain_observations(trials=gain_trials), scale=manifest.scale_text,
+                           data="no data", checkpoint=checkpoint,
+                           provenance=f"Scale \\texttt{{{escape(manifest.scale_text)}}}: computed by "
+                                      f"\\texttt{{fastcert.method.init}} ({gain_trials} trials per cell; no data and no "
+                                      f"training, so identical at every scale).")
+    return build_table(name, paper, run_observations(name, manifest, checkpoint), scale=manifest.scale_text,
+                       data=data_description(manifest.runs), checkpoint=checkpoint)
+
+
+def render_target(name: str, *, paper_path: str | os.PathLike, manifest_path: str | os.PathLike,
+                  tex_path: str | os.PathLike, checkpoint: str = "best",
+                  root: str | os.PathLike | None = None) -> Table:
+    """Build table ``name`` (see :func:`build_target`) and write its LaTeX atomically."""
+    table = build_target(name, load_paper(paper_path), load_manifest(manifest_path, root), checkpoint=checkpoint)
+    atomic_write_text(tex_path, table.to_latex())
+    return table

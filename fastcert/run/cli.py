@@ -1,0 +1,125 @@
+"""The ``fastcert`` command: ``train`` one run spec into a directory, ``verify`` a checkpoint.
+
+Errors a user can fix (bad spec, wrong directory, unavailable method, device or dataset) are one
+line on stderr naming the key, file or value, with exit status 2; spec errors come before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastcert.run.data import DataIntegrityError, DatasetMissingError
+from fastcert.io import atomic_write_json
+from fastcert.run.lifecycle import (
+    EXIT_CODES_HELP,
+    EXIT_USAGE,
+    RunError,
+    build_model,
+    execute,
+    load_checkpoint,
+    load_data,
+    resolve_device,
+)
+from fastcert.run.spec import SpecError, load, validate
+from fastcert.run.verify import DEFAULT_BATCH, verify
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastcert", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train_cmd = commands.add_parser(
+        "train",
+        help="train (or resume) one run spec",
+        description="Train the run described by a spec into DIR. Rerunning the same command\n"
+        "resumes an interrupted run and does nothing for a completed one.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train_cmd.add_argument("--spec", required=True, type=Path, metavar="RUN.yaml",
+                           help="run spec, see docs/architecture.md")
+    train_cmd.add_argument("--out", required=True, type=Path, metavar="DIR",
+                           help="run directory (created if missing)")
+    train_cmd.add_argument("--device", help="override the spec's device (auto, cpu, cuda, cuda:N)")
+    bar = train_cmd.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="progress bar per epoch (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="one plain log line per epoch only")
+
+    verify_cmd = commands.add_parser(
+        "verify",
+        help="verified error of a checkpoint on its test split",
+        description="Rebuild the model and test data of a checkpoint and write its standard and "
+        "verified error as JSON (stdout, and FILE with --out).",
+        epilog="exit status: 0 written; 2 bad checkpoint or arguments, device or dataset not available",
+    )
+    verify_cmd.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT")
+    verify_cmd.add_argument("--method", required=True, choices=tuple(DEFAULT_BATCH))
+    verify_cmd.add_argument("--eps", type=float, help="ε in pixel units (default: the spec's eps_test)")
+    verify_cmd.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here (atomically)")
+    verify_cmd.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    verify_cmd.add_argument("--test-size", type=int, metavar="N",
+                            help="verify a class-balanced subset of N test examples (full CROWN is slow)")
+    batches = ", ".join(f"{method} {size}" for method, size in DEFAULT_BATCH.items())
+    verify_cmd.add_argument("--batch-size", type=int, help=f"examples per bound pass (default: {batches})")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    spec = load(args.spec)
+    if args.device is not None:
+        spec = validate({**spec.to_dict(), "device": args.device})
+    return execute(spec, args.out, progress=args.progress)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    spec = validate(checkpoint["spec"])
+    eps = spec.eps_test if args.eps is None else args.eps
+    if not 0 <= eps <= 1:
+        raise RunError(f"--eps must lie in [0, 1], got {eps}")
+    for flag, value in (("--batch-size", args.batch_size), ("--test-size", args.test_size)):
+        if value is not None and value < 1:
+            raise RunError(f"{flag} must be >= 1, got {value}")
+    if args.test_size is not None:
+        raw = spec.to_dict()
+        spec = validate({**raw, "data": {**raw["data"], "test_size": args.test_size}})
+    device = resolve_device(args.device or "auto")
+    _, test_split, info = load_data(spec, device)
+    model = build_model(spec)
+    model.load_state_dict(checkpoint["model"])
+    model.to(device)
+    errors = verify(model, test_split, info, eps, method=args.method, batch_size=args.batch_size)
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "kind": checkpoint["kind"],
+        "epoch": checkpoint["epoch"],
+        "method": args.method,
+        "eps": eps,
+        **errors,
+        "data": {"source": info.source, "synthetic": info.synthetic},
+        "spec_hash": checkpoint["spec_hash"],
+    }
+    if args.out is not None:
+        atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastcert`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return _train(args) if args.command == "train" else _verify(args)
+    except (SpecError, RunError, DatasetMissingError, DataIntegrityError) as error:
+        print(f"fastcert {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

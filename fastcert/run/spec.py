@@ -1,0 +1,330 @@
+"""The run spec (``RUN.yaml``): schema, defaults, validation and identity hash.
+
+A training job on a cluster may wait hours in a queue before it starts, so every mistake in a spec
+(an unknown key, a wrong type, an impossible value) must be caught up front, by a message that names
+the key path and, for choices, the valid values. Validation also resolves the method defaults
+(``init``/``regularizers`` = null), so that two specs describing the same run have the same hash:
+the hash identifies a run directory's experiment and guards resume against a changed spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastcert.run.data.catalog import DATASETS as DATASET_CATALOG
+from fastcert.run.data.catalog import SOURCES
+from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, METHODS, MODELS, REGULARIZER_TERMS
+
+DATASETS = tuple(DATASET_CATALOG)
+ALL_SOURCES = tuple(dict.fromkeys(source for sources in SOURCES.values() for source in sources))
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+# PyYAML reads "5e-4" (no dot) as a string; accept such numbers written in scientific notation.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# Keys that say where a run executes, not what it computes: left out of the identity hash so that
+# a run can resume on another kind of machine.
+_PLACEMENT_KEYS = ("device",)
+
+
+class SpecError(ValueError):
+    """An invalid run spec; the message starts with the offending key path."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data comes from and how much of it is used (None = the full split)."""
+
+    source: str = "auto"
+    root: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """ε schedule in the authors' notation: ε = 0 before epoch ``start``, ramp over ``length``
+    epochs, ``epochs`` in all; MultiStepLR milestones in epochs."""
+
+    start: int = 2
+    length: int = 80
+    epochs: int = 160
+    milestones: tuple[int, ...] = (120, 140)
+
+    @property
+    def ramp_end(self) -> int:
+        """Last epoch of the warmup (= last epoch with the regularizers on)."""
+        return self.start + self.length - 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated, default-resolved run spec (see docs/architecture.md "Run spec")."""
+
+    dataset: str = "cifar10"
+    data: DataSpec = DataSpec()
+    model: str = "cnn7"
+    width: float = 1.0
+    bn: str = "full"
+    bn_centralize: bool = True
+    bn_unitize: bool = True
+    method: str = "ours"
+    init: str | None = None
+    regularizers: tuple[str, ...] | None = None
+    lambda0: float = 0.5
+    tau: float = 0.5
+    constant_lambda: bool = False
+    loss_fusion: bool = True
+    schedule: ScheduleSpec = ScheduleSpec()
+    eps_train: float = 0.03137254901960784
+    eps_test: float = 0.03137254901960784
+    batch_size: int = 128
+    grad_accumulation: int = 1
+    lr: float = 0.0005
+    grad_clip: float = 10.0
+    seed: int = 100
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (tuples as lists), the inverse of :func:`validate`."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def hash(self) -> str:
+        """SHA-256 of the canonical JSON of everything that defines the experiment."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in _PLACEMENT_KEYS}
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# --- field checkers: each returns the normalized value or raises SpecError naming the path ---
+
+
+def _fail(path: str, message: str) -> SpecError:
+    return SpecError(f"{path}: {message}")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _int(path: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(path, f"expected an integer, got {_type_name(value)} {value!r}")
+    if minimum is not None and value < minimum:
+        raise _fail(path, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(path: str, value: Any, *, positive: bool = False, minimum: float | None = None) -> float:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, f"expected a number, got {_type_name(value)} {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _fail(path, f"must be finite, got {number}")
+    if positive and not number > 0:
+        raise _fail(path, f"must be > 0, got {number}")
+    if minimum is not None and number < minimum:
+        raise _fail(path, f"must be >= {minimum}, got {number}")
+    return number
+
+
+def _bool(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, f"expected true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _choice(path: str, value: Any, valid: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise _fail(path, f"unknown value {value!r}; valid values: {', '.join(valid)}")
+    return value
+
+
+def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda path, value: None if value is None else check(path, value)
+
+
+def _eps(path: str, value: Any) -> float:
+    eps = _float(path, value)
+    if not 0 < eps <= 1:
+        raise _fail(path, f"must lie in (0, 1] (pixel units of [0, 1] images), got {eps}")
+    return eps
+
+
+def _device(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
+        raise _fail(path, f"unknown device {value!r}; valid values: auto, cpu, cuda, cuda:N")
+    return value
+
+
+def _root(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(path, f"expected a directory path, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _init(path: str, value: Any) -> str:
+    return _choice(path, value, INIT_SCHEMES)
+
+
+def _regularizers(path: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _fail(path, f"expected a list (subset of {', '.join(REGULARIZER_TERMS)}), got {_type_name(value)}")
+    terms = tuple(_choice(f"{path}[{i}]", term, REGULARIZER_TERMS) for i, term in enumerate(value))
+    if len(set(terms)) != len(terms):
+        raise _fail(path, f"duplicate terms in {list(terms)}")
+    return terms
+
+
+def _milestones(path: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise _fail(path, f"expected a list of epochs, got {_type_name(value)}")
+    epochs = tuple(_int(f"{path}[{i}]", m, minimum=1) for i, m in enumerate(value))
+    if any(b <= a for a, b in pairwise(epochs)):
+        raise _fail(path, f"must be strictly increasing, got {list(epochs)}")
+    return epochs
+
+
+_DATA_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "source": lambda p, v: _choice(p, v, ALL_SOURCES),
+    "root": _optional(_root),
+    "train_size": _optional(lambda p, v: _int(p, v, minimum=1)),
+    "test_size": _optional(lambda p, v: _int(p, v, minimum=1)),
+}
+
+_SCHEDULE_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "start": lambda p, v: _int(p, v, minimum=1),
+    "length": lambda p, v: _int(p, v, minimum=1),
+    "epochs": lambda p, v: _int(p, v, minimum=1),
+    "milestones": _milestones,
+}
+
+_TOP_FIELDS: dict[str, Callable[[str, Any], Any]] = {
+    "dataset": lambda p, v: _choice(p, v, DATASETS),
+    "model": lambda p, v: _choice(p, v, MODELS),
+    "width": lambda p, v: _float(p, v, positive=True),
+    "bn": lambda p, v: _choice(p, v, BN_MODES),
+    "bn_centralize": _bool,
+    "bn_unitize": _bool,
+    "method": lambda p, v: _choice(p, v, METHODS),
+    "init": _optional(_init),
+    "regularizers": _optional(_regularizers),
+    "lambda0": lambda p, v: _float(p, v, minimum=0.0),
+    "tau": lambda p, v: _float(p, v, positive=True),
+    "constant_lambda": _bool,
+    "loss_fusion": _bool,
+    "eps_train": _eps,
+    "eps_test": _eps,
+    "batch_size": lambda p, v: _int(p, v, minimum=1),
+    "grad_accumulation": lambda p, v: _int(p, v, minimum=1),
+    "lr": lambda p, v: _float(p, v, positive=True),
+    "grad_clip": lambda p, v: _float(p, v, positive=True),
+    "seed": lambda p, v: _int(p, v, minimum=0),
+    "device": _device,
+}
+
+
+def _section(
+    path: str, raw: Any, fields: Mapping[str, Callable[[str, Any], Any]]
+) -> dict[str, Any]:
+    """Check one mapping: no unknown keys, every given value through its checker."""
+    if not isinstance(raw, Mapping):
+        raise _fail(path or "spec", f"expected a mapping, got {_type_name(raw)}")
+    prefix = f"{path}." if path else ""
+    unknown = [str(key) for key in raw if key not in fields]
+    if unknown:
+        raise _fail(prefix + unknown[0], f"unknown key; valid keys: {', '.join(sorted(fields))}")
+    return {key: fields[key](prefix + key, value) for key, value in raw.items()}
+
+
+_TOP_FIELDS["data"] = lambda p, v: DataSpec(**_section(p, v, _DATA_FIELDS))
+_TOP_FIELDS["schedule"] = lambda p, v: ScheduleSpec(**_section(p, v, _SCHEDULE_FIELDS))
+
+
+def _method_defaults(method: str) -> tuple[str, tuple[str, ...]]:
+    """``init`` and ``regularizers`` a method implies when the spec leaves them null."""
+    if method == "ours":
+        return "ibp", ("tightness", "relu")
+    return "default", ()
+
+
+def _check_data(spec: RunSpec) -> None:
+    sources = SOURCES[spec.dataset]
+    if spec.data.source not in sources:
+        raise _fail(
+            "data.source",
+            f"{spec.data.source!r} is not available for dataset {spec.dataset}; "
+            f"valid values: {', '.join(sources)}",
+        )
+    full = DATASET_CATALOG[spec.dataset]
+    for key, size, limit in (
+        ("train_size", spec.data.train_size, full.n_train),
+        ("test_size", spec.data.test_size, full.n_test),
+    ):
+        if size is not None and size > limit:
+            raise _fail(f"data.{key}", f"{size} exceeds the {limit} examples of {spec.dataset}")
+
+
+def _check_consistency(spec: RunSpec) -> None:
+    _check_data(spec)
+    schedule = spec.schedule
+    if schedule.ramp_end > schedule.epochs:
+        raise _fail(
+            "schedule.length",
+            f"ramp (start+length-1 = {schedule.ramp_end}) is longer than training "
+            f"(epochs = {schedule.epochs})",
+        )
+    late = [m for m in schedule.milestones if m > schedule.epochs]
+    if late:
+        raise _fail(
+            "schedule.milestones", f"{late} lie after the last epoch (epochs = {schedule.epochs})"
+        )
+    if spec.grad_accumulation > spec.batch_size:
+        raise _fail(
+            "grad_accumulation",
+            f"{spec.grad_accumulation} sub-batches cannot split a batch of {spec.batch_size}",
+        )
+    if spec.bn == "none" and not (spec.bn_centralize and spec.bn_unitize):
+        raise _fail("bn_centralize", "BN switches need BatchNorm layers, but bn is 'none'")
+
+
+def validate(raw: Any) -> RunSpec:
+    """Check a parsed spec mapping and return it as a default-resolved :class:`RunSpec`."""
+    top = _section("", raw, _TOP_FIELDS)
+    method = top.get("method", RunSpec.method)
+    default_init, default_terms = _method_defaults(method)
+    if top.get("init") is None:
+        top["init"] = default_init
+    if top.get("regularizers") is None:
+        top["regularizers"] = default_terms
+    spec = RunSpec(**top)
+    _check_consistency(spec)
+    return spec
+
+
+def load(path: str | Path) -> RunSpec:
+    """Read and validate a YAML (or JSON) spec file; errors name the file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(f"{file}: cannot read spec ({error.strerror or error})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{file}: not valid YAML: {error}") from None
+    try:
+        return validate({} if raw is None else raw)
+    except SpecError as error:
+        raise SpecError(f"{file}: {error}") from None

@@ -1,0 +1,539 @@
+"""One certified training run in code (SPEC §2; authors' ``train.py``), without any disk I/O.
+
+Per training batch the global step gives ε from the smoothed schedule; one bound pass of the
+*objective* yields the clean logits (train-mode BN batch statistics), the margin lower bounds and
+every ReLU's pre-activation bounds, so nothing is forwarded twice. ε = 0 batches train on clean CE;
+when regularizers are on they still get bounds at ε = 1e-6. Otherwise the loss is the robust CE of
+the margin bounds, with no clean-loss mixing. In warmup epochs (≤ start+length−1) the regularizers
+are added with λ = λ0(1 − ε/ε_max) and their values are logged for every method (the paper plots
+them for runs that do not optimize them).
+
+The loader batch is ``batch_size``; with ``grad_accumulation`` = k it is cut into k sub-batches,
+each its own forward (so its own BN statistics) with loss/k, and the optimizer steps once per loader
+batch, as the authors' ``--batch-size 128 --grad-acc-steps 2``. ε and the step counter advance per
+loader batch. After each epoch the model is evaluated on the whole test split in eval mode at the
+epoch's last training ε (scaled to ``eps_test``); the best epoch is the one with the lowest test
+verified error among epochs at ε_max.
+
+The bound method is one pluggable function (:class:`Objective`): IBP for Vanilla IBP and Ours,
+:func:`fastcert.method.crown_ibp.crown_ibp_objective` for the CROWN-IBP baseline (:func:`objective_for`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from fastcert.method.bounds import bound_pass
+from fastcert.method.crown_ibp import crown_ibp_objective
+from fastcert.run.data import DatasetInfo, Split
+from fastcert.method.losses import certified, robust_ce, spec_matrix
+from fastcert.method.perturbation import input_box
+from fastcert.method.regularizers import log_tightness_ratio, relu_state, warmup_regularizer_with_state
+from fastcert.method.schedule import (
+    SmoothedSchedule,
+    batches_per_epoch,
+    reg_lambda,
+    regularizer_active,
+)
+
+NATURAL_BOUND_EPS = 1e-6  # authors' --min-eps-reg: bounds for the regularizers in ε = 0 batches
+LR_DECAY = 0.2
+BOUND_METHODS = ("ibp", "crown-ibp")
+STATE_FORMAT = "fastcert-train-state-1"
+# Train-metric keys averaged with batch-size weights (the authors' meter uses n = batch size for
+# these and n = 1, i.e. equal weight per sub-batch, for everything else).
+WEIGHTED_KEYS = ("ce", "err", "robust_loss", "verified_err", "loss")
+SCALAR_KEYS = WEIGHTED_KEYS + ("l_tightness", "l_relu", "l_std", "reg", "log_tightness_ratio")
+RELU_KEYS = ("active", "inactive", "unstable")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one run (spec keys of the same names; see docs/architecture.md)."""
+
+    eps_train: float
+    eps_test: float
+    start: int
+    length: int
+    epochs: int
+    milestones: tuple[int, ...] = ()
+    bounds: str = "ibp"
+    loss_fusion: bool = True
+    regularizers: tuple[str, ...] = ()
+    lambda0: float = 0.5
+    tau: float = 0.5
+    constant_lambda: bool = False
+    batch_size: int = 128
+    grad_accumulation: int = 1
+    lr: float = 5e-4
+    grad_clip: float = 10.0
+    augment: bool = True
+
+
+class BatchBounds(NamedTuple):
+    """What an objective returns for one (sub-)batch.
+
+    ``margin_lower`` is None when the method bounds the loss directly (loss fusion): the batch then
+    has no verified error.
+    """
+
+    clean: Tensor
+    robust_loss: Tensor
+    margin_lower: Tensor | None
+    pre_activation: list[tuple[Tensor, Tensor]]
+
+
+class Objective(Protocol):
+    """One bound pass on a batch: clean logits, robust loss, margin bounds, ReLU input bounds.
+
+    ``eps_fraction`` = ε/ε_max (CROWN-IBP mixes CROWN and IBP with it); ``training`` = False is
+    the test pass (no loss fusion there).
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        x_lower: Tensor,
+        x_upper: Tensor,
+        *,
+        num_classes: int,
+        eps_fraction: float,
+        training: bool,
+    ) -> BatchBounds: ...
+
+
+def ibp_objective(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    x_lower: Tensor,
+    x_upper: Tensor,
+    *,
+    num_classes: int,
+    eps_fraction: float,
+    training: bool,
+) -> BatchBounds:
+    """IBP with the spec matrix folded into the last layer (Vanilla IBP and Ours)."""
+    del eps_fraction, training  # IBP is the same at every ε and in both passes
+    C = spec_matrix(y, num_classes, dtype=x.dtype)
+    result = bound_pass(model, x, x_lower, x_upper, C=C, method="ibp")
+    return BatchBounds(result.clean, robust_ce(result.lower), result.lower, list(result.pre_activation))
+
+
+def objective_for(config: TrainConfig) -> Objective:
+    """The objective of ``config.bounds``: IBP, or CROWN-IBP mixed with IBP (loss fusion per config)."""
+    if config.bounds == "ibp":
+        return ibp_objective
+    if config.bounds == "crown-ibp":
+        return partial(crown_ibp_objective, loss_fusion=config.loss_fusion)
+    raise ValueError(f"unknown bound method {config.bounds!r}; valid: {', '.join(BOUND_METHODS)}")
+
+
+class Diverged(RuntimeError):
+    """The training loss (or gradient norm) became NaN/inf; the run cannot continue."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"diverged in epoch {epoch}: {reason}")
+        self.epoch, self.reason = epoch, reason
+
+
+class Interrupted(RuntimeError):
+    """``should_stop`` asked to stop; state of the last completed epoch is what counts."""
+
+    def __init__(self, completed_epochs: int) -> None:
+        super().__init__(f"interrupted after {completed_epochs} completed epoch(s)")
+        self.completed_epochs = completed_epochs
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch records (the metrics.jsonl lines of this call) and the best/last summaries."""
+
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    last: dict[str, Any] | None
+
+
+class Meter:
+    """Running averages: batch-size-weighted for :data:`WEIGHTED_KEYS`, equal weight otherwise.
+
+    Keys never updated (e.g. bounds in a natural epoch) average to None, not to a fake 0.
+    """
+
+    def __init__(self) -> None:
+        self._sum: dict[str, float] = defaultdict(float)
+        self._weight: dict[str, float] = defaultdict(float)
+        self._layers: dict[str, list[float]] = {}
+        self._layer_count: dict[str, int] = defaultdict(int)
+
+    def add(self, values: dict[str, float | None], batch_size: int) -> None:
+        for key, value in values.items():
+            if value is None:
+                continue
+            weight = batch_size if key in WEIGHTED_KEYS else 1
+            self._sum[key] += value * weight
+            self._weight[key] += weight
+
+    def add_layers(self, key: str, per_layer: Sequence[float]) -> None:
+        current = self._layers.setdefault(key, [0.0] * len(per_layer))
+        self._layers[key] = [a + b for a, b in zip(current, per_layer)]
+        self._layer_count[key] += 1
+
+    def mean(self, key: str) -> float | None:
+        return self._sum[key] / self._weight[key] if self._weight.get(key) else None
+
+    def layer_mean(self, key: str) -> list[float] | None:
+        if key not in self._layers:
+            return None
+        return [value / self._layer_count[key] for value in self._layers[key]]
+
+    def summary(self, keys: Iterable[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {key: self.mean(key) for key in keys}
+        for key in RELU_KEYS:
+            per_layer = self.layer_mean(key)
+            out[key] = None if per_layer is None else sum(per_layer) / len(per_layer)
+            out[f"{key}_per_layer"] = per_layer
+        return out
+
+
+class _Context(NamedTuple):
+    """Everything a (sub-)batch computation needs besides the batch itself."""
+
+    model: nn.Module
+    info: DatasetInfo
+    config: TrainConfig
+    objective: Objective
+
+
+def _batch_terms(
+    ctx: _Context,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    sched_eps: float,
+    warmup: bool,
+    training: bool,
+    meter: Meter,
+) -> tuple[Tensor, float]:
+    """Loss of one (sub-)batch at the nominal ``eps`` and its value (read with the metrics, in
+    one host synchronization); records the batch's metrics into ``meter``.
+
+    ``sched_eps`` (the schedule's ε in training-ε units) sets λ and the CROWN-IBP mix; ``warmup``
+    says whether this epoch logs (and, for configured terms, optimizes) the regularizers.
+    """
+    config = ctx.config
+    train_regs = warmup and bool(config.regularizers)
+    natural = eps == 0
+    # Natural training batches skip bounds unless the regularizers need them (authors: 1e-6);
+    # the test pass always bounds, to report a verified error.
+    if natural and training and not train_regs:
+        logits = ctx.model(x)
+        ce = F.cross_entropy(logits, y)
+        values = torch.stack([ce.detach().double(), (logits.argmax(1) != y).double().mean()]).tolist()
+        meter.add({"ce": values[0], "err": values[1], "loss": values[0]}, len(y))
+        return ce, values[0]
+    bound_eps = NATURAL_BOUND_EPS if natural and train_regs else eps
+    x_lower, x_upper = input_box(x, bound_eps, ctx.info.mean, ctx.info.std)
+    out = ctx.objective(
+        ctx.model, x, y, x_lower, x_upper,
+        num_classes=ctx.info.num_classes,
+        eps_fraction=sched_eps / config.eps_train,
+        training=training,
+    )
+    ce = F.cross_entropy(out.clean, y)
+    loss = ce if natural else out.robust_loss
+    named: dict[str, Tensor] = {
+        "ce": ce,
+        "err": (out.clean.argmax(1) != y).double().mean(),
+        "robust_loss": out.robust_loss,
+    }
+    if out.margin_lower is not None:
+        named["verified_err"] = (~certified(out.margin_lower)).double().mean()
+    if warmup:  # the regularizers and the ReLU statistics come from one pass over the bounds
+        total, parts, state = warmup_regularizer_with_state(
+            x_lower, x_upper, out.pre_activation, config.regularizers, config.tau
+        )
+        named.update(l_tightness=parts["tightness"], l_relu=parts["relu"], l_std=parts["std"])
+        if train_regs:
+            named["reg"] = total
+            lam = reg_lambda(sched_eps, config.eps_train, config.lambda0, config.constant_lambda)
+            loss = loss + lam * total
+    else:
+        state = relu_state(out.pre_activation)
+    named["loss"] = loss
+    values = dict(zip(named, torch.stack([v.detach().double() for v in named.values()]).tolist()))
+    meter.add(values, len(y))
+    meter.add_layers("active", state.active)
+    meter.add_layers("inactive", state.inactive)
+    meter.add_layers("unstable", state.unstable)
+    if bound_eps > 0:  # a degenerate box has no widths: the ratio would be 0/0
+        meter.add({"log_tightness_ratio": log_tightness_ratio(x_lower, x_upper, out.pre_activation)}, 1)
+    return loss, values["loss"]
+
+
+def _sub_batches(x: Tensor, y: Tensor, parts: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Cut a loader batch into ``parts`` near-equal sub-batches (the last batch may not divide)."""
+    for xs, ys in zip(torch.tensor_split(x, parts), torch.tensor_split(y, parts)):
+        if len(ys):
+            yield xs, ys
+
+
+def _check_sub_batch_sizes(model: nn.Module, n_train: int, config: TrainConfig) -> None:
+    """Train-mode BatchNorm cannot normalize a single example: refuse such a split up front."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    sizes = [min(config.batch_size, n_train), n_train % config.batch_size or config.batch_size]
+    smallest = min(size // config.grad_accumulation for size in sizes)
+    if smallest < 2:
+        raise ValueError(
+            f"batch_size {config.batch_size} with grad_accumulation {config.grad_accumulation} on "
+            f"{n_train} training examples gives a sub-batch of {smallest} example(s); BatchNorm "
+            "needs at least 2 (change batch_size, grad_accumulation or train_size)"
+        )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Global RNG states (torch, CUDA, numpy, python) in a ``torch.load(weights_only=True)``-safe form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "cached": cached},
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng` (CUDA states only where the same GPUs are visible)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((numpy["kind"], keys, numpy["pos"], numpy["has_gauss"], numpy["cached"]))
+    random.setstate(state["python"])
+
+
+class _Run:
+    """The mutable state of one training run: model, optimizer, counters, best epoch."""
+
+    def __init__(
+        self, model: nn.Module, config: TrainConfig, n_train: int, generator: torch.Generator
+    ) -> None:
+        self.model, self.config, self.generator = model, config, generator
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=0.0)
+        self.lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(config.milestones), gamma=LR_DECAY
+        )
+        self.batches = batches_per_epoch(n_train, config.batch_size)
+        self.schedule = SmoothedSchedule(config.eps_train, config.start, config.length, self.batches)
+        self.epoch, self.step = 0, 0
+        self.best: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": capture_rng(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a fastcert training state (format {state.get('format')!r})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.generator.set_state(state["generator"])
+        restore_rng(state["rng"])
+        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+
+
+def _check_finite(value: float, epoch: int, what: str) -> None:
+    if not math.isfinite(value):
+        raise Diverged(epoch, f"non-finite {what} ({value})")
+
+
+def _train_epoch(
+    run: _Run,
+    ctx: _Context,
+    split: Split,
+    epoch: int,
+    should_stop: Callable[[], bool],
+    progress: bool,
+) -> dict[str, Any]:
+    config, model = ctx.config, ctx.model
+    warmup = regularizer_active(epoch, config.start, config.length)
+    model.train()
+    meter = Meter()
+    batches: Iterable[tuple[Tensor, Tensor]] = split.batches(
+        config.batch_size, shuffle=True, augment=config.augment, generator=run.generator
+    )
+    if progress:
+        batches = tqdm(batches, total=run.batches, desc=f"epoch {epoch}/{config.epochs}", leave=False)
+    for x, y in batches:
+        if should_stop():
+            raise Interrupted(run.epoch)
+        eps = run.schedule.eps(run.step)
+        for xs, ys in _sub_batches(x, y, config.grad_accumulation):
+            loss, value = _batch_terms(
+                ctx, xs, ys, eps=eps, sched_eps=eps,
+                warmup=warmup, training=True, meter=meter,
+            )
+            _check_finite(value, epoch, f"training loss at step {run.step}")
+            (loss / config.grad_accumulation).backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=config.grad_clip).item()
+        _check_finite(grad_norm, epoch, f"gradient norm at step {run.step}")
+        meter.add({"grad_norm": grad_norm}, 1)
+        run.optimizer.step()
+        run.optimizer.zero_grad()
+        run.step += 1
+    return meter.summary(SCALAR_KEYS + ("grad_norm",))
+
+
+@torch.no_grad()
+def _test_epoch(
+    ctx: _Context,
+    split: Split,
+    epoch: int,
+    eval_eps: float,
+    sched_eps: float,
+    should_stop: Callable[[], bool],
+    completed: int,
+) -> dict[str, Any]:
+    config = ctx.config
+    ctx.model.eval()
+    meter = Meter()
+    warmup = regularizer_active(epoch, config.start, config.length)
+    for x, y in split.batches(config.batch_size, shuffle=False, augment=False):
+        if should_stop():
+            raise Interrupted(completed)
+        _batch_terms(
+            ctx, x, y, eps=eval_eps, sched_eps=sched_eps,
+            warmup=warmup, training=False, meter=meter,
+        )
+    return meter.summary(SCALAR_KEYS)
+
+
+def _finite_only(record: dict[str, Any]) -> dict[str, Any]:
+    """Replace NaN/±inf metrics (e.g. an overflowing test bound) by None and list them under
+    ``nonfinite`` ("split.key"), so records stay valid JSON and never carry garbage numbers."""
+    nonfinite = []
+    for split in ("train", "test"):
+        for key, value in record[split].items():
+            if isinstance(value, float) and not math.isfinite(value):
+                record[split][key] = None
+                nonfinite.append(f"{split}.{key}")
+    record["nonfinite"] = nonfinite
+    return record
+
+
+def epoch_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """``{"epoch", "standard_err", "verified_err"}`` of an epoch record (test split)."""
+    return {
+        "epoch": record["epoch"],
+        "standard_err": record["test"]["err"],
+        "verified_err": record["test"]["verified_err"],
+    }
+
+
+def train(
+    model: nn.Module,
+    train_split: Split,
+    test_split: Split,
+    info: DatasetInfo,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator | None = None,
+    objective: Objective | None = None,
+    on_epoch_end: Callable[[dict[str, Any], dict[str, Any], bool], None] | None = None,
+    start_state: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``model`` (already initialized, on its device) for ``config.epochs`` epochs.
+
+    ``generator`` draws data order and augmentation (default: seeded from ``torch.initial_seed()``).
+    ``on_epoch_end(record, state, is_best)`` gets each epoch's metrics record and the resumable
+    state (pass it back as ``start_state`` to continue after that epoch). Raises :class:`Diverged`
+    on a non-finite loss and :class:`Interrupted` when ``should_stop()`` turns true (checked before
+    every batch).
+    """
+    objective = objective or objective_for(config)
+    generator = generator or torch.Generator().manual_seed(torch.initial_seed())
+    _check_sub_batch_sizes(model, len(train_split), config)
+    run = _Run(model, config, len(train_split), generator)
+    if start_state is not None:
+        run.load_state_dict(start_state)
+    ctx = _Context(model, info, config, objective)
+    device = _device_of(model)
+    history: list[dict[str, Any]] = []
+    resumed = start_state is not None
+    for epoch in range(run.epoch + 1, config.epochs + 1):
+        lr = run.optimizer.param_groups[0]["lr"]
+        _sync(device)
+        started = time.perf_counter()
+        train_metrics = _train_epoch(run, ctx, train_split, epoch, should_stop, progress)
+        _sync(device)
+        epoch_time = time.perf_counter() - started
+        run.lr_scheduler.step()
+        sched_eps = run.schedule.epoch_eps(epoch)
+        eval_eps = config.eps_test * (sched_eps / config.eps_train)
+        test_metrics = _test_epoch(ctx, test_split, epoch, eval_eps, sched_eps, should_stop, run.epoch)
+        record = {
+            "epoch": epoch,
+            "phase": run.schedule.phase(epoch),
+            "eps": sched_eps,
+            "eval_eps": eval_eps,
+            "lr": lr,
+            "epoch_time": epoch_time,
+            "resumed": resumed,
+            "train": train_metrics,
+            "test": test_metrics,
+        }
+        record = _finite_only(record)
+        resumed = False
+        run.epoch = epoch
+        is_best = record["phase"] == "target" and (
+            run.best is None or test_metrics["verified_err"] < run.best["verified_err"]
+        )
+        if is_best:
+            run.best = epoch_summary(record)
+        history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record, run.state_dict(), is_best)
+        if should_stop() and epoch < config.epochs:
+            raise Interrupted(run.epoch)
+    return TrainResult(history, run.best, epoch_summary(history[-1]) if history else None)
+
