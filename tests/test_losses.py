@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastcert.method.losses import certified, clean_error, robust_ce, spec_matrix
+from fastcert.method.losses import certified, robust_ce, spec_matrix
 
 
 def test_spec_matrix_rows_by_hand() -> None:
@@ -85,10 +85,3 @@ def test_certified_needs_every_margin_strictly_positive() -> None:
     assert certified(lb).tolist() == [True, False, False, False]
     verified_error = 1 - certified(lb).float().mean()
     assert verified_error.item() == 0.75
-
-
-def test_clean_error() -> None:
-    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0], [0.0, 1.0]])
-    assert clean_error(logits, torch.tensor([0, 1, 1, 0])).item() == 0.5
-    with pytest.raises(ValueError, match="logits"):
-        clean_error(logits, torch.tensor([0, 1]))

@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 
 from fastcert.method.schedule import (
-    ScheduleSpec,
     SmoothedSchedule,
     batches_per_epoch,
-    parse_schedule,
     reg_lambda,
     regularizer_active,
 )
@@ -173,25 +171,3 @@ def test_batches_per_epoch() -> None:
         batches_per_epoch(100, 0)
     with pytest.raises(ValueError, match="n_train"):
         batches_per_epoch(0, 10)
-
-
-@pytest.mark.parametrize(
-    "notation, expected",
-    [
-        ("1+80+79", (2, 80, 160)),
-        ("1+20+49", (2, 20, 70)),
-        ("0+20+50", (1, 20, 70)),
-        ("1+20+59", (2, 20, 80)),
-        ("1+10+69", (2, 10, 80)),
-    ],
-)
-def test_parse_schedule(notation: str, expected: tuple[int, int, int]) -> None:
-    spec = parse_schedule(notation)
-    assert spec == ScheduleSpec(*expected)
-    assert spec.start + spec.length - 1 + int(notation.split("+")[2]) == spec.epochs
-
-
-@pytest.mark.parametrize("notation", ["1+80", "a+b+c", "1+0+10", "1-80-79", ""])
-def test_parse_schedule_rejects_bad_notation(notation: str) -> None:
-    with pytest.raises(ValueError, match="schedule"):
-        parse_schedule(notation)

@@ -58,12 +58,3 @@ def certified(margin_lower: Tensor) -> Tensor:
     """
     _check_margins(margin_lower)
     return (margin_lower > 0).all(dim=1)
-
-
-def clean_error(logits: Tensor, labels: Tensor) -> Tensor:
-    """Fraction of examples whose argmax logit is not the label (0-dim tensor)."""
-    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(
-            f"logits must be [B, K] and labels [B], got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
-    return (logits.argmax(dim=1) != labels).float().mean()

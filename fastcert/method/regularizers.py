@@ -360,15 +360,6 @@ def _std(sums: _LayerSums, tau: float) -> Tensor:
     return (F.relu(tau - std) / tau).mean()
 
 
-def std_loss(pre_activation: Sequence[Bounds], tau: float = 0.5) -> Tensor:
-    """``L_std``: mean over layers of ``ReLU(τ − std(c))/τ`` (unbiased std of all centers).
-
-    The authors' optional term, off in their final configuration.
-    """
-    _check(pre_activation, tau)
-    return _std(_layer_sums(pre_activation, centers=True), tau)
-
-
 @dataclass(frozen=True)
 class ReluState:
     """Fractions of active (l>0), inactive (u<0) and unstable ReLU inputs, one entry per layer."""

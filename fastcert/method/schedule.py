@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 import operator
-import re
-from typing import Literal, NamedTuple
+from typing import Literal
 
 Phase = Literal["eps0", "ramp", "target"]
 
@@ -130,26 +129,3 @@ def batches_per_epoch(n_train: int, batch_size: int) -> int:
     n_train = _integer("n_train", n_train, 1)
     batch_size = _integer("batch_size", batch_size, 1)
     return -(-n_train // batch_size)
-
-
-class ScheduleSpec(NamedTuple):
-    """Scheduler arguments of a paper schedule: ramp ``start`` epoch, ramp ``length``, total ``epochs``."""
-
-    start: int
-    length: int
-    epochs: int
-
-
-_NOTATION = re.compile(r"\s*(\d+)\s*\+\s*(\d+)\s*\+\s*(\d+)\s*")
-
-
-def parse_schedule(notation: str) -> ScheduleSpec:
-    """Map the paper's "ε=0 epochs + ramp epochs + ε_max epochs" (e.g. "1+80+79") to
-    ``ScheduleSpec(start=2, length=80, epochs=160)``. LR milestones come from the config."""
-    match = _NOTATION.fullmatch(notation)
-    if match is None:
-        raise ValueError(f"schedule must look like 'A+B+C' (e.g. '1+80+79'), got {notation!r}")
-    zero, ramp, target = (int(group) for group in match.groups())
-    if ramp < 1:
-        raise ValueError(f"schedule {notation!r}: the ramp must last at least 1 epoch")
-    return ScheduleSpec(start=zero + 1, length=ramp, epochs=zero + ramp + target)
