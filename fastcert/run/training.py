@@ -51,7 +51,7 @@ from fastcert.method.schedule import (
 
 NATURAL_BOUND_EPS = 1e-6  # authors' --min-eps-reg: bounds for the regularizers in ε = 0 batches
 LR_DECAY = 0.2
-BOUND_METHODS = ("ibp", "crown-ibp")
+TRAINING_BOUNDS = ("ibp", "crown-ibp")
 STATE_FORMAT = "fastcert-train-state-1"
 # Train-metric keys averaged with batch-size weights (the authors' meter uses n = batch size for
 # these and n = 1, i.e. equal weight per sub-batch, for everything else).
@@ -141,7 +141,7 @@ def objective_for(config: TrainConfig) -> Objective:
         return ibp_objective
     if config.bounds == "crown-ibp":
         return partial(crown_ibp_objective, loss_fusion=config.loss_fusion)
-    raise ValueError(f"unknown bound method {config.bounds!r}; valid: {', '.join(BOUND_METHODS)}")
+    raise ValueError(f"unknown bound method {config.bounds!r}; valid: {', '.join(TRAINING_BOUNDS)}")
 
 
 class Diverged(RuntimeError):

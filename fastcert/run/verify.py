@@ -15,7 +15,7 @@ from typing import TypedDict
 import torch
 from torch import nn
 
-from fastcert.method.bounds import METHODS, bound_pass
+from fastcert.method.bounds import BOUND_METHODS, bound_pass
 from fastcert.run.data import DatasetInfo, Split
 from fastcert.method.losses import certified, spec_matrix
 from fastcert.method.perturbation import input_box
@@ -43,8 +43,8 @@ def verify(
 
     The model is put in eval mode for the evaluation and returned to its previous mode afterwards.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown verification method {method!r}; valid: {', '.join(METHODS)}")
+    if method not in BOUND_METHODS:
+        raise ValueError(f"unknown verification method {method!r}; valid: {', '.join(BOUND_METHODS)}")
     if len(split) == 0:
         raise ValueError("cannot verify on an empty split")
     dtype = next(model.parameters()).dtype

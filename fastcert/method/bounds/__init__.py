@@ -23,11 +23,11 @@ Layout (for extending with CROWN-IBP / CROWN / loss fusion):
 """
 
 from .crown import BackwardPass
-from .engine import METHODS, BoundPass, bound_pass, compute_bounds
+from .engine import BOUND_METHODS, BoundPass, bound_pass, compute_bounds
 from .fusion import FusedBound, fused_crown_ibp, fused_ibp
 from .plan import Plan, compile_plan, plan_for
 
 __all__ = [
-    "METHODS", "BackwardPass", "BoundPass", "FusedBound", "Plan", "bound_pass", "compile_plan",
+    "BOUND_METHODS", "BackwardPass", "BoundPass", "FusedBound", "Plan", "bound_pass", "compile_plan",
     "compute_bounds", "fused_crown_ibp", "fused_ibp", "plan_for",
 ]

@@ -11,7 +11,7 @@ from .crown import refine
 from .ops import Bounds, Flow, LinearOp, PassContext, cpu_channels_last
 from .plan import plan_for
 
-METHODS = ("ibp", "crown-ibp", "crown")
+BOUND_METHODS = ("ibp", "crown-ibp", "crown")
 
 
 @dataclass
@@ -97,8 +97,8 @@ def compute_bounds(
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown bound method {method!r}; valid: {', '.join(METHODS)}")
+    if method not in BOUND_METHODS:
+        raise ValueError(f"unknown bound method {method!r}; valid: {', '.join(BOUND_METHODS)}")
 
 
 def _check_inputs(x: Tensor, x_lower: Tensor, x_upper: Tensor, C: Tensor | None) -> None:
