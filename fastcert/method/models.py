@@ -14,6 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from fastcert.method.affine import batchnorm_affine, channel_view
 from fastcert.run.data.catalog import DATASETS
 from fastcert.vocabulary import BN_MODES, MODELS
 
@@ -66,16 +67,12 @@ class _PartialBatchNorm:
         self.unitize = unitize
 
     def statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and variance the normalization uses for input ``x`` (after the switches)."""
+        """Mean and variance of input ``x`` that the normalization uses (the switches apply later)."""
         if self.training or self.running_mean is None or self.running_var is None:
             dims = [0] + list(range(2, x.dim()))
             mean, var = x.mean(dims), x.var(dims, unbiased=False)
         else:
             mean, var = self.running_mean, self.running_var
-        if not self.centralize:
-            mean = torch.zeros_like(mean)
-        if not self.unitize:
-            var = torch.ones_like(var)
         return mean, var
 
     def forward(self, x: Tensor) -> Tensor:
@@ -83,14 +80,8 @@ class _PartialBatchNorm:
         if self.centralize and self.unitize:
             return out
         mean, var = self.statistics(x)
-        scale = torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            scale = scale * self.weight
-        shift = -mean * scale
-        if self.bias is not None:
-            shift = shift + self.bias
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * scale.reshape(shape) + shift.reshape(shape)
+        scale, shift, _ = batchnorm_affine(mean, var, self.weight, self.bias, self.eps, self.centralize, self.unitize)
+        return x * channel_view(scale, x) + channel_view(shift, x)
 
 
 class PartialBatchNorm1d(_PartialBatchNorm, nn.BatchNorm1d):

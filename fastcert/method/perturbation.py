@@ -12,10 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from fastcert.method.affine import channel_view
+
 
 def _per_channel(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:
-    shape = (1, -1) + (1,) * (like.dim() - 2)
-    return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(shape)
+    return channel_view(torch.as_tensor(values, dtype=like.dtype, device=like.device), like)
 
 
 def input_box(

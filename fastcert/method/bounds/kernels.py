@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastcert.method.affine import batchnorm_affine, channel_shape, channel_view
+
 
 class AbsWeightCache:
     """Reusable ``sign(W)`` and ``|W|`` buffers for one weight, CPU only.
@@ -124,8 +126,7 @@ class BatchStatistics(torch.autograd.Function):
         count = z.numel() // z.shape[1]
         slope = 2.0 * grad_var / count
         offset = grad_mean / count - slope * mean
-        shape = (1, -1) + (1,) * (z.dim() - 2)
-        return torch.addcmul(offset.view(shape), z, slope.view(shape)), None, None, None
+        return torch.addcmul(channel_view(offset, z), z, channel_view(slope, z)), None, None, None
 
 
 def batch_statistics(
@@ -263,11 +264,9 @@ class IntervalBatchNorm(torch.autograd.Function):
         else:
             assert running_mean is not None and running_var is not None
             batch_mean, var = running_mean.clone(), running_var.clone()
+        scale, shift, invstd = batchnorm_affine(batch_mean, var, weight, bias, eps, centralize, unitize)
         mean = batch_mean if centralize else torch.zeros_like(batch_mean)
-        invstd = torch.rsqrt((var if unitize else torch.ones_like(var)) + eps)
-        scale = invstd if weight is None else invstd * weight
-        shift = -mean * scale if bias is None else bias - mean * scale
-        view = _channel_shape(stack)
+        view = channel_shape(stack)
         out = torch.addcmul(shift.view(view), stack, scale.view(view))
         new_radius = radius * scale.abs().view(view)
         ctx.save_for_backward(stack, radius, batch_mean, mean, invstd, scale)
@@ -285,7 +284,7 @@ class IntervalBatchNorm(torch.autograd.Function):
         stack, radius, batch_mean, mean, invstd, scale = ctx.saved_tensors
         rows, mean_grad, var_grad, has_weight, has_bias = ctx.settings
         dims = [0] + list(range(2, stack.dim()))
-        view = _channel_shape(stack)
+        view = channel_shape(stack)
         # gradient reaching scale and shift, from all three uses of the map
         to_scale, to_shift = grad_scale, grad_shift
         if grad_out is not None:
@@ -317,10 +316,6 @@ class IntervalBatchNorm(torch.autograd.Function):
         if grad_radius is not None and ctx.needs_input_grad[1]:
             grad_radius_in = grad_radius * scale.abs().view(view)
         return (grad_stack, grad_radius_in, grad_weight, grad_bias) + nones
-
-
-def _channel_shape(like: Tensor) -> tuple[int, ...]:
-    return (1, -1) + (1,) * (like.dim() - 2)
 
 
 def interval_batch_norm(

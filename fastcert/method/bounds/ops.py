@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastcert.method.affine import batchnorm_affine, channel_view
+
 from .kernels import (
     AbsWeightCache,
     batch_statistics,
@@ -66,11 +68,6 @@ class PassContext:
 
     def center(self, flow: Flow) -> Tensor:
         return flow.stack[self.batch :] if self.stacked else flow.stack
-
-
-def _channel_view(vector: Tensor, like: Tensor) -> Tensor:
-    """Reshape a per-channel vector [C] to broadcast over ``like`` [N, C, ...]."""
-    return vector.view((1, -1) + (1,) * (like.dim() - 2))
 
 
 class Op:
@@ -285,17 +282,7 @@ class BatchNormOp(Op):
         else:
             assert bn.running_mean is not None and bn.running_var is not None
             mean, var = bn.running_mean, bn.running_var
-        centralize, unitize = self._switches()
-        if not centralize:
-            mean = torch.zeros_like(mean)
-        if not unitize:
-            var = torch.ones_like(var)
-        scale = torch.rsqrt(var + bn.eps)
-        if bn.weight is not None:
-            scale = bn.weight * scale
-        shift = -mean * scale
-        if bn.bias is not None:
-            shift = bn.bias + shift
+        scale, shift, _ = batchnorm_affine(mean, var, bn.weight, bn.bias, bn.eps, *self._switches())
         return scale, shift
 
     def interval(self, ctx: PassContext, flow: Flow) -> Flow:
@@ -303,7 +290,7 @@ class BatchNormOp(Op):
         if flow.radius is None:
             scale, shift = self.affine(ctx.clean(flow))
             ctx.bn_affine[self.index] = (scale, shift)
-            return Flow(torch.addcmul(_channel_view(shift, flow.stack), flow.stack, _channel_view(scale, flow.stack)), None)
+            return Flow(torch.addcmul(channel_view(shift, flow.stack), flow.stack, channel_view(scale, flow.stack)), None)
         batch_stats, momentum = self._mode(ctx.clean(flow))
         stack, radius, scale, shift = interval_batch_norm(
             flow.stack, flow.radius, bn.weight, bn.bias, bn.running_mean, bn.running_var,
