@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from fastcert.run.data.catalog import DATASETS
 from fastcert.method.models import (
     DATASET_SHAPES,
     MODELS,
@@ -116,8 +117,16 @@ def test_output_shape(full_models, key) -> None:
     assert torch.isfinite(out).all()
 
 
-def test_dataset_shapes() -> None:
-    assert DATASET_SHAPES == {"mnist": (1, 28, 10), "cifar10": (3, 32, 10), "tinyimagenet": (3, 64, 200)}
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
+def test_every_model_takes_its_datasets_images_and_gives_its_classes(dataset: str) -> None:
+    """Models are sized from the data catalog: a batch of the catalog's input shape gives one logit
+    per class of the catalog, for every family."""
+    spec = DATASETS[dataset]
+    assert DATASET_SHAPES[dataset] == (spec.input_shape[0], spec.input_shape[1], spec.num_classes)
+    for name in MODELS:
+        model = build(name, dataset, width=1 / 16).eval()
+        with torch.no_grad():
+            assert model(torch.zeros(2, *spec.input_shape)).shape == (2, spec.num_classes)
 
 
 def test_cnn7_tinyimagenet_fifth_conv_has_stride_2(full_models) -> None:

@@ -62,9 +62,11 @@ def _cell(row, metric):
 
 
 def test_paper_copy_is_the_shared_file():
-    shared = Path("/work/shared/paper/results.yaml")
-    if not shared.exists():
-        pytest.skip("the shared paper file is not on this machine")
+    """config/paper_results.yaml is the project's copy of ../shared/paper/results.yaml (beside the
+    project root in development and CI; a researcher's clone has no such folder)."""
+    shared = ROOT.parent / "shared" / "paper" / "results.yaml"
+    if not shared.exists() and not os.environ.get("CI"):
+        pytest.skip(f"{shared} is not beside this checkout")
     assert yaml.safe_load(PAPER_PATH.read_text()) == yaml.safe_load(shared.read_text())
 
 
