@@ -47,7 +47,7 @@ def test_summary_counts_agreements(tmp_path):
     assert (summary.agree, summary.disagree, summary.without_ours, summary.not_compared) == (3, 1, 62, 0)
     (only,) = summary.disagreements
     assert (only.ours, only.paper, only.delta) == ("66.00", r"65.58$\pm$0.32", "+0.42")
-    assert "CNN-7" in only.row and "std" in only.rule
+    assert "CNN-7" in only.row and only.rule == "outside the paper's $\\pm$ std"
 
     table3 = build_target("table3", paper, load_manifest(_table3_manifest(tmp_path), tmp_path))
     timing = summarize(table3)
@@ -84,9 +84,9 @@ def test_report_compiles_with_tables_figures_and_summary(tmp_path):
                           check=True).stdout
     lines = [" ".join(line.split()) for line in text.splitlines()]
     assert "Where the reproduction agrees with the paper" in text
-    assert any(line.startswith("Table 1 3 1 62 0 ±1 synthetic stand-in data") for line in lines), lines[:60]
+    assert any(line.startswith("Table 1 3 1 62 0 ±1 synthetic CIFAR-10") for line in lines), lines[:60]
     assert any(line.startswith("Table 3 0 0 0 12 not compared") for line in lines)  # numbered as in the paper
-    assert any("66.00 65.58±0.32 +0.42" in line for line in lines)
+    assert any("66.00 65.58±0.32 +0.42 outside the paper’s ±" in line for line in lines), lines
     assert "Figure 2: The paper’s Figure 2, regenerated" in text and "The paper:" in text
     assert "Table 3: Training time of CNN-7 on CIFAR-10" in text
     assert "smoke (a test scale)" in text

@@ -16,10 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastcert import __version__
-from fastcert.reporting.collect import Manifest, load_manifest
+from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.figures import FIGURES, provenance
-from fastcert.reporting.latex import PREAMBLE, compile_pdf, escape, fmt_delta, fmt_number, render_template
-from fastcert.reporting.tables import Cell, Table, build_target, load_paper, tolerance_text
+from fastcert.reporting.latex import (
+    PREAMBLE,
+    compile_pdf,
+    escape,
+    fmt_delta,
+    fmt_number,
+    render_template,
+)
+from fastcert.reporting.tables import (
+    Cell,
+    Table,
+    build_target,
+    load_paper,
+    tolerance_text,
+)
 
 
 @dataclass
@@ -90,7 +103,7 @@ def _disagreement(group: str, label: list[str], metric: dict, cell: Cell) -> Dis
         f"$\\pm${fmt_number(cell.paper_std, digits)}" if cell.paper_std is not None else "")
     assert cell.ours is not None and cell.delta is not None and cell.tolerance_rule is not None
     return Disagreement(f"{group}: {' '.join(label)}", metric["header"], fmt_number(cell.ours, digits), paper,
-                        fmt_delta(cell.delta, digits), cell.tolerance_rule)
+                        fmt_delta(cell.delta, digits), f"outside {cell.tolerance_rule}")
 
 
 def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
@@ -106,16 +119,19 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
 
 def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
                  manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
-                 checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
+                 producers: list[str | os.PathLike] = (), checkpoint: str = "best",
+                 root: str | os.PathLike | None = None) -> list[TableSummary]:
     """Write ``output`` (PDF): every table and figure, and the agreement summary; return the summary."""
     table_files, figure_files = _by_name(tables, "table"), _by_name(figures, "figure")
     loaded = {Path(p).stem: load_manifest(p, root) for p in manifests}
+    documents = [load_producer(path) for path in producers]
     paper = load_paper(paper_path)
     summaries = []
     for name in table_files:
         if name not in loaded:
             raise ValueError(f"no manifest for {name} among the report's inputs")
-        summaries.append(summarize(build_target(name, paper, loaded[name], checkpoint=checkpoint)))
+        summaries.append(summarize(build_target(name, paper, loaded[name], checkpoint=checkpoint,
+                                                producers=[d for d in documents if name in d.targets])))
     figure_entries = []
     for name in figure_files:
         if name not in loaded:

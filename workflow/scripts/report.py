@@ -2,7 +2,7 @@
 figure and the summary of where the reproduction agrees with the paper.
 
 Inputs: ``tables`` (results/tableN.tex), ``figures`` (PDFs named figureN.pdf), ``manifests`` (one
-per table and figure), ``paper``. Needs pdflatex (TeX Live).
+per table and figure), ``producers`` (results/producers/*.json), ``paper``. Needs pdflatex (TeX Live).
 """
 
 import logging
@@ -17,6 +17,7 @@ try:
         tables=list(snakemake.input.tables),  # noqa: F821
         figures=list(snakemake.input.figures),  # noqa: F821
         manifests=list(snakemake.input.manifests),  # noqa: F821
+        producers=list(snakemake.input.producers),  # noqa: F821
         paper_path=snakemake.input.paper,  # noqa: F821
         output=snakemake.output[0],  # noqa: F821
         checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
