@@ -14,10 +14,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from fastcert import __version__
 from fastcert.reporting.collect import Manifest, load_manifest, load_producer
-from fastcert.reporting.figures import FIGURES, provenance
+from fastcert.reporting.figures import FIGURES, provenance, scale_note
 from fastcert.reporting.latex import (
     PREAMBLE,
     compile_pdf,
@@ -119,9 +122,10 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
 
 def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
                  manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
-                 producers: list[str | os.PathLike] = (), checkpoint: str = "best",
-                 root: str | os.PathLike | None = None) -> list[TableSummary]:
-    """Write ``output`` (PDF): every table and figure, and the agreement summary; return the summary."""
+                 producers: list[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
+                 checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
+    """Write ``output`` (PDF): every table and figure, the agreement summary and, given ``scales_path``
+    (config/scales.yaml), what each scale shows and costs; return the summary."""
     table_files, figure_files = _by_name(tables, "table"), _by_name(figures, "figure")
     loaded = {Path(p).stem: load_manifest(p, root) for p in manifests}
     documents = [load_producer(path) for path in producers]
@@ -141,6 +145,8 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
     files.update({f"figures/{name}.pdf": path for name, path in figure_files.items()})
     tex = render_template(
         "report.tex.j2", preamble=PREAMBLE, version=escape(__version__), scales=_scales(loaded),
+        notes=[escape(note) for note in sorted({m.scale_note for m in loaded.values() if m.scale_note})],
+        scale_rows=_scale_rows(scales_path, {m.scale for m in loaded.values()}),
         summaries=summaries, tables=[{"name": n, "number": _number(n)} for n in table_files],
         figures=figure_entries, checkpoint=checkpoint,
         totals={k: sum(getattr(s, k) for s in summaries)
@@ -152,8 +158,27 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
 
 def _figure_entry(name: str, manifest: Manifest) -> dict[str, str | int]:
     spec = FIGURES[name]
+    note = scale_note(name, manifest)
     return {"name": name, "number": _number(name), "caption": spec["caption"],
-            "provenance": escape(provenance(name, manifest)), "paper": escape(spec["paper"])}
+            "provenance": escape(provenance(name, manifest)), "paper": escape(spec["paper"]),
+            "note": f"\\textbf{{{escape(note)}}} " if note else ""}
+
+
+def _scale_rows(path: str | os.PathLike | None, used: set[str]) -> list[dict[str, Any]]:
+    """One row per scale of config/scales.yaml: what it runs, shows and costs (LaTeX), this report's marked."""
+    if path is None:
+        return []
+    scales = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(scales, dict):
+        raise ValueError(f"{path}: not a scales file (expected a mapping of scale names)")
+    rows = []
+    for name, scale in scales.items():
+        missing = [key for key in ("description", "shows", "cost") if key not in scale]
+        if missing:
+            raise ValueError(f"{path}: scale {name!r} lacks {', '.join(missing)}")
+        rows.append({"name": escape(name), "current": name in used, "description": escape(scale["description"]),
+                     "shows": escape(scale["shows"]), "cost": escape(scale["cost"])})
+    return rows
 
 
 def _scales(manifests: dict[str, Manifest]) -> str:

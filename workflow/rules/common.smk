@@ -172,7 +172,8 @@ def expand_targets(
                     rid = run_id(resolved)
                     runs[rid] = resolved
                     entries.append(
-                        {"key": key, "repeat": repeat, "run_dir": f"{RUNS_DIR}/{rid}", "spec": resolved.to_dict()}
+                        {"key": key, "repeat": repeat, "run_dir": f"{RUNS_DIR}/{rid}", "spec": resolved.to_dict(),
+                         "paper_schedule": spec["schedule"]}
                     )
         manifests[target] = entries
     return runs, manifests
@@ -235,6 +236,7 @@ def manifest_document(target: str) -> dict:
         "target": target,
         "scale": config["scale"],
         "scale_description": SCALE["description"],
+        "scale_note": SCALE.get("note"),
         "runs": MANIFESTS[target],
     }
 

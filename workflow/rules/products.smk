@@ -68,6 +68,7 @@ rule report_pdf:
         manifests=expand("results/manifests/{target}.json", target=MANIFESTS),
         producers=expand("results/producers/{producer}.json", producer=PRODUCERS),
         paper=config["paper_results"],
+        scales=config["scales"],
     output:
         report("reports/report.pdf", caption="../report/report.rst", category="Report"),
     log:
