@@ -241,6 +241,11 @@ def manifest_document(target: str) -> dict:
     }
 
 
+def producer_inputs(target: str) -> list[str]:
+    """The producer documents (config/producers.yaml) a table or figure reads; none for most (they read runs)."""
+    return [f"results/producers/{name}.json" for name, declared in PRODUCERS.items() if target in declared["for"]]
+
+
 def spec_yaml(rid: str) -> str:
     """The spec file a run's job writes before training (its identity is the directory name)."""
     return yaml.safe_dump(run_spec_of(rid).to_dict(), sort_keys=True)
@@ -254,5 +259,7 @@ validate(config, str(SCHEMAS / "config.schema.yaml"))
 EXPERIMENTS = load_checked(config["experiments"], "experiments.schema.yaml")
 SCALE = load_checked(config["scales"], "scales.schema.yaml")[config["scale"]]
 RUNS, MANIFESTS = expand_targets(EXPERIMENTS, SCALE, config["scale"], config["experiments"])
+PRODUCERS_PATH = config.get("producers", "config/producers.yaml")
+PRODUCERS = load_checked(PRODUCERS_PATH, "producers.schema.yaml")
 TABLES = [target for target in MANIFESTS if target.startswith("table")]
 FIGURES = [target for target in MANIFESTS if target.startswith("figure")]
