@@ -13,6 +13,7 @@ are plain floats, so the document is JSON and the reader needs no torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from inspect import signature
 from typing import Any
 
@@ -67,7 +68,7 @@ def init_bound_widths(model: dict[str, Any], schemes: dict[str, str], eps: float
     return rows
 
 
-PRODUCERS = {"difference_gains": difference_gains, "init_bound_widths": init_bound_widths}
+PRODUCERS: dict[str, Callable[..., list[Row]]] = {"difference_gains": difference_gains, "init_bound_widths": init_bound_widths}
 
 
 def produce(name: str, declaration: dict[str, Any], where: str = "config/producers.yaml") -> dict[str, Any]:

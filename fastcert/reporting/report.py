@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
 
 def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
                  manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
-                 producers: list[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
+                 producers: Sequence[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
                  checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
     """Write ``output`` (PDF): every table and figure, the agreement summary and, given ``scales_path``
     (config/scales.yaml), what each scale shows and costs; return the summary."""
