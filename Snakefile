@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/producers.smk"
 include: "workflow/rules/products.smk"
 include: "workflow/rules/plan.smk"
 
@@ -24,6 +25,7 @@ localrules:
     all,
     run_spec,
     manifest,
+    produce,
     table,
     figure,
     report_pdf,

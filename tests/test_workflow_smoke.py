@@ -57,6 +57,9 @@ def test_table5_gains_match_the_closed_forms(tmp_path: Path) -> None:
     run_smoke(workdir, "results/table5.tex")
     manifest = json.loads((workdir / "results/manifests/table5.json").read_text())
     assert (manifest["scale"], manifest["runs"]) == ("smoke", [])
+    # the gains are computed by the producer rule; the table only reads its document
+    gains = json.loads((workdir / "results/producers/table5_gains.json").read_text())
+    assert gains["producer"] == "table5_gains" and len(gains["rows"]) == 24
     groups = table_groups((workdir / "results/table5.tex").read_text())
     for method, closed_form in CLOSED_FORMS.items():
         (label,) = [label for label in groups if label.startswith(method)]

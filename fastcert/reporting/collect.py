@@ -1,4 +1,5 @@
-"""Read what the workflow produced: target manifests and the run directories they name.
+"""Read what the workflow produced: target manifests, the run directories they name, and the
+producers' documents (numbers computed without training, ``results/producers/<name>.json``).
 
 Why a module of its own: tables, figures and the report all start from the same manifest
 (``results/manifests/<target>.json``, written by the workflow) and the same run outputs
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fastcert.io import read_jsonl
+from fastcert.run.data.catalog import DATASETS
 
 STATUSES = ("completed", "diverged", "interrupted", "missing")
 
@@ -30,11 +32,31 @@ class Run:
     status: str
     result: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    spec: dict[str, Any] = field(default_factory=dict)  # the resolved run spec at this scale
+    paper_schedule: dict[str, Any] | None = None  # the same row's schedule at the paper's scale
 
     @property
     def usable(self) -> bool:
         """Only completed runs contribute numbers; the others are reported, never averaged."""
         return self.status == "completed"
+
+    @property
+    def phases(self) -> tuple[int, int, int] | None:
+        """Epochs (ε = 0, ramp, ε = target) this run trains at its scale; None if its spec lacks them."""
+        return schedule_phases(self.spec.get("schedule"))
+
+    @property
+    def paper_phases(self) -> tuple[int, int, int] | None:
+        """The paper's epochs for the same row (from the manifest), None if the manifest lacks them."""
+        return schedule_phases(self.paper_schedule)
+
+
+def schedule_phases(schedule: dict[str, Any] | None) -> tuple[int, int, int] | None:
+    """(ε = 0, ramp, ε = target) epoch counts of a run spec's ``schedule`` (start, length, epochs)."""
+    if not isinstance(schedule, dict) or not {"start", "length", "epochs"} <= set(schedule):
+        return None
+    eps0, ramp = int(schedule["start"]) - 1, int(schedule["length"])
+    return eps0, ramp, int(schedule["epochs"]) - eps0 - ramp
 
 
 @dataclass(frozen=True)
@@ -45,11 +67,31 @@ class Manifest:
     scale: str
     runs: list[Run]
     scale_description: str | None = None
+    scale_note: str | None = None  # what the scale's numbers can and cannot say (config/scales.yaml)
+    not_run: list[dict[str, Any]] = field(default_factory=list)  # row keys declared but not run here
 
     @property
     def scale_text(self) -> str:
         """``smoke (tiny subsets, ...)``: the scale's name with the workflow's description of it."""
         return f"{self.scale} ({self.scale_description})" if self.scale_description else self.scale
+
+
+@dataclass(frozen=True)
+class Producer:
+    """A producer's document: rows of numbers computed without data or training, and how."""
+
+    name: str
+    function: str
+    parameters: dict[str, Any]
+    rows: list[dict[str, Any]]  # each {"key": {...}, "values": {name: number or None}}
+    targets: tuple[str, ...] = ()  # the tables and figures that show these numbers
+
+    @property
+    def settings_text(self) -> str:
+        """The scalar parameters, ``trials 100, seed 0``, for captions (lists and mappings left out)."""
+        return ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                         for name, value in self.parameters.items()
+                         if isinstance(value, (int, float, str)) and not isinstance(value, bool))
 
 
 def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
@@ -105,21 +147,40 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         if not isinstance(key, dict):
             raise ValueError(f"{where}: 'key' must be a mapping, got {type(key).__name__}")
         run_dir = Path(_require(entry, "run_dir", where))
-        runs.append(load_run(key, int(entry.get("repeat", 0)), run_dir if run_dir.is_absolute() else base / run_dir))
+        run = load_run(key, int(entry.get("repeat", 0)), run_dir if run_dir.is_absolute() else base / run_dir)
+        runs.append(replace(run, spec=entry.get("spec") or {}, paper_schedule=entry.get("paper_schedule")))
+    not_run = []
+    for index, entry in enumerate(data.get("not_run") or []):
+        key = _require(entry, "key", f"{path}: not_run[{index}]")
+        if not isinstance(key, dict):
+            raise ValueError(f"{path}: not_run[{index}]: 'key' must be a mapping, got {type(key).__name__}")
+        not_run.append(key)
     return Manifest(str(_require(data, "target", str(path))), str(_require(data, "scale", str(path))), runs,
-                    data.get("scale_description"))
+                    data.get("scale_description"), data.get("scale_note"), not_run)
+
+
+def load_producer(path: str | os.PathLike) -> Producer:
+    """Read a producer's document (``results/producers/<name>.json``, fastcert.method.analysis.produce)."""
+    data = read_json(path)
+    rows = _require(data, "rows", str(path))
+    for index, row in enumerate(rows):
+        for name in ("key", "values"):
+            if not isinstance(_require(row, name, f"{path}: rows[{index}]"), dict):
+                raise ValueError(f"{path}: rows[{index}]: {name!r} must be a mapping")
+    return Producer(str(_require(data, "producer", str(path))), str(_require(data, "function", str(path))),
+                    dict(_require(data, "parameters", str(path))), rows, tuple(_require(data, "for", str(path))))
+
+
+def _dataset_text(data: dict[str, Any]) -> str:
+    """``real MNIST (128 training / 64 test images)`` or ``synthetic CIFAR-10 stand-in (...)``."""
+    name = data.get("name")
+    display = DATASETS[name].display if name in DATASETS else str(name or "unknown dataset")
+    text = f"synthetic {display} stand-in" if data.get("synthetic") else f"real {display}"
+    sizes = [f"{data[key]} {what}" for key, what in (("n_train", "training"), ("n_test", "test")) if key in data]
+    return f"{text} ({' / '.join(sizes)} images)" if sizes else text
 
 
 def data_description(runs: list[Run]) -> str:
-    """Which data produced these runs, for captions: real data, synthetic stand-in, or a mix."""
-    sources = set()
-    for run in runs:
-        data = (run.result or {}).get("data")
-        if not isinstance(data, dict):
-            continue
-        kind = "synthetic stand-in data" if data.get("synthetic") else "real data"
-        source = data.get("source")
-        sources.add(f"{kind} ({source})" if source and source != "synthetic" else kind)
-    if not sources:
-        return "no completed runs"
-    return "; ".join(sorted(sources))
+    """Which data produced these runs, per dataset, for captions: ``real MNIST (...); synthetic ...``."""
+    texts = {_dataset_text(data) for run in runs if isinstance(data := (run.result or {}).get("data"), dict)}
+    return "; ".join(sorted(texts)) if texts else "no completed runs"

@@ -1,10 +1,11 @@
 """The paper's Figures 1–4, 6 and 7, regenerated with matplotlib as PDF and PNG, byte-deterministic.
 
 Why it is built this way: each figure is a small declarative entry in :data:`FIGURES` (what to
-plot from which per-epoch metric) drawn by one of three painters: ``init`` (Figure 1, computed at
-initialization, no training), ``curves`` (a metric of ``metrics.jsonl`` against the epoch, one
-line per run setting: Figures 2, 3, 4, 7) and ``versus`` (a final-epoch value against a run key:
-Figure 6). Figures are drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot state, no
+plot from which per-epoch metric) drawn by one of three painters: ``producer`` (Figure 1: rows of a
+producer's document, ``results/producers/<name>.json``, computed at initialization without training
+by fastcert.method.analysis; this module only reads them), ``curves`` (a metric of ``metrics.jsonl``
+against the epoch, one line per run setting: Figures 2, 3, 4, 7) and ``versus`` (a final-epoch value
+against a run key: Figure 6). Figures are drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot state, no
 global backend switch) under fixed rcParams, and saved without dates or software versions, so the
 same inputs give the same bytes.
 """
@@ -18,10 +19,10 @@ from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-from fastcert.reporting.collect import Manifest, Run, data_description
 from fastcert.io import atomic_write
+from fastcert.reporting.collect import Manifest, Producer, Run, data_description
 
 RC_PARAMS: dict[str, Any] = {
     "font.family": "DejaVu Sans",
@@ -48,20 +49,16 @@ METADATA = {
 
 FIGURES: dict[str, dict[str, Any]] = {
     "figure1": {
-        "kind": "init",
+        "kind": "producer",
         "title": r"Bound width per layer at initialization",
         "caption": r"$\log \hat{E}(\Delta_i)$ of every layer $i$ (0 = input; the classifier omitted) of an "
                    r"untrained CNN-7 without BN on CIFAR-10-shaped random images at $\varepsilon = 8/255$, "
-                   r"for each initialization (one IBP pass, \texttt{fastcert.method.bounds}).",
+                   r"for each initialization (one IBP pass; producer \texttt{figure1\_widths} of "
+                   r"\texttt{config/producers.yaml}).",
         "paper": "The paper shows the bound width growing steeply with depth under Xavier initialization "
                  "(certified bounds explode at initialization); IBP initialization keeps it stable.",
-        "model": {"name": "cnn7", "dataset": "cifar10", "bn": "none", "width": 1.0},
-        "schemes": {"Xavier (uniform)": "xavier_uniform", "Xavier (Gaussian)": "xavier_normal",
-                    "Kaiming (uniform)": "kaiming_uniform", "Kaiming (Gaussian)": "kaiming_normal",
-                    "Orthogonal": "orthogonal", "IBP initialization": "ibp"},
-        "eps": 8 / 255,
-        "batch": 16,
-        "seed": 0,
+        # one line per value of the row key ``series``: ``x`` (a row key) against log of value ``y``
+        "series": "init", "x": "layer", "y": "width",
     },
     "figure2": {
         "kind": "curves",
@@ -186,7 +183,19 @@ def _no_data(ax: Any, why: str) -> None:
     ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
-def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+_DASHES = ("-", "--", "-.", ":")
+
+
+def _style(index: int, points: int) -> dict[str, Any]:
+    """Colour, marker and dash of series ``index``: curves that lie on top of each other stay
+    distinguishable (a marker every few points on long curves, so markers do not merge into a band)."""
+    return {"color": f"C{index % 10}", "marker": _MARKERS[index % len(_MARKERS)],
+            "linestyle": _DASHES[index % len(_DASHES)], "markevery": max(1, points // 12),
+            "markerfacecolor": "none" if index % 2 else None}
+
+
+def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest, producers: Sequence[Producer]) -> None:
     series = _series(manifest)
     axes = fig.subplots(1, len(spec["panels"]), squeeze=False)[0]
     legend: dict[str, Any] = {}
@@ -195,8 +204,8 @@ def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None
             epochs, values = _curve(runs, panel, spec.get("warmup_only", False))
             if epochs:
                 suffix = f" (mean of {len(runs)})" if len(runs) > 1 else ""
-                (line,) = ax.plot(epochs, values, marker="o" if len(epochs) < 15 else None, label=label + suffix,
-                                  color=f"C{index % 10}")  # one colour per series across panels
+                # one style per series across panels
+                (line,) = ax.plot(epochs, values, label=label + suffix, **_style(index, len(epochs)))
                 legend.setdefault(line.get_label(), line)
         ax.set_xlabel("Epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -207,7 +216,7 @@ def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None
         fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(2, len(legend)))
 
 
-def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
+def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest, producers: Sequence[Producer]) -> None:
     ax = fig.subplots()
     y = spec["y"]
     points: dict[float, list[float]] = {}
@@ -225,54 +234,37 @@ def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None
         _no_data(ax, "no completed runs")
     ax.set_xlabel(spec["x"]["label"])
     ax.set_ylabel(y["label"])
+    # the values themselves on the axis: an offset ("+6.2e-2" in a corner) would hide them
+    ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
 
 
-def init_widths(spec: dict[str, Any]) -> dict[str, list[float]]:
-    """Figure 1's data: ``[Ê(Δ0), Ê(Δ1), ...]`` per initialization, from one IBP pass at init."""
-    import torch
-
-    from fastcert.method.bounds import bound_pass
-    from fastcert.run.data.catalog import DATASETS
-    from fastcert.method.init import initialize
-    from fastcert.method.models import DATASET_SHAPES, build
-    from fastcert.method.perturbation import input_box
-    from fastcert.method.regularizers import input_tightness, layer_tightness
-
-    model_spec = spec["model"]
-    info = DATASETS[model_spec["dataset"]]
-    channels, size, _ = DATASET_SHAPES[model_spec["dataset"]]
-    generator = torch.Generator().manual_seed(spec["seed"])
-    pixels = torch.rand(spec["batch"], channels, size, size, generator=generator)
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
-    x = (pixels - mean) / std
-    x_lower, x_upper = input_box(x, spec["eps"], info.mean, info.std)
-    widths = {}
-    for label, scheme in spec["schemes"].items():
-        # The constructor draws biases from the global RNG: seed a forked copy so they are fixed too.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec["seed"])
-            model = build(model_spec["name"], model_spec["dataset"], bn=model_spec["bn"],
-                          width=model_spec["width"]).eval()
-        initialize(model, scheme, generator=torch.Generator().manual_seed(spec["seed"]))
-        with torch.no_grad():
-            out = bound_pass(model, x, x_lower, x_upper)
-        widths[label] = [float(input_tightness(x_lower, x_upper))] + layer_tightness(out.pre_activation)
-    return widths
+def producer_series(spec: dict[str, Any], producer: Producer) -> dict[str, tuple[list[float], list[float]]]:
+    """``{series label: (xs, ys)}`` from a producer's rows, in row order (``spec``: series, x, y)."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for index, row in enumerate(producer.rows):
+        missing = [k for k in (spec["series"], spec["x"]) if k not in row["key"]]
+        if missing or spec["y"] not in row["values"]:
+            raise ValueError(f"producer {producer.name}: rows[{index}] lacks {missing or [spec['y']]}")
+        xs, ys = series.setdefault(str(row["key"][spec["series"]]), ([], []))
+        xs.append(float(row["key"][spec["x"]]))
+        ys.append(float(row["values"][spec["y"]]))
+    return series
 
 
-def _paint_init(fig: Figure, spec: dict[str, Any], manifest: Manifest) -> None:
+def _paint_producer(fig: Figure, spec: dict[str, Any], manifest: Manifest, producers: Sequence[Producer]) -> None:
     del manifest  # computed at initialization: no runs
+    if len(producers) != 1:
+        raise ValueError(f"figure {spec['title']!r} reads one producer's document, got {len(producers)}")
     ax = fig.subplots()
-    for label, widths in init_widths(spec).items():
-        ax.plot(range(len(widths)), [math.log(w) for w in widths], marker="o", label=label)
+    for index, (label, (xs, ys)) in enumerate(producer_series(spec, producers[0]).items()):
+        ax.plot(xs, [math.log(y) for y in ys], label=label, **_style(index, len(xs)))
     ax.set_xlabel("Layer $i$ (0 = input)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(r"$\log \hat{E}(\Delta_i)$")
     ax.legend(loc="best")
 
 
-_PAINTERS = {"init": _paint_init, "curves": _paint_curves, "versus": _paint_versus}
+_PAINTERS = {"producer": _paint_producer, "curves": _paint_curves, "versus": _paint_versus}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,21 +273,28 @@ _PAINTERS = {"init": _paint_init, "curves": _paint_curves, "versus": _paint_vers
 
 def provenance(name: str, manifest: Manifest) -> str:
     """Which scale and which data made figure ``name`` (for its subtitle and the report's caption)."""
-    if FIGURES[name]["kind"] == "init":
-        return f"scale {manifest.scale}: random images at initialization (no training)"
+    if FIGURES[name]["kind"] == "producer":
+        return f"scale {manifest.scale}: random images at initialization (no data, no training; same at every scale)"
     return f"scale {manifest.scale}: {data_description(manifest.runs)}"
 
 
-def draw(name: str, manifest: Manifest) -> Figure:
-    """Figure ``name`` drawn from ``manifest`` (Figure 1 ignores it: it needs no training)."""
+def scale_note(name: str, manifest: Manifest) -> str | None:
+    """The scale's note (e.g. that smoke numbers test plumbing only), for figures made from runs."""
+    return None if FIGURES[name]["kind"] == "producer" else manifest.scale_note
+
+
+def draw(name: str, manifest: Manifest, producers: Sequence[Producer] = ()) -> Figure:
+    """Figure ``name`` drawn from ``manifest``'s runs, or from ``producers`` (Figure 1: no training)."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
     spec = FIGURES[name]
     panels = len(spec.get("panels", [None]))
+    note = scale_note(name, manifest)
     with matplotlib.rc_context(RC_PARAMS):
-        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8), layout="constrained")
-        _PAINTERS[spec["kind"]](fig, spec, manifest)
-        fig.suptitle(f"{spec['title']}\n{provenance(name, manifest)}", fontsize=7.5)
+        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8 + (0.3 if note else 0.0)), layout="constrained")
+        _PAINTERS[spec["kind"]](fig, spec, manifest, producers)
+        subtitle = "\n".join([spec["title"], provenance(name, manifest), *([note] if note else [])])
+        fig.suptitle(subtitle, fontsize=7.5)
     return fig
 
 

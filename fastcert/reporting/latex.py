@@ -26,6 +26,7 @@ PREAMBLE = r"""\usepackage[T1]{fontenc}
 \usepackage{amsmath}
 \usepackage{amssymb}
 \usepackage{booktabs}
+\usepackage{array}
 \usepackage{adjustbox}
 \usepackage{graphicx}
 \usepackage{longtable}

@@ -12,14 +12,31 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from fastcert import __version__
-from fastcert.reporting.collect import Manifest, load_manifest
-from fastcert.reporting.figures import FIGURES, provenance
-from fastcert.reporting.latex import PREAMBLE, compile_pdf, escape, fmt_delta, fmt_number, render_template
-from fastcert.reporting.tables import Cell, Table, build_target, load_paper, tolerance_text
+from fastcert.reporting.collect import Manifest, load_manifest, load_producer
+from fastcert.reporting.figures import FIGURES, provenance, scale_note
+from fastcert.reporting.latex import (
+    PREAMBLE,
+    compile_pdf,
+    escape,
+    fmt_delta,
+    fmt_number,
+    render_template,
+)
+from fastcert.reporting.tables import (
+    Cell,
+    Table,
+    build_target,
+    load_paper,
+    tolerance_text,
+)
 
 
 @dataclass
@@ -90,7 +107,7 @@ def _disagreement(group: str, label: list[str], metric: dict, cell: Cell) -> Dis
         f"$\\pm${fmt_number(cell.paper_std, digits)}" if cell.paper_std is not None else "")
     assert cell.ours is not None and cell.delta is not None and cell.tolerance_rule is not None
     return Disagreement(f"{group}: {' '.join(label)}", metric["header"], fmt_number(cell.ours, digits), paper,
-                        fmt_delta(cell.delta, digits), cell.tolerance_rule)
+                        fmt_delta(cell.delta, digits), f"outside {cell.tolerance_rule}")
 
 
 def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
@@ -106,16 +123,20 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
 
 def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
                  manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
+                 producers: Sequence[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
                  checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
-    """Write ``output`` (PDF): every table and figure, and the agreement summary; return the summary."""
+    """Write ``output`` (PDF): every table and figure, the agreement summary and, given ``scales_path``
+    (config/scales.yaml), what each scale shows and costs; return the summary."""
     table_files, figure_files = _by_name(tables, "table"), _by_name(figures, "figure")
     loaded = {Path(p).stem: load_manifest(p, root) for p in manifests}
+    documents = [load_producer(path) for path in producers]
     paper = load_paper(paper_path)
     summaries = []
     for name in table_files:
         if name not in loaded:
             raise ValueError(f"no manifest for {name} among the report's inputs")
-        summaries.append(summarize(build_target(name, paper, loaded[name], checkpoint=checkpoint)))
+        summaries.append(summarize(build_target(name, paper, loaded[name], checkpoint=checkpoint,
+                                                producers=[d for d in documents if name in d.targets])))
     figure_entries = []
     for name in figure_files:
         if name not in loaded:
@@ -125,6 +146,8 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
     files.update({f"figures/{name}.pdf": path for name, path in figure_files.items()})
     tex = render_template(
         "report.tex.j2", preamble=PREAMBLE, version=escape(__version__), scales=_scales(loaded),
+        notes=[escape(note) for note in sorted({m.scale_note for m in loaded.values() if m.scale_note})],
+        scale_rows=_scale_rows(scales_path, {m.scale for m in loaded.values()}),
         summaries=summaries, tables=[{"name": n, "number": _number(n)} for n in table_files],
         figures=figure_entries, checkpoint=checkpoint,
         totals={k: sum(getattr(s, k) for s in summaries)
@@ -136,8 +159,27 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
 
 def _figure_entry(name: str, manifest: Manifest) -> dict[str, str | int]:
     spec = FIGURES[name]
+    note = scale_note(name, manifest)
     return {"name": name, "number": _number(name), "caption": spec["caption"],
-            "provenance": escape(provenance(name, manifest)), "paper": escape(spec["paper"])}
+            "provenance": escape(provenance(name, manifest)), "paper": escape(spec["paper"]),
+            "note": f"\\textbf{{{escape(note)}}} " if note else ""}
+
+
+def _scale_rows(path: str | os.PathLike | None, used: set[str]) -> list[dict[str, Any]]:
+    """One row per scale of config/scales.yaml: what it runs, shows and costs (LaTeX), this report's marked."""
+    if path is None:
+        return []
+    scales = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(scales, dict):
+        raise ValueError(f"{path}: not a scales file (expected a mapping of scale names)")
+    rows = []
+    for name, scale in scales.items():
+        missing = [key for key in ("description", "shows", "cost") if key not in scale]
+        if missing:
+            raise ValueError(f"{path}: scale {name!r} lacks {', '.join(missing)}")
+        rows.append({"name": escape(name), "current": name in used, "description": escape(scale["description"]),
+                     "shows": escape(scale["shows"]), "cost": escape(scale["cost"])})
+    return rows
 
 
 def _scales(manifests: dict[str, Manifest]) -> str:

@@ -13,6 +13,11 @@ Layout keys:
   ``aliases``: other names a run key may use for a match key.
 * ``group``: keys whose values open a new block, ``group_label``: its LaTeX format string
   (``{key}`` placeholders, filled with formatted values); ``labels``: ``{key: {value: text}}``.
+  The engine appends the epochs the group's runs trained at this scale and the paper's (from the
+  manifest); ``paper_epochs``: the paper's schedule text for a group without runs (format string).
+* ``observations``: ``runs`` (default: the manifest's runs) or ``producer`` (the rows of the one
+  producer document config/producers.yaml makes for this table; metric sources ``{from: producer,
+  field}``).
 * ``columns``: ``[[key, header]]`` shown at the left of each row.
 * ``metrics``: shown values, each ``{name, header, paper, paper_std, source, digits, compare}``;
   ``source`` says where our value comes from (see :func:`fastcert.reporting.tables.extract`).
@@ -56,7 +61,7 @@ def _timing() -> list[dict[str, Any]]:
     return metrics
 
 
-_SCHEDULE = "{schedule_total} ({schedule_phases}) epochs"
+_SCHEDULE = "{schedule_total} ({schedule_phases})"
 _TIMING_NOTE = (r"Times in seconds: per-epoch wall-clock time in each $\varepsilon$ phase and the run's "
                 r"measured total for its own schedule. The paper's times are estimates on one "
                 r"NVIDIA RTX 2080 Ti; ours come from different hardware, so they are shown side by side "
@@ -68,7 +73,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                    r"($\varepsilon_t=8/255$), all models with BN after every layer.",
         "match": ["dataset", "schedule_total", "schedule_phases", "model", "method"],
         "group": ["dataset", "schedule_total", "schedule_phases"],
-        "group_label": "{dataset}, " + _SCHEDULE,
+        "group_label": "{dataset}",
+        "paper_epochs": _SCHEDULE,
         "columns": [["method", "Method"], ["model", "Model"]],
         "metrics": _errors(),
         "best": {"label": "Ours (best)", "of": "Ours", "by": "verified"},
@@ -84,7 +90,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                    r"all models with BN after every layer.",
         "match": ["dataset", "schedule_total", "schedule_phases", "model", "method"],
         "group": ["dataset", "schedule_total", "schedule_phases"],
-        "group_label": "{dataset}, " + _SCHEDULE,
+        "group_label": "{dataset}",
+        "paper_epochs": _SCHEDULE,
         "columns": [["model", "Model"], ["method", "Method"]],
         "metrics": _errors(),
         "tolerance": _PERCENT,
@@ -95,7 +102,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "paper_filter": {"section": "short_warmup"},
         "match": ["dataset", "model", "method"],
         "group": [],
-        "group_label": "CNN-7, CIFAR-10, 160 (1+80+79) epochs",
+        "group_label": "CNN-7, CIFAR-10",
+        "paper_epochs": "160 (1+80+79)",
         "columns": [["method", "Method"]],
         "metrics": _timing(),
         "literature": {
@@ -113,7 +121,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                    r"$\mathcal{L}_{\mathrm{relu}}$; standard and verified error (\%).",
         "match": ["schedule_total", "bn_conv", "bn_fc", "ibp_init", "l_tightness", "l_relu"],
         "group": ["schedule_total"],
-        "group_label": "CIFAR-10, CNN-7, {schedule_total} epochs",
+        "group_label": "CIFAR-10, CNN-7",
+        "paper_epochs": "{schedule_total}",
         "columns": [["bn_conv", "BN-Conv"], ["bn_fc", "BN-FC"], ["ibp_init", "IBP init"],
                     ["l_tightness", r"$\mathcal{L}_{\mathrm{tight}}$"], ["l_relu", r"$\mathcal{L}_{\mathrm{relu}}$"]],
         "metrics": _errors(),
@@ -121,18 +130,20 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     },
     "table5": {
         "caption": r"Difference gain $E(\Delta_i)/E(\Delta_{i-1})$ of weight initializations at fan-in "
-                   r"$n_i$: our closed form and our empirical mean over 100 random trials "
-                   r"(\texttt{fastcert.method.init}), against the paper's empirical values.",
+                   r"$n_i$: our closed form and our empirical mean over random trials, against the "
+                   r"paper's empirical values.",
+        "observations": "producer",
         "match": ["method", "n"],
+        "aliases": {"method": ["init"]},
         "group": ["method"],
         "group_label": "{method}; the paper's closed form: {closed_form}",
         "columns": [["n", "$n_i$"]],
         "expand_paper": {"key": "n", "values": [27, 576, 1152, 32768], "field": "gain_n{}", "into": "gain"},
         "metrics": [
             {"name": "closed_form", "header": "Closed form", "paper": None,
-             "source": {"from": "observed"}, "digits": 2, "compare": False},
+             "source": {"from": "producer", "field": "closed_form"}, "digits": 2, "compare": False},
             {"name": "gain", "header": "Empirical", "paper": "gain",
-             "source": {"from": "observed"}, "digits": 2},
+             "source": {"from": "producer", "field": "gain"}, "digits": 2},
         ],
         "tolerance": {"kind": "rel", "value": 0.03},
         "show_n": False,
@@ -178,7 +189,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                    r"standard and verified error (\%).",
         "match": ["centralization", "unitization"],
         "group": [],
-        "group_label": "CIFAR-10, CNN-7, 160 (1+80+79) epochs",
+        "group_label": "CIFAR-10, CNN-7",
+        "paper_epochs": "160 (1+80+79)",
         "columns": [["centralization", "Centr."], ["unitization", "Unit."]],
         "metrics": [
             {"name": "active_relu", "header": "Active", "paper": "active_relu", "paper_std": "active_relu_std",
@@ -208,7 +220,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                    r"160-epoch schedule: standard and verified error (\%).",
         "match": ["lambda0"],
         "group": [],
-        "group_label": "CIFAR-10, CNN-7, Ours, 160 (1+80+79) epochs",
+        "group_label": "CIFAR-10, CNN-7, Ours",
+        "paper_epochs": "160 (1+80+79)",
         "columns": [["lambda0", r"$\lambda_0$"]],
         "metrics": _errors(),
         "tolerance": _PERCENT,

@@ -15,6 +15,11 @@ Rules that keep the numbers honest:
 * a cell agrees when ``|ours − paper|`` (rounded as printed) is within the paper's ± std, or, where
   the paper prints no std, within the layout's stated tolerance. Timings are never compared.
 * literature rows are the paper's quoted numbers and are marked so.
+* each group header says how many epochs its runs trained at this scale, with the paper's beside it;
+  a row the scale declares but does not run (the manifest's ``not_run``) says so.
+
+Tables whose numbers need no training (Table 5) take their observations from a producer's document
+(``results/producers/<name>.json``, computed by fastcert.method.analysis); this module only reads it.
 """
 
 from __future__ import annotations
@@ -31,24 +36,24 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from fastcert.reporting.collect import Manifest, Run, data_description, load_manifest
 from fastcert.io import atomic_write_text
+from fastcert.reporting.collect import (
+    Manifest,
+    Producer,
+    Run,
+    data_description,
+    load_manifest,
+    load_producer,
+)
 from fastcert.reporting.latex import escape, fmt_delta, fmt_pm, render_template
 from fastcert.reporting.table_layouts import LAYOUTS
 
 CHECKPOINTS = ("best", "last")
 PAPER = r"Shi et al.\ (NeurIPS 2021)"
-# Table 5 row labels of the paper → fastcert.method.init scheme names.
-GAIN_SCHEMES = {
-    "Xavier (uniform)": "xavier_uniform",
-    "Xavier (Gaussian)": "xavier_normal",
-    "Kaiming (uniform)": "kaiming_uniform",
-    "Kaiming (Gaussian)": "kaiming_normal",
-    "Orthogonal": "orthogonal",
-    "IBP Initialization": "ibp",
-}
+NOT_RUN = "not run"  # the status of a row key the manifest lists under ``not_run``
 _NOTES = {  # LaTeX shown instead of a number, by the reason there is none
     "not run": "---",
+    "not run at this scale": r"\textit{not run at this scale}",
     "diverged": r"\textit{diverged}",
     "interrupted": r"\textit{interrupted}",
     "missing": r"\textit{missing}",
@@ -58,11 +63,16 @@ _NOTES = {  # LaTeX shown instead of a number, by the reason there is none
 
 @dataclass(frozen=True)
 class Observation:
-    """Our values for one row key from one source (a run, or a computation such as Table 5's)."""
+    """Our values for one row key from one source (a run, or a producer's row such as Table 5's).
+
+    ``phases``: the (ε = 0, ramp, ε = target) epochs the run trained; ``paper_phases``: the paper's
+    for the same row (None where not known or not a run)."""
 
     key: dict[str, Any]
     status: str
     values: dict[str, float | None]
+    phases: tuple[int, int, int] | None = None
+    paper_phases: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -104,6 +114,7 @@ class Table:
     scale: str
     data: str
     checkpoint: str
+    scale_note: str | None = None
 
     def to_latex(self) -> str:
         """A booktabs ``table`` environment with caption and label, ready for ``\\input``."""
@@ -200,19 +211,24 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
     return value if math.isfinite(value) else None
 
 
-def _run_key(layout: dict[str, Any], run: Run, target: str) -> dict[str, Any]:
-    """The run's values of the layout's match keys (aliases allowed), expansion keys excluded."""
+def _match_key(layout: dict[str, Any], key: dict[str, Any], where: str) -> dict[str, Any]:
+    """``key``'s values of the layout's match keys (aliases allowed), expansion keys excluded."""
     aliases = layout.get("aliases", {})
-    key = {}
+    matched = {}
     for name in layout["match"]:
         if name in layout.get("expand_runs", {}):
             continue
-        found = next((alias for alias in (name, *aliases.get(name, ())) if alias in run.key), None)
+        found = next((alias for alias in (name, *aliases.get(name, ())) if alias in key), None)
         if found is None:
-            raise ValueError(f"manifest {target}: run {run.run_dir} has no key {name!r} "
-                             f"(needed to pair it with the paper's rows); its key has {sorted(run.key)}")
-        key[name] = run.key[found]
-    return key
+            raise ValueError(f"{where} has no key {name!r} (needed to pair it with the paper's rows); "
+                             f"its key has {sorted(key)}")
+        matched[name] = key[found]
+    return matched
+
+
+def _expansions(layout: dict[str, Any]) -> list[dict[str, Any]]:
+    expand = layout.get("expand_runs", {})
+    return [dict(zip(expand, combo, strict=True)) for combo in itertools.product(*expand.values())]
 
 
 def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") -> list[Observation]:
@@ -220,28 +236,38 @@ def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") ->
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     layout = LAYOUTS[name]
-    expand = layout.get("expand_runs", {})
-    expansions = [dict(zip(expand, combo, strict=True)) for combo in itertools.product(*expand.values())]
     observations = []
     for run in manifest.runs:
-        base = _run_key(layout, run, manifest.target)
-        for extra in expansions:
+        base = _match_key(layout, run.key, f"manifest {manifest.target}: run {run.run_dir}")
+        for extra in _expansions(layout):
             key = {**base, **extra}
             values = ({metric["name"]: extract(metric["source"], run, key, checkpoint) for metric in layout["metrics"]}
                       if run.usable else {})
-            observations.append(Observation(key, run.status, values))
+            observations.append(Observation(key, run.status, values, run.phases, run.paper_phases))
+    for index, declared in enumerate(manifest.not_run):
+        base = _match_key(layout, declared, f"manifest {manifest.target}: not_run[{index}]")
+        observations += [Observation({**base, **extra}, NOT_RUN, {}) for extra in _expansions(layout)]
     return observations
 
 
-def gain_observations(trials: int = 100, seed: int = 0) -> list[Observation]:
-    """Table 5's numbers, computed (no runs): closed-form and empirical difference gains."""
-    from fastcert.method.init import closed_form_gain, empirical_gain
-
-    sizes = LAYOUTS["table5"]["expand_paper"]["values"]
-    return [Observation({"method": label, "n": n}, "completed",
-                        {"closed_form": closed_form_gain(scheme, n),
-                         "gain": empirical_gain(scheme, n, trials=trials, seed=seed)})
-            for label, scheme in GAIN_SCHEMES.items() for n in sizes]
+def producer_observations(name: str, producer: Producer) -> list[Observation]:
+    """One observation per row of a producer's document; metric ``source``: ``{from: producer, field}``."""
+    layout = LAYOUTS[name]
+    observations = []
+    for index, row in enumerate(producer.rows):
+        where = f"producer {producer.name}: rows[{index}]"
+        values = {}
+        for metric in layout["metrics"]:
+            source = metric["source"]
+            if source["from"] != "producer":
+                raise ValueError(f"table {name}: metric {metric['name']!r} reads {source['from']!r}, "
+                                 f"but the table's observations come from a producer")
+            if source["field"] not in row["values"]:
+                raise ValueError(f"{where}: no value {source['field']!r}; it has {sorted(row['values'])}")
+            value = row["values"][source["field"]]
+            values[metric["name"]] = None if value is None else float(value) * source.get("scale", 1.0)
+        observations.append(Observation(_match_key(layout, row["key"], where), "completed", values))
+    return observations
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +322,8 @@ def _missing_note(observations: Sequence[Observation]) -> str:
     statuses = {obs.status for obs in observations}
     if not observations:
         return "not run"
+    if statuses == {NOT_RUN}:
+        return "not run at this scale"
     if "completed" in statuses:
         return "n/a"
     for status in ("diverged", "interrupted", "missing"):
@@ -305,14 +333,15 @@ def _missing_note(observations: Sequence[Observation]) -> str:
 
 
 def _tolerance(layout: dict[str, Any], paper: float, paper_std: float | None) -> tuple[float, str]:
+    """The allowed |Δ| and the band it describes (LaTeX; read "within ..." or "outside ...")."""
     if paper_std is not None:
-        return float(paper_std), "within the paper's $\\pm$ std"
+        return float(paper_std), "the paper's $\\pm$ std"
     rule = layout.get("tolerance")
     if rule is None:
         raise ValueError("layout compares values but states no tolerance")
     if rule["kind"] == "rel":
-        return rule["value"] * abs(paper), f"within {rule['value'] * 100:g}\\% of the paper's value"
-    return float(rule["value"]), f"within $\\pm${rule['value']:g} (the paper prints no std)"
+        return rule["value"] * abs(paper), f"{rule['value'] * 100:g}\\% of the paper's value"
+    return float(rule["value"]), f"$\\pm${rule['value']:g} of the paper's value (the paper prints no std)"
 
 
 def tolerance_text(layout: dict[str, Any]) -> str:
@@ -341,7 +370,8 @@ def _paper_cell(metric: dict[str, Any], paper: dict[str, Any] | None) -> tuple[A
 
 
 def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observation], *,
-                scale: str, data: str, checkpoint: str = "best", provenance: str | None = None) -> Table:
+                scale: str, data: str, checkpoint: str = "best", provenance: str | None = None,
+                scale_note: str | None = None) -> Table:
     """Pair our observations with the paper's rows of table ``name`` (see the module docstring)."""
     if name not in LAYOUTS:
         raise ValueError(f"unknown table {name!r}; known: {', '.join(LAYOUTS)}")
@@ -367,9 +397,18 @@ def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observa
                 rows_by_id.setdefault(_row_id(layout, best_key), ("best", best_key, None))
 
     stats = _aggregate(observations, obs_ids, [m["name"] for m in metrics])
+    # a group is its label and the paper's schedule (Table 1 has two CIFAR-10 schedules); its header
+    # says how long the runs of all its rows trained
+    groups = {}
+    group_observations: dict[tuple[str, str | None], list[Observation]] = {}
+    for row_id, (_, key, paper_row) in rows_by_id.items():
+        values = {**(paper_row or {}), **key}
+        groups[row_id] = (_fill(layout["group_label"], values, labels),
+                          _fill(layout["paper_epochs"], values, labels) if layout.get("paper_epochs") else None)
+        group_observations.setdefault(groups[row_id], []).extend(by_id.get(row_id, []))
+    headers = {group: _with_epochs(*group, found) for group, found in group_observations.items()}
     rows = []
     for row_id, (kind, key, paper_row) in rows_by_id.items():
-        group = _fill(layout["group_label"], {**(paper_row or {}), **key}, labels)
         label = [format_key(key.get(column), labels.get(column)) for column, _ in layout["columns"]]
         if kind == "best":
             source_id = _row_id(layout, {**key, "method": best["of"]})
@@ -377,10 +416,28 @@ def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observa
         else:
             cells, n_text = _mean_cells(row_id, by_id.get(row_id, []), stats, metrics, paper_row)
         compared = [_compare(cell, metric, layout) for cell, metric in zip(cells, metrics, strict=True)]
-        rows.append(Row(kind, group, key, label, n_text, compared))
+        rows.append(Row(kind, headers[groups[row_id]], key, label, n_text, compared))
     rows.extend(_literature_rows(layout, paper_table, metrics, labels))
-    caption = _caption(layout, scale, data, checkpoint, provenance)
-    return Table(name, caption, layout, _grouped(rows), scale, data, checkpoint)
+    caption = _caption(layout, scale, data, checkpoint, provenance, scale_note)
+    return Table(name, caption, layout, _grouped(rows), scale, data, checkpoint, scale_note)
+
+
+def _phases_text(phases: tuple[int, int, int]) -> str:
+    return f"{sum(phases)} ({'+'.join(map(str, phases))})"
+
+
+def _with_epochs(group: str, paper_text: str | None, observations: Sequence[Observation]) -> str:
+    """The group header with the epochs its runs trained here and the paper's, e.g.
+    ``MNIST: 7 (0+2+5) epochs here (paper: 70 (0+20+50))``; the paper's alone where nothing ran."""
+    ran = sorted({obs.phases for obs in observations if obs.phases is not None})
+    paper = sorted({obs.paper_phases for obs in observations if obs.paper_phases is not None})
+    paper_text = " / ".join(map(_phases_text, paper)) if paper else paper_text
+    if not ran:
+        return f"{group}: {paper_text} epochs in the paper" if paper_text else group
+    ran_text = " / ".join(map(_phases_text, ran))
+    if ran == paper:
+        return f"{group}: {ran_text} epochs, as in the paper"
+    return f"{group}: {ran_text} epochs here" + (f" (paper: {paper_text})" if paper_text else "")
 
 
 def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
@@ -395,7 +452,8 @@ def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
         else:
             cells.append(Cell(metric["name"], None, None, _missing_note(observations), paper_value, paper_std))
     completed = sum(obs.status == "completed" for obs in observations)
-    return cells, f"{completed}/{len(observations)}" if observations else "---"
+    listed = sum(obs.status != NOT_RUN for obs in observations)
+    return cells, f"{completed}/{listed}" if listed else "---"
 
 
 def _best_cells(observations: list[Observation], by: str, metrics: list[dict[str, Any]],
@@ -434,9 +492,11 @@ def _grouped(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda row: order[row.group])
 
 
-def _caption(layout: dict[str, Any], scale: str, data: str, checkpoint: str, provenance: str | None) -> str:
-    parts = [layout["caption"],
-             provenance or (f"Reproduction at scale \\texttt{{{escape(scale)}}} on {escape(data)}; "
+def _caption(layout: dict[str, Any], scale: str, data: str, checkpoint: str, provenance: str | None,
+             scale_note: str | None) -> str:
+    parts = [f"\\textbf{{{escape(scale_note)}}}"] if scale_note else []
+    parts += [layout["caption"],
+              provenance or (f"Reproduction at scale \\texttt{{{escape(scale)}}} on {escape(data)}; "
                             f"ours: mean $\\pm$ sample std over completed repeats ({checkpoint} checkpoint), "
                             f"$n$ = completed/listed runs (diverged, interrupted or missing runs are named, "
                             f"never averaged)."),
@@ -448,7 +508,8 @@ def _caption(layout: dict[str, Any], scale: str, data: str, checkpoint: str, pro
     if layout.get("literature"):
         parts.append(r"Literature rows are quoted from the paper ($^\dagger$: concurrent work).")
     if layout.get("show_n", True):
-        parts.append(r"---: not run at this scale or not printed in the paper.")
+        parts.append(r"---: no run declared for this row, or not printed in the paper; "
+                     r"\textit{not run at this scale}: declared, but left out at this scale.")
     if layout.get("notes"):
         parts.append(layout["notes"])
     return " ".join(parts)
@@ -519,23 +580,31 @@ def _latex_line(row: Row, layout: dict[str, Any], key_columns: int, widths: list
 
 
 def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkpoint: str = "best",
-                 gain_trials: int = 100) -> Table:
-    """Table ``name`` from its manifest: Table 5 is computed (its manifest lists no runs), the others
-    are built from the manifest's runs."""
-    if name == "table5":
-        return build_table(name, paper, gain_observations(trials=gain_trials), scale=manifest.scale_text,
-                           data="no data", checkpoint=checkpoint,
-                           provenance=f"Scale \\texttt{{{escape(manifest.scale_text)}}}: computed by "
-                                      f"\\texttt{{fastcert.method.init}} ({gain_trials} trials per cell; no data and no "
-                                      f"training, so identical at every scale).")
+                 producers: Sequence[Producer] = ()) -> Table:
+    """Table ``name`` from its manifest's runs or, where its layout says ``observations: producer``,
+    from the one producer document it is given (its manifest then lists no runs)."""
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown table {name!r}; known: {', '.join(LAYOUTS)}")
+    if LAYOUTS[name].get("observations", "runs") == "producer":
+        if len(producers) != 1:
+            raise ValueError(f"table {name} reads one producer's document (config/producers.yaml lists it "
+                             f"'for: [{name}]'), got {len(producers)}")
+        (producer,) = producers
+        provenance = (f"Scale \\texttt{{{escape(manifest.scale_text)}}}: computed without data or training by "
+                      f"\\texttt{{{escape('fastcert.method.analysis.' + producer.function)}}} "
+                      f"(producer \\texttt{{{escape(producer.name)}}}: {escape(producer.settings_text)}), "
+                      f"so identical at every scale.")
+        return build_table(name, paper, producer_observations(name, producer), scale=manifest.scale_text,
+                           data="no data", checkpoint=checkpoint, provenance=provenance)
     return build_table(name, paper, run_observations(name, manifest, checkpoint), scale=manifest.scale_text,
-                       data=data_description(manifest.runs), checkpoint=checkpoint)
+                       data=data_description(manifest.runs), checkpoint=checkpoint, scale_note=manifest.scale_note)
 
 
 def render_target(name: str, *, paper_path: str | os.PathLike, manifest_path: str | os.PathLike,
-                  tex_path: str | os.PathLike, checkpoint: str = "best",
-                  root: str | os.PathLike | None = None) -> Table:
+                  tex_path: str | os.PathLike, checkpoint: str = "best", root: str | os.PathLike | None = None,
+                  producer_paths: Sequence[str | os.PathLike] = ()) -> Table:
     """Build table ``name`` (see :func:`build_target`) and write its LaTeX atomically."""
-    table = build_target(name, load_paper(paper_path), load_manifest(manifest_path, root), checkpoint=checkpoint)
+    table = build_target(name, load_paper(paper_path), load_manifest(manifest_path, root), checkpoint=checkpoint,
+                         producers=[load_producer(path) for path in producer_paths])
     atomic_write_text(tex_path, table.to_latex())
     return table

@@ -172,7 +172,8 @@ def expand_targets(
                     rid = run_id(resolved)
                     runs[rid] = resolved
                     entries.append(
-                        {"key": key, "repeat": repeat, "run_dir": f"{RUNS_DIR}/{rid}", "spec": resolved.to_dict()}
+                        {"key": key, "repeat": repeat, "run_dir": f"{RUNS_DIR}/{rid}", "spec": resolved.to_dict(),
+                         "paper_schedule": spec["schedule"]}
                     )
         manifests[target] = entries
     return runs, manifests
@@ -235,8 +236,14 @@ def manifest_document(target: str) -> dict:
         "target": target,
         "scale": config["scale"],
         "scale_description": SCALE["description"],
+        "scale_note": SCALE.get("note"),
         "runs": MANIFESTS[target],
     }
+
+
+def producer_inputs(target: str) -> list[str]:
+    """The producer documents (config/producers.yaml) a table or figure reads; none for most (they read runs)."""
+    return [f"results/producers/{name}.json" for name, declared in PRODUCERS.items() if target in declared["for"]]
 
 
 def spec_yaml(rid: str) -> str:
@@ -252,5 +259,7 @@ validate(config, str(SCHEMAS / "config.schema.yaml"))
 EXPERIMENTS = load_checked(config["experiments"], "experiments.schema.yaml")
 SCALE = load_checked(config["scales"], "scales.schema.yaml")[config["scale"]]
 RUNS, MANIFESTS = expand_targets(EXPERIMENTS, SCALE, config["scale"], config["experiments"])
+PRODUCERS_PATH = config.get("producers", "config/producers.yaml")
+PRODUCERS = load_checked(PRODUCERS_PATH, "producers.schema.yaml")
 TABLES = [target for target in MANIFESTS if target.startswith("table")]
 FIGURES = [target for target in MANIFESTS if target.startswith("figure")]

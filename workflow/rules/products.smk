@@ -25,6 +25,7 @@ rule table:
     input:
         manifest="results/manifests/{table}.json",
         results=lambda wildcards: run_files(wildcards.table),
+        producers=lambda wildcards: producer_inputs(wildcards.table),
         paper=config["paper_results"],
     output:
         report(
@@ -43,6 +44,7 @@ rule figure:
     input:
         manifest="results/manifests/{figure}.json",
         results=lambda wildcards: run_files(wildcards.figure),
+        producers=lambda wildcards: producer_inputs(wildcards.figure),
         paper=config["paper_results"],
     output:
         pdf="results/figures/{figure}.pdf",
@@ -64,7 +66,9 @@ rule report_pdf:
         tables=expand("results/{table}.tex", table=TABLES),
         figures=expand("results/figures/{figure}.pdf", figure=FIGURES),
         manifests=expand("results/manifests/{target}.json", target=MANIFESTS),
+        producers=expand("results/producers/{producer}.json", producer=PRODUCERS),
         paper=config["paper_results"],
+        scales=config["scales"],
     output:
         report("reports/report.pdf", caption="../report/report.rst", category="Report"),
     log:

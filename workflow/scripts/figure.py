@@ -1,12 +1,13 @@
 """Snakemake script of rule ``figure``: draw one of the paper's figures as PDF and PNG.
 
-Inputs: ``manifest`` (names the target and its runs); the run files are inputs only so that
-Snakemake waits for them. Outputs: ``pdf`` and ``png``, byte-identical for identical inputs.
+Inputs: ``manifest`` (names the target and its runs), ``producers`` (the documents of
+config/producers.yaml made for this figure: Figure 1's widths); the run files are inputs only so
+that Snakemake waits for them. Outputs: ``pdf`` and ``png``, byte-identical for identical inputs.
 """
 
 import logging
 
-from fastcert.reporting.collect import load_manifest
+from fastcert.reporting.collect import load_manifest, load_producer
 from fastcert.reporting.figures import draw, save
 
 logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
@@ -14,7 +15,8 @@ log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontToo
 log.setLevel(logging.INFO)
 try:
     manifest = load_manifest(snakemake.input.manifest)  # noqa: F821
-    save(draw(manifest.target, manifest), {"pdf": snakemake.output.pdf, "png": snakemake.output.png})  # noqa: F821
+    producers = [load_producer(path) for path in snakemake.input.producers]  # noqa: F821
+    save(draw(manifest.target, manifest, producers), {"pdf": snakemake.output.pdf, "png": snakemake.output.png})  # noqa: F821
     log.info("wrote %s and %s from %d runs (scale %s)", snakemake.output.pdf, snakemake.output.png,  # noqa: F821
                  len(manifest.runs), manifest.scale)
 except Exception:

@@ -2,7 +2,8 @@
 figure and the summary of where the reproduction agrees with the paper.
 
 Inputs: ``tables`` (results/tableN.tex), ``figures`` (PDFs named figureN.pdf), ``manifests`` (one
-per table and figure), ``paper``. Needs pdflatex (TeX Live).
+per table and figure), ``producers`` (results/producers/*.json), ``paper``,
+``scales`` (config/scales.yaml: what each scale shows and costs). Needs pdflatex (TeX Live).
 """
 
 import logging
@@ -17,7 +18,9 @@ try:
         tables=list(snakemake.input.tables),  # noqa: F821
         figures=list(snakemake.input.figures),  # noqa: F821
         manifests=list(snakemake.input.manifests),  # noqa: F821
+        producers=list(snakemake.input.producers),  # noqa: F821
         paper_path=snakemake.input.paper,  # noqa: F821
+        scales_path=snakemake.input.scales,  # noqa: F821
         output=snakemake.output[0],  # noqa: F821
         checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
     )

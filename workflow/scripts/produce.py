@@ -1,0 +1,25 @@
+"""Snakemake script of rule ``produce``: compute one producer of config/producers.yaml (numbers that
+need no data and no training, fastcert.method.analysis) into ``results/producers/<name>.json``.
+
+The tables and figures that show these numbers read that file; they never compute them.
+"""
+
+import logging
+
+import torch
+
+from fastcert.io import atomic_write_json
+from fastcert.method.analysis import produce
+
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
+log = logging.getLogger("fastcert.workflow")
+log.setLevel(logging.INFO)
+try:
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    document = produce(snakemake.wildcards.producer, snakemake.params.declaration,  # noqa: F821
+                       where=snakemake.params.where)  # noqa: F821
+    atomic_write_json(snakemake.output[0], document)  # noqa: F821
+    log.info("wrote %s: %d rows", snakemake.output[0], len(document["rows"]))  # noqa: F821
+except Exception:
+    log.exception("producer failed")
+    raise
