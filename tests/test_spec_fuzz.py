@@ -125,7 +125,7 @@ def test_mutations_of_a_valid_spec(tmp_path: Path, mutations: list[tuple[str, st
     for path, action, value in mutations:
         try:
             spec = _mutate(spec, path, action, value)
-        except (KeyError, TypeError):  # an earlier mutation removed or replaced the parent
+        except (KeyError, TypeError, AttributeError):  # an earlier mutation removed or replaced the parent
             continue
     try:
         text = json.dumps(spec) if as_json else yaml.safe_dump(spec)
