@@ -74,7 +74,12 @@ def default_mode(directory: bool = False) -> int:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) atomically."""
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    data = text.encode("utf-8")
+
+    def write(handle: IO[bytes]) -> None:
+        handle.write(data)
+
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -146,4 +151,4 @@ class _StrictLoader(yaml.SafeLoader):
 def load_yaml(text: str | IO[str]) -> Any:
     """Parse one YAML document like ``yaml.safe_load``, but refuse duplicate keys
     (:class:`DuplicateKeyError`, naming the key and both lines)."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_StrictLoader)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastcert.run.cli import main
 from fastcert.io import read_jsonl
+from fastcert.run.cli import main
 
 SPEC = {
     "dataset": "mnist",

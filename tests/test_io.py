@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastcert.io import DuplicateKeyError, atomic_write_text, load_yaml, remove_temp_files
+from fastcert.io import (
+    DuplicateKeyError,
+    atomic_write_text,
+    load_yaml,
+    remove_temp_files,
+)
 
 
 @pytest.mark.parametrize(

@@ -64,8 +64,10 @@ def test_explicit_choices_override_the_method_defaults() -> None:
         ({"schedule": {"start": 0}}, "schedule.start: must be >= 1"),
         (
             {"schedule": {"start": 2, "length": 170, "epochs": 160}},
-            "schedule.epochs: 160 epochs leave no epoch at eps_target: the ramp (start=2, length=170) ends with "
-            "epoch 171, so epochs must be >= 172",
+            (
+                "schedule.epochs: 160 epochs leave no epoch at eps_target: the ramp (start=2, length=170) ends "
+                "with epoch 171, so epochs must be >= 172"
+            ),
         ),
         (  # the ramp ends with the last epoch: no "best at eps_target" checkpoint could exist
             {"schedule": {"start": 2, "length": 79, "epochs": 80, "milestones": []}},

@@ -8,12 +8,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fastcert.run.spec import _DATA_FIELDS, _SCHEDULE_FIELDS, _TOP_FIELDS, SpecError, load, validate
+from fastcert.run.spec import (
+    _DATA_FIELDS,
+    _SCHEDULE_FIELDS,
+    _TOP_FIELDS,
+    SpecError,
+    load,
+    validate,
+)
 
 VALID = {
     "dataset": "mnist",

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastcert.run.data.integrity import DataIntegrityError, DatasetMissingError
-from fastcert.run.exits import EXIT_CODES_HELP, EXIT_USAGE, VERIFY_EXIT_CODES_HELP, RunError
+from fastcert.run.exits import (
+    EXIT_CODES_HELP,
+    EXIT_USAGE,
+    VERIFY_EXIT_CODES_HELP,
+    RunError,
+)
 from fastcert.run.spec import SpecError, load, validate
 from fastcert.run.verify import DEFAULT_BATCH
 
@@ -74,7 +79,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from fastcert.io import atomic_write_json
-    from fastcert.run.lifecycle import build_model, load_checkpoint, load_data, resolve_device
+    from fastcert.run.lifecycle import (
+        build_model,
+        load_checkpoint,
+        load_data,
+        resolve_device,
+    )
     from fastcert.run.verify import verify
 
     checkpoint = load_checkpoint(args.checkpoint)

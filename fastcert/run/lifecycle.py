@@ -54,16 +54,16 @@ import numpy as np
 import torch
 
 import fastcert
-from fastcert.run.data import DatasetInfo, Split, load_dataset
-from fastcert.run.data.splits import seeded_generator
-from fastcert.method.init import initialize
 from fastcert.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_jsonl,
     remove_temp_files,
 )
+from fastcert.method.init import initialize
 from fastcert.method.models import build
+from fastcert.run.data import DatasetInfo, Split, load_dataset
+from fastcert.run.data.splits import seeded_generator
 from fastcert.run.exits import (
     EXIT_CODES_HELP,
     EXIT_COMPLETED,
@@ -164,9 +164,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (a damaged file makes torch.load raise nearly anything:
         # RuntimeError, EOFError, UnpicklingError, ValueError, zipfile errors...)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        text = str(error).strip()
+        reason = text.splitlines()[0].split(". ")[0][:160] if text else ""
         raise DamagedFileError(
-            f"{file}: not a readable checkpoint ({type(error).__name__}{': ' + reason[:200] if reason else ''})"
+            f"{file}: not a readable checkpoint ({type(error).__name__}{': ' + reason if reason else ''})"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise DamagedFileError(f"{file}: not a fastcert checkpoint")
