@@ -162,3 +162,17 @@ def test_stray_temporary_files_are_deleted_on_resume(runs: tuple[Path, dict[int,
     err = capsys.readouterr().err
     assert all(str(p) in err for p in ours)
     assert_same_run(out, reference)
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_completed_run_with_a_damaged_result_is_recognized_not_retrained(
+    runs: tuple[Path, dict[int, Path]], tmp_path: Path, damage: str
+) -> None:
+    reference, _ = runs
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    (out / "result.json").write_bytes(DAMAGES[damage]((out / "result.json").read_bytes()))
+    lines: list[str] = []
+    assert execute(SPEC, out, log=lines.append) == EXIT_COMPLETED
+    assert not any(line.startswith("epoch ") for line in lines)  # the last checkpoint is the final epoch
+    assert_same_run(out, reference)
