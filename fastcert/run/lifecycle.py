@@ -11,6 +11,25 @@ Per epoch the writes go metrics → last → best. A kill between "last" and "be
 file older than the best epoch recorded in "last"; that epoch is then the last one, so resume
 restores the best file from the last checkpoint.
 
+Damaged files (truncated, garbage, from a disk or a hand edit, not from our own writes) are found
+before anything is written, and resume then either recovers safely or stops with exit status 2 and
+one line naming the file and what to do, leaving the directory as it was:
+
+* ``checkpoint_last.pt`` unreadable: stop; delete it to retrain from the start, or copy
+  ``checkpoint_best.pt`` over it to resume from the best epoch (a best checkpoint is the complete
+  training state of its epoch, so the resumed run is the uninterrupted one; tests/test_faults.py).
+* ``checkpoint_best.pt`` unreadable or of another epoch: rewritten from the last checkpoint when
+  the best epoch is the last one; otherwise stop (that epoch's weights are lost).
+* ``metrics.jsonl``: a torn last line (no newline, not JSON) is dropped with a warning; if the
+  last checkpoint needs its epoch, or any other line is damaged, stop.
+* ``spec.json`` unreadable: stop (it is what binds the directory to its spec).
+* ``result.json`` unreadable: ignored with a warning (it only summarizes, and is rewritten when
+  this run stops).
+
+The directory is created, and bound to its spec, only once the data has loaded, so a run that
+fails before leaves the directory as it found it. Temporary files of killed writes
+(``.NAME.XXXX.tmp``, :func:`fastcert.io.remove_temp_files`) are deleted when a run starts on it.
+
 The data subset (``data.train_size``/``test_size``) and synthetic data use data seed 0 for every
 run, so that repeats with different ``seed`` differ only in training randomness (init, order,
 augmentation).
@@ -26,7 +45,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +54,25 @@ import numpy as np
 import torch
 
 import fastcert
-from fastcert.run.data import DatasetInfo, Split, load_dataset
-from fastcert.run.data.splits import seeded_generator
-from fastcert.method.init import initialize
 from fastcert.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_jsonl,
-    read_jsonl,
+    remove_temp_files,
 )
+from fastcert.method.init import initialize
 from fastcert.method.models import build
+from fastcert.run.data import DatasetInfo, Split, load_dataset
+from fastcert.run.data.splits import seeded_generator
+from fastcert.run.exits import (
+    EXIT_CODES_HELP,
+    EXIT_COMPLETED,
+    EXIT_DIVERGED,
+    EXIT_ERROR,
+    EXIT_SIGNAL_BASE,
+    EXIT_USAGE,
+    RunError,
+)
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -61,24 +89,12 @@ RESULT_FILE = "result.json"
 LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
 CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
-
-EXIT_COMPLETED = 0
-EXIT_ERROR = 1  # an unexpected error (Python's own exit status for an uncaught exception)
-EXIT_USAGE = 2  # invalid spec/arguments, a directory of another spec, no such device/dataset
-EXIT_DIVERGED = 3
-EXIT_SIGNAL_BASE = 128  # interrupted by signal N: 128 + N (SIGTERM 143, SIGINT 130)
-EXIT_CODES_HELP = """exit status:
-  0    completed (also when DIR already holds the completed run: nothing is retrained)
-  1    unexpected error (traceback on stderr)
-  2    invalid spec or arguments, DIR holds another spec's run, or the device or dataset is
-       not available (nothing was trained)
-  3    training diverged (NaN/inf loss; reason in DIR/result.json; rerunning does not retrain)
-  143  stopped by SIGTERM after saving the last completed epoch; rerun the same command to resume
-  130  stopped by SIGINT (Ctrl-C), likewise"""
-
-
-class RunError(Exception):
-    """A run that must not start (or continue) as asked; the message says why and what to do."""
+CHECKPOINT_KEYS = ("format", "train_state_format", "kind", "epoch", "best", "model", "spec", "spec_hash")
+RUN_FILES = (SPEC_FILE, METRICS_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
+__all__ = [
+    "EXIT_CODES_HELP", "EXIT_COMPLETED", "EXIT_DIVERGED", "EXIT_ERROR", "EXIT_SIGNAL_BASE", "EXIT_USAGE",
+    "RunError", "build_model", "execute", "load_checkpoint", "load_data", "resolve_device", "train_config",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,11 +148,32 @@ def load_data(spec: RunSpec, device: torch.device) -> tuple[Split, Split, Datase
     )
 
 
+class DamagedFileError(RunError):
+    """A file of a run directory that cannot be read as what it should be."""
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A fastcert checkpoint (tensors on CPU; only plain data, so safe to load)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    """A fastcert checkpoint (tensors on CPU; only plain data, so safe to load).
+
+    Raises :class:`RunError` for a missing file and :class:`DamagedFileError` for anything that is
+    not a complete fastcert checkpoint (truncated, empty, random bytes, another program's file)."""
+    file = Path(path)
+    if not file.is_file():
+        raise RunError(f"{file}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (a damaged file makes torch.load raise nearly anything:
+        # RuntimeError, EOFError, UnpicklingError, ValueError, zipfile errors...)
+        text = str(error).strip()
+        reason = text.splitlines()[0].split(". ")[0][:160] if text else ""
+        raise DamagedFileError(
+            f"{file}: not a readable checkpoint ({type(error).__name__}{': ' + reason if reason else ''})"
+        ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path}: not a fastcert checkpoint")
+        raise DamagedFileError(f"{file}: not a fastcert checkpoint")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise DamagedFileError(f"{file}: incomplete fastcert checkpoint (no {', '.join(missing)})")
     return checkpoint
 
 
@@ -179,6 +216,28 @@ def _phase_times(history: list[dict[str, Any]]) -> dict[str, float | None]:
     return {phase: (sum(values) / len(values) if values else None) for phase, values in times.items()}
 
 
+def _warn(message: str) -> None:
+    print(f"fastcert: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+@dataclass
+class _Resume:
+    """What a run directory holds, read and checked before anything is written."""
+
+    checkpoint: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    restore_best: bool
+
+
 @dataclass
 class _RunDir:
     """The files of one run directory and what has been recorded in it so far."""
@@ -191,19 +250,117 @@ class _RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def claim(self) -> None:
-        """Bind the directory to this spec, or refuse if it holds another spec's run."""
-        self.path.mkdir(parents=True, exist_ok=True)
+    def check(self) -> None:
+        """Refuse, before any work, a path that cannot be a run directory or that holds another
+        spec's run (reads only)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path}: exists and is not a directory; use another --out")
+        missing = _missing_dirs(self.path)
+        existing = missing[0].parent if missing else self.path
+        if not existing.is_dir():
+            raise RunError(f"{self.path}: {existing} is not a directory; use another --out")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RunError(f"{self.path}: cannot write in {existing} (permission denied); use another --out")
         spec_file = self.file(SPEC_FILE)
         if spec_file.exists():
-            recorded = read_json(spec_file).get("spec_hash")
+            recorded = _read_json_object(spec_file, "it binds the directory to one spec: restore it, "
+                                         f"or delete {self.path} to start over").get("spec_hash")
             if recorded != self.spec.hash():
                 raise RunError(
                     f"{self.path} holds a run of another spec (hash {recorded} ≠ {self.spec.hash()}); "
                     "use another --out directory or delete this one"
                 )
-        else:
-            atomic_write_json(spec_file, {"spec_hash": self.spec.hash(), "spec": self.spec.to_dict()})
+
+    def previous_result(self) -> dict[str, Any] | None:
+        """``result.json`` of an earlier attempt; an unreadable one is ignored (it is rewritten)."""
+        result_file = self.file(RESULT_FILE)
+        if not result_file.exists():
+            return None
+        try:
+            result = _read_json_object(result_file, "")
+        except DamagedFileError as error:
+            _warn(f"{error}; ignored (it is rewritten when this run stops)")
+            return None
+        return result if isinstance(result.get("status"), str) else None
+
+    def read_resume(self) -> _Resume:
+        """The last checkpoint, the metrics it needs and the state of the best file, checked for
+        damage before anything is written (see the module doc for what is recovered)."""
+        last = self.file(LAST_CHECKPOINT)
+        if not last.exists():
+            return _Resume(None, [], restore_best=False)
+        try:
+            checkpoint = load_checkpoint(last)
+        except DamagedFileError as error:
+            raise DamagedFileError(f"{error}; {self._last_advice()}") from None
+        if checkpoint["spec_hash"] != self.spec.hash():
+            raise RunError(f"{last} was written for another spec; delete {self.path} to start over")
+        epoch = checkpoint["epoch"]
+        metrics = self.file(METRICS_FILE)
+        history = [r for r in _read_metrics(metrics) if r["epoch"] <= epoch]
+        if [r["epoch"] for r in history] != list(range(1, epoch + 1)):
+            raise DamagedFileError(
+                f"{metrics} lacks records of epochs 1-{epoch} that {last} has trained; restore it, or delete "
+                f"{self.path} to retrain"
+            )
+        best = checkpoint["best"]
+        restore_best = False
+        if best is not None:
+            best_file = self.file(BEST_CHECKPOINT)
+            try:
+                best_epoch = load_checkpoint(best_file)["epoch"] if best_file.exists() else None
+                problem = f"holds epoch {best_epoch}, not the best epoch {best['epoch']}"
+            except DamagedFileError as error:
+                best_epoch, problem = None, str(error).removeprefix(f"{best_file}: ")
+            if best_epoch != best["epoch"]:
+                if best["epoch"] != epoch:
+                    raise DamagedFileError(
+                        f"{best_file}: {problem if best_file.exists() else 'missing'}, and {last} is of epoch "
+                        f"{epoch}: the best epoch's weights are lost; delete {self.path} to retrain"
+                    )
+                restore_best = True
+        return _Resume(checkpoint, history, restore_best)
+
+    def _last_advice(self) -> str:
+        best_file = self.file(BEST_CHECKPOINT)
+        try:
+            best = load_checkpoint(best_file) if best_file.exists() else None
+        except DamagedFileError:
+            best = None
+        if best is not None and best["spec_hash"] == self.spec.hash():
+            return (f"copy {best_file.name} (epoch {best['epoch']}) over it to resume from that epoch, "
+                    "or delete it to retrain from the start")
+        return "delete it to retrain from the start"
+
+    def start(self) -> dict[str, Any] | None:
+        """Check what the directory holds, then create and bind it, clean stray temporary files and
+        make metrics and best file consistent with the last checkpoint; the training state to
+        resume from (None: start afresh)."""
+        resume = self.read_resume()
+        created = _missing_dirs(self.path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            spec_file = self.file(SPEC_FILE)
+            if not spec_file.exists():
+                atomic_write_json(spec_file, {"spec_hash": self.spec.hash(), "spec": self.spec.to_dict()})
+        except OSError as error:
+            for directory in reversed(created):
+                with suppress(OSError):
+                    directory.rmdir()
+            raise RunError(f"{self.path}: cannot write the run directory ({error.strerror or error})") from None
+        for stray in remove_temp_files(self.path, RUN_FILES):
+            _warn(f"deleted {stray}, left by a write that was killed")
+        self.history = resume.history
+        atomic_write_jsonl(self.file(METRICS_FILE), self.history)
+        checkpoint = resume.checkpoint
+        if checkpoint is None:
+            return None
+        self.best = checkpoint["best"]
+        if resume.restore_best:
+            atomic_torch_save({**checkpoint, "kind": "best"}, self.file(BEST_CHECKPOINT))
+        state = {key: checkpoint[key] for key in checkpoint if key not in ("format", "kind")}
+        state["format"] = checkpoint["train_state_format"]
+        return state
 
     def checkpoint(self, state: dict[str, Any], kind: str) -> dict[str, Any]:
         return {
@@ -215,30 +372,6 @@ class _RunDir:
             "spec_hash": self.spec.hash(),
             "fastcert_version": fastcert.__version__,
         }
-
-    def resume_state(self) -> dict[str, Any] | None:
-        """The last checkpoint's training state, with metrics and best file made consistent."""
-        last = self.file(LAST_CHECKPOINT)
-        if not last.exists():
-            self.history = []
-            atomic_write_jsonl(self.file(METRICS_FILE), [])
-            return None
-        checkpoint = load_checkpoint(last)
-        if checkpoint["spec_hash"] != self.spec.hash():
-            raise RunError(f"{last} was written for another spec; delete {self.path} to start over")
-        epoch = checkpoint["epoch"]
-        self.history = [r for r in read_jsonl(self.file(METRICS_FILE)) if r["epoch"] <= epoch]
-        if [r["epoch"] for r in self.history] != list(range(1, epoch + 1)):
-            raise RunError(f"{self.file(METRICS_FILE)} lacks epochs of {last} (epoch {epoch})")
-        atomic_write_jsonl(self.file(METRICS_FILE), self.history)
-        self.best = checkpoint["best"]
-        if self.best is not None and self.best["epoch"] == epoch:
-            best_file = self.file(BEST_CHECKPOINT)
-            if not best_file.exists() or load_checkpoint(best_file)["epoch"] != epoch:
-                atomic_torch_save({**checkpoint, "kind": "best"}, best_file)
-        state = {key: checkpoint[key] for key in checkpoint if key not in ("format", "kind")}
-        state["format"] = checkpoint["train_state_format"]
-        return state
 
     def record_epoch(self, record: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
         self.history.append(record)
@@ -276,10 +409,43 @@ class _RunDir:
         return result
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``."""
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+def _read_json_object(path: Path, advice: str) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`DamagedFileError` (with ``advice``) if it is not one."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = f"{type(error).__name__}: {error}"
+    else:
+        if isinstance(value, dict):
+            return value
+        reason = f"a JSON {type(value).__name__}, not an object"
+    raise DamagedFileError(f"{path}: damaged ({reason})" + (f"; {advice}" if advice else ""))
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; a torn last line (no newline, not a record) is dropped with
+    a warning, any other damaged line is a :class:`DamagedFileError` naming the line."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            records.append(record)
+        elif number == len(lines):  # the last line lacks its newline: a write that did not finish
+            _warn(f"{path}:{number}: dropped a torn last line (an unfinished write)")
+        else:
+            raise DamagedFileError(
+                f"{path}:{number}: not a metrics record; restore the file, or delete {path.parent} to retrain"
+            )
+    return records
 
 
 class _StopFlag:
@@ -353,15 +519,14 @@ def execute(
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
     config = train_config(spec)
-    run_dir.claim()
-    result_file = run_dir.file(RESULT_FILE)
-    if result_file.exists():
-        previous = read_json(result_file)
+    run_dir.check()
+    previous = run_dir.previous_result()
+    if previous is not None:
         if previous["status"] == "completed":
             log(f"{run_dir.path}: already completed; nothing to do")
             return EXIT_COMPLETED
         if previous["status"] == "diverged":
-            log(f"{run_dir.path}: diverged earlier ({previous['diverged']['reason']}); "
+            log(f"{run_dir.path}: diverged earlier ({(previous.get('diverged') or {}).get('reason')}); "
                 "delete the directory to try again")
             return EXIT_DIVERGED
     prov = provenance(spec, torch_device)
@@ -376,10 +541,10 @@ def execute(
     with _signals_to(flag):
         try:
             train_split, test_split, info = load_data(spec, torch_device)
+            start_state = run_dir.start()
             model = build_model(spec)
             initialize(model, spec.init, generator=seeded_generator(spec.seed, "init"))
             model.to(torch_device)
-            start_state = run_dir.resume_state()
             if start_state is not None:
                 log(f"{run_dir.path}: resuming after epoch {start_state['epoch']}")
             if flag():

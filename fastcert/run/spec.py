@@ -5,6 +5,14 @@ A training job on a cluster may wait hours in a queue before it starts, so every
 the key path and, for choices, the valid values. Validation also resolves the method defaults
 (``init``/``regularizers`` = null), so that two specs describing the same run have the same hash:
 the hash identifies a run directory's experiment and guards resume against a changed spec.
+
+Beyond each value on its own, validation checks that the spec still *means* the experiment it
+names, against the dataset sizes of the torch-free catalog (so the workflow's parse-time validation
+catches it too): a batch no larger than the training set, an accumulation that divides the batch
+into BatchNorm-able sub-batches, an ε ramp that ends inside the training with at least one epoch
+at ε_target (the best checkpoint is chosen among those epochs), milestones inside
+the training, and a width that leaves every layer at least one channel. A run that violates one of
+these would train, but not as certified training of that model.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from fastcert.io import load_yaml
 from fastcert.run.data.catalog import DATASETS as DATASET_CATALOG
 from fastcert.run.data.catalog import SOURCES
 from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, METHODS, MODELS, REGULARIZER_TERMS
@@ -34,6 +43,14 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 # Keys that say where a run executes, not what it computes: left out of the identity hash so that
 # a run can resume on another kind of machine.
 _PLACEMENT_KEYS = ("device",)
+# The smallest channel count (per conv group) of each model at width 1: the models scale every count
+# by ``width`` and round, clamping at 1, so below half a channel here a layer would silently keep
+# one channel. Checked against fastcert.method.models by tests/test_spec.py.
+SMALLEST_LAYER = {
+    ("cnn7", "mnist"): 64, ("cnn7", "cifar10"): 64, ("cnn7", "tinyimagenet"): 64,
+    ("wide_resnet", "mnist"): 16, ("wide_resnet", "cifar10"): 16, ("wide_resnet", "tinyimagenet"): 16,
+    ("resnext", "mnist"): 32, ("resnext", "cifar10"): 32, ("resnext", "tinyimagenet"): 8,
+}
 
 
 class SpecError(ValueError):
@@ -129,7 +146,10 @@ def _float(path: str, value: Any, *, positive: bool = False, minimum: float | No
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(path, f"expected a number, got {_type_name(value)} {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise _fail(path, f"must be finite, got an integer of {len(str(abs(value)))} digits") from None
     if not math.isfinite(number):
         raise _fail(path, f"must be finite, got {number}")
     if positive and not number > 0:
@@ -276,25 +296,70 @@ def _check_data(spec: RunSpec) -> None:
             raise _fail(f"data.{key}", f"{size} exceeds the {limit} examples of {spec.dataset}")
 
 
-def _check_consistency(spec: RunSpec) -> None:
-    _check_data(spec)
-    schedule = spec.schedule
-    if schedule.ramp_end > schedule.epochs:
+def _n_train(spec: RunSpec) -> int:
+    """Training examples the run will see: the subset size, else the dataset's full training set."""
+    return spec.data.train_size or DATASET_CATALOG[spec.dataset].n_train
+
+
+def _check_batches(spec: RunSpec) -> None:
+    """Batch size and accumulation against the training set (as fastcert.run.training batches it:
+    the last partial batch is kept, and each loader batch is cut into ``grad_accumulation`` parts)."""
+    n_train, batch, parts = _n_train(spec), spec.batch_size, spec.grad_accumulation
+    if batch > n_train:
         raise _fail(
-            "schedule.length",
-            f"ramp (start+length-1 = {schedule.ramp_end}) is longer than training "
-            f"(epochs = {schedule.epochs})",
+            "batch_size",
+            f"{batch} is larger than the {n_train} training examples of {spec.dataset} (data.train_size); "
+            "so no batch would have that size",
+        )
+    if batch % parts:
+        raise _fail("grad_accumulation", f"{parts} does not divide batch_size {batch} into equal sub-batches")
+    if spec.bn != "none":
+        last = n_train % batch
+        smallest = min(batch // parts, last // parts if last else batch)
+        if smallest < 2:
+            raise _fail(
+                "batch_size",
+                f"{batch} with grad_accumulation {parts} on {n_train} training examples gives a sub-batch "
+                f"of {smallest} example(s) (the last batch has {last or batch}); BatchNorm needs at least 2",
+            )
+
+
+def _check_schedule(spec: RunSpec) -> None:
+    """The ε ramp ends inside the training and leaves at least one epoch at ε_target.
+
+    ε reaches ε_target at the first batch of epoch start+length whatever the number of batches per
+    epoch (fastcert.method.schedule), so a short ramp of few batches may jump, but always arrives."""
+    schedule = spec.schedule
+    first_target = schedule.start + schedule.length
+    if schedule.epochs < first_target:
+        raise _fail(
+            "schedule.epochs",
+            f"{schedule.epochs} epochs leave no epoch at eps_target: the ramp (start={schedule.start}, "
+            f"length={schedule.length}) ends with epoch {schedule.ramp_end}, so epochs must be >= "
+            f"{first_target} (the best checkpoint is chosen among epochs at eps_target)",
         )
     late = [m for m in schedule.milestones if m > schedule.epochs]
     if late:
         raise _fail(
             "schedule.milestones", f"{late} lie after the last epoch (epochs = {schedule.epochs})"
         )
-    if spec.grad_accumulation > spec.batch_size:
+
+
+def _check_width(spec: RunSpec) -> None:
+    smallest = SMALLEST_LAYER[(spec.model, spec.dataset)]
+    if spec.width * smallest < 0.5:
         raise _fail(
-            "grad_accumulation",
-            f"{spec.grad_accumulation} sub-batches cannot split a batch of {spec.batch_size}",
+            "width",
+            f"{spec.width:g} gives the smallest layer of {spec.model} on {spec.dataset} ({smallest} channels at "
+            f"width 1) {spec.width * smallest:.3g} channels, which rounds to none; use width >= {0.5 / smallest:g}",
         )
+
+
+def _check_consistency(spec: RunSpec) -> None:
+    _check_data(spec)
+    _check_batches(spec)
+    _check_schedule(spec)
+    _check_width(spec)
     if spec.bn == "none" and not (spec.bn_centralize and spec.bn_unitize):
         raise _fail("bn_centralize", "BN switches need BatchNorm layers, but bn is 'none'")
 
@@ -321,10 +386,15 @@ def load(path: str | Path) -> RunSpec:
     except OSError as error:
         raise SpecError(f"{file}: cannot read spec ({error.strerror or error})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as error:
         raise SpecError(f"{file}: not valid YAML: {error}") from None
+    if raw is None or raw == {}:
+        raise SpecError(
+            f"{file}: spec: the spec is empty; write the run's keys (at least dataset, model, method; "
+            "see docs/architecture.md \"Run spec\")"
+        )
     try:
-        return validate({} if raw is None else raw)
+        return validate(raw)
     except SpecError as error:
         raise SpecError(f"{file}: {error}") from None

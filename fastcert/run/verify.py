@@ -6,19 +6,19 @@ CROWN-IBP and full CROWN give tighter certificates of the same model. Evaluation
 the whole split in order; a model is verified on an example iff every margin lower bound
 ``z_y − z_j`` (C folded into the last layer) is positive. Full CROWN costs one backward pass per
 hidden neuron chunk: use small batches for it.
+
+Torch and the bound engine are imported on the first call: ``fastcert verify --help`` lists the
+methods and their default batch sizes from here without importing them.
 """
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from fastcert.method.bounds import BOUND_METHODS, bound_pass
-from fastcert.run.data import DatasetInfo, Split
-from fastcert.method.losses import certified, spec_matrix
-from fastcert.method.perturbation import input_box
+    from fastcert.run.data import DatasetInfo, Split
 
 DEFAULT_BATCH = {"ibp": 256, "crown-ibp": 64, "crown": 8}
 
@@ -43,6 +43,12 @@ def verify(
 
     The model is put in eval mode for the evaluation and returned to its previous mode afterwards.
     """
+    import torch
+
+    from fastcert.method.bounds import BOUND_METHODS, bound_pass
+    from fastcert.method.losses import certified, spec_matrix
+    from fastcert.method.perturbation import input_box
+
     if method not in BOUND_METHODS:
         raise ValueError(f"unknown verification method {method!r}; valid: {', '.join(BOUND_METHODS)}")
     if len(split) == 0:
