@@ -53,7 +53,7 @@ SPLIT_KEYS = {
 }
 RESULT_KEYS = {
     "status", "epochs_completed", "best", "last", "epoch_time", "total_time", "diverged",
-    "interrupted", "data", "provenance", "spec",
+    "interrupted", "data", "precision", "provenance", "spec",
 }
 
 
@@ -113,6 +113,7 @@ def test_result_summarizes_best_last_times_and_provenance(completed: Path) -> No
     assert provenance["torch"] == torch.__version__ and provenance["seed"] == 7
     assert provenance["spec_hash"] == validate(result["spec"]).hash()
     assert set(provenance) >= {"fastcert_version", "git_commit", "cuda", "device"}
+    assert result["precision"] == {"training": "float32", "certification": "float32"}
 
 
 def test_checkpoints_hold_everything_needed_to_resume_or_verify(completed: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +117,7 @@ def test_hash_identifies_the_experiment_not_its_spelling_or_placement() -> None:
     implicit = validate({"width": 1.0, "method": "ours"})
     assert explicit.hash() == implicit.hash() == RunSpec(init="ibp", regularizers=("tightness", "relu")).hash()
     assert validate({"device": "cpu"}).hash() == validate({"device": "cuda"}).hash()
+    assert validate({"tf32": True}).hash() != implicit.hash()
     assert validate({"seed": 1}).hash() != validate({"seed": 2}).hash()
     assert validate({"regularizers": ["relu", "tightness"]}).hash() != implicit.hash()
 
@@ -142,3 +145,11 @@ def test_every_dataset_of_the_catalog_has_a_loader_and_sources() -> None:
 
     assert set(SOURCES) == set(loading._LOADERS) == set(DATASETS)
     assert all("auto" in sources and "synthetic" in sources for sources in SOURCES.values())
+
+
+def test_tf32_off_keeps_the_hash_that_runs_had_before_the_key_existed() -> None:
+    """``tf32: false`` (the default) is left out of the identity: existing run directories resume."""
+    spec = validate({"dataset": "mnist", "seed": 3})
+    before_the_key = {k: v for k, v in spec.to_dict().items() if k not in ("device", "tf32")}
+    canonical = json.dumps(before_the_key, sort_keys=True, separators=(",", ":"))
+    assert spec.hash() == hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -45,6 +45,7 @@ from fastcert.io import (
     read_jsonl,
 )
 from fastcert.method.models import build
+from fastcert.method.precision import FLOAT32, label
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -113,6 +114,7 @@ def train_config(spec: RunSpec) -> TrainConfig:
         grad_accumulation=spec.grad_accumulation,
         lr=spec.lr,
         grad_clip=spec.grad_clip,
+        tf32=spec.tf32,
     )
 
 
@@ -269,6 +271,7 @@ class _RunDir:
                 "name": info.name, "source": info.source, "synthetic": info.synthetic,
                 "n_train": info.n_train, "n_test": info.n_test,
             },
+            "precision": {"training": label(self.spec.tf32), "certification": FLOAT32},
             "provenance": prov,
             "spec": self.spec.to_dict(),
         }

@@ -5,7 +5,8 @@ CROWN-IBP and full CROWN give tighter certificates of the same model. Evaluation
 (running BN statistics, so the result does not depend on the batch size), without gradients, on
 the whole split in order; a model is verified on an example iff every margin lower bound
 ``z_y − z_j`` (C folded into the last layer) is positive. Full CROWN costs one backward pass per
-hidden neuron chunk: use small batches for it.
+hidden neuron chunk: use small batches for it. The bounds are computed in float32 without TF32
+(:func:`fastcert.method.precision.certification`), whatever the process-wide setting.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastcert.method.bounds import METHODS, bound_pass
 from fastcert.run.data import DatasetInfo, Split
 from fastcert.method.losses import certified, spec_matrix
 from fastcert.method.perturbation import input_box
+from fastcert.method.precision import certification
 
 DEFAULT_BATCH = {"ibp": 256, "crown-ibp": 64, "crown": 8}
 
@@ -52,7 +54,7 @@ def verify(
     model.eval()
     wrong = unverified = total = 0
     try:
-        with torch.no_grad():
+        with torch.no_grad(), certification():
             for x, y in split.batches(batch_size or DEFAULT_BATCH[method], shuffle=False, augment=False):
                 x = x.to(dtype)
                 x_lower, x_upper = input_box(x, eps, info.mean, info.std)
