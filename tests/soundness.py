@@ -16,7 +16,11 @@ from torch import Tensor, nn
 
 from fastcert.method.bounds import BoundPass, bound_pass
 from fastcert.method.bounds.plan import plan_for
-from fastcert.method.models import PartialBatchNorm1d, PartialBatchNorm2d, Residual, build
+from fastcert.method.models import (
+    PartialBatchNorm1d,
+    PartialBatchNorm2d,
+    Residual,
+)
 
 DTYPE = torch.float64
 
