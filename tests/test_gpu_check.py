@@ -45,7 +45,8 @@ def test_gpu_check_cpu_mode_writes_every_figure(tmp_path: Path) -> None:
     env = {**os.environ, "OUT": str(out), "GPU_CHECK_MODE": "cpu", "PYTHON": sys.executable, "PYTHONPATH": str(site),
            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # the plugins of the absent packages are not there either
     proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     status = [line.split("\t") for line in (out / "status.tsv").read_text().splitlines()]
