@@ -23,7 +23,9 @@ from fastcert.run.data import load_dataset
 from fastcert.run.training import TrainConfig, train
 from fastcert.run.verify import verify
 
-NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+NEW_API = precision._NEW_API
+OFF = {"matmul": False, "conv": False}
+ON = {"matmul": True, "conv": True}
 
 
 def settings() -> dict[str, Any]:
@@ -118,6 +120,18 @@ def test_restored_after_an_exception_and_when_nested() -> None:
     assert settings() == before
 
 
+def test_legacy_flags_where_torch_has_no_fp32_precision_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch < 2.9: the three legacy settings are set and restored (simulated on a newer torch)."""
+    monkeypatch.setattr(precision, "_NEW_API", False)
+    enable_tf32_legacy()
+    with certification():
+        assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert tf32_in_use() == OFF
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    assert torch.get_float32_matmul_precision() == "high" and tf32_in_use() == ON
+
+
 class FlagSpy:
     """Records (grad enabled, TF32 state) at every convolution and linear layer call."""
 
@@ -138,10 +152,6 @@ class FlagSpy:
         return [state for enabled, state in self.calls if enabled == grad]
 
 
-OFF = {"matmul": False, "conv": False}
-ON = {"matmul": True, "conv": True}
-
-
 @pytest.fixture(scope="module")
 def data():  # type: ignore[no-untyped-def]
     return load_dataset("mnist", source="synthetic", train_size=32, test_size=16, seed=0)
@@ -155,7 +165,9 @@ def small_net() -> nn.Module:
 
 
 @pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown"])
-def test_verify_bounds_without_tf32_when_the_caller_enabled_it(data, monkeypatch, method: str) -> None:  # type: ignore[no-untyped-def]
+def test_verify_bounds_without_tf32_when_the_caller_enabled_it(
+    data: Any, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
     _, test, info = data
     enable_tf32_legacy()
     before = settings()
@@ -166,7 +178,9 @@ def test_verify_bounds_without_tf32_when_the_caller_enabled_it(data, monkeypatch
 
 
 @pytest.mark.parametrize("tf32", [False, True])
-def test_training_uses_tf32_only_when_asked_and_evaluation_never(data, monkeypatch, tf32: bool) -> None:  # type: ignore[no-untyped-def]
+def test_training_uses_tf32_only_when_asked_and_evaluation_never(
+    data: Any, monkeypatch: pytest.MonkeyPatch, tf32: bool
+) -> None:
     """The test pass (verified error, best-checkpoint choice) runs without TF32 either way."""
     train_split, test, info = data
     enable_tf32_legacy()

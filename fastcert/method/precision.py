@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import torch
 
 FLOAT32 = "float32"
 TF32 = "tf32"
-_NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
 
 
 def label(tf32: bool) -> str:
@@ -30,15 +30,26 @@ def label(tf32: bool) -> str:
     return TF32 if tf32 else FLOAT32
 
 
-def _knobs() -> dict[str, object]:
+def _knobs() -> dict[str, Any]:
     """torch >= 2.9: the per-operation settings (each an object with ``fp32_precision``)."""
     backends = torch.backends
     return {
         "cuda.matmul": backends.cuda.matmul,
-        "cudnn.conv": backends.cudnn.conv,
-        "mkldnn.matmul": backends.mkldnn.matmul,
-        "mkldnn.conv": backends.mkldnn.conv,
+        "cudnn.conv": backends.cudnn.conv,  # type: ignore[attr-defined]
+        "mkldnn.matmul": backends.mkldnn.matmul,  # type: ignore[attr-defined]
+        "mkldnn.conv": backends.mkldnn.conv,  # type: ignore[attr-defined]
     }
+
+
+def _has_new_api() -> bool:
+    try:
+        knobs = _knobs()
+    except AttributeError:
+        return False
+    return hasattr(torch.backends, "fp32_precision") and all(hasattr(k, "fp32_precision") for k in knobs.values())
+
+
+_NEW_API = _has_new_api()
 
 
 def _legacy_matmul_precision() -> str | None:
@@ -57,14 +68,14 @@ def float32_precision(tf32: bool) -> Iterator[None]:
     """
     legacy = _legacy_matmul_precision()
     saved_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) if not _NEW_API else None
-    saved_knobs = {name: knob.fp32_precision for name, knob in _knobs().items()} if _NEW_API else {}  # type: ignore[attr-defined]
+    saved_knobs = {name: knob.fp32_precision for name, knob in _knobs().items()} if _NEW_API else {}
     try:
         if legacy is not None:
             torch.set_float32_matmul_precision("high" if tf32 else "highest")
         if _NEW_API:
             mode = TF32 if tf32 else "ieee"
             for name, knob in _knobs().items():
-                knob.fp32_precision = mode if name.startswith("cud") else "ieee"  # type: ignore[attr-defined]
+                knob.fp32_precision = mode if name.startswith("cud") else "ieee"
         else:
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
@@ -73,7 +84,7 @@ def float32_precision(tf32: bool) -> Iterator[None]:
         if legacy is not None:
             torch.set_float32_matmul_precision(legacy)
         for name, knob in _knobs().items() if _NEW_API else ():
-            knob.fp32_precision = saved_knobs[name]  # type: ignore[attr-defined]
+            knob.fp32_precision = saved_knobs[name]
         if saved_flags is not None:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_flags
 
@@ -87,13 +98,14 @@ def tf32_in_use() -> dict[str, bool]:
     """Whether CUDA matmuls and convolutions would run in TF32 now (what the tests observe)."""
     if _NEW_API:
         knobs = _knobs()
-        return {op: _resolved(knobs[f"{family}.{op}"]) == TF32 for op, family in (("matmul", "cuda"), ("conv", "cudnn"))}
+        return {"matmul": _resolved(knobs["cuda.matmul"]) == TF32, "conv": _resolved(knobs["cudnn.conv"]) == TF32}
     return {"matmul": torch.backends.cuda.matmul.allow_tf32, "conv": torch.backends.cudnn.allow_tf32}
 
 
-def _resolved(knob: object) -> str:
+def _resolved(knob: Any) -> str:
     """A CUDA op's setting with ``none`` (inherit) resolved through the CUDA backend's and the generic one."""
-    for value in (knob.fp32_precision, torch.backends.cudnn.fp32_precision, torch.backends.fp32_precision):  # type: ignore[attr-defined]
+    inherited = (torch.backends.cudnn.fp32_precision, torch.backends.fp32_precision)  # type: ignore[attr-defined]
+    for value in (knob.fp32_precision, *inherited):
         if value != "none":
             return value
     return "ieee"
