@@ -23,13 +23,13 @@
 #                       they get SIGTERM, save their last completed epoch and stop (status
 #                       "interrupted"); verification then uses the best checkpoint so far
 #   FASTCERT_DATA       data root holding MNIST/raw/*.gz (default: data/mnist-carry, see README)
-#   PYTHON              interpreter (default: python)
+#   PYTHON              interpreter (default: python, else python3)
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 : "${OUT:?set OUT to the output directory}"
 MODE=${GPU_CHECK_MODE:-gpu}
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 EPOCHS=${EPOCHS:-70}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export FASTCERT_DATA=${FASTCERT_DATA:-$REPO/data/mnist-carry}
