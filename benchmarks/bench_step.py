@@ -5,6 +5,11 @@ model and optimizer, so the ratios compare like with like. Steps are timed inter
 rotates every round) and repeated; the medians are reported, together with the median of the
 per-round ratios, which is robust to slow drifts of a shared machine's load.
 
+On CUDA each step is timed with CUDA events (after a synchronize, so the queue is empty), peak
+memory is ``torch.cuda.max_memory_allocated``, and ``--epoch-images N`` also times N images' worth of
+IBP steps back to back (one epoch, e.g. 50,000 for CIFAR-10; synthetic data of the dataset's shape).
+``--json PATH`` writes every figure for benchmarks/gpu_check.sh.
+
 Run ``python benchmarks/bench_step.py --help``. To add a line (e.g. CROWN-IBP), add a step
 factory to ``STEPS``: it receives the :class:`Setup` and returns a zero-argument step function.
 """
@@ -15,6 +20,7 @@ import argparse
 import ctypes
 import ctypes.util
 import datetime
+import math
 import multiprocessing
 import os
 import platform
@@ -27,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastcert.io import atomic_write_json
 from fastcert.method.bounds import bound_pass
 from fastcert.method.losses import robust_ce, spec_matrix
 from fastcert.method.models import DATASET_SHAPES, build
@@ -164,7 +171,6 @@ def measure(
 ) -> dict[str, list[float]]:
     """Seconds per step, ``repeats`` rounds, each round running every step once (rotated order)."""
     steps = {name: STEPS[name](setup) for name in names}
-    synchronize = torch.cuda.synchronize if setup.device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -172,12 +178,35 @@ def measure(
     for round_ in range(repeats):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
-            synchronize()
-            start = clock()
-            steps[name]()
-            synchronize()
-            times[name].append(clock() - start)
+            times[name].append(timed(setup.device, steps[name], clock))
     return times
+
+
+def timed(device: torch.device, work: Callable[[], None], clock: Callable[[], float]) -> float:
+    """Seconds ``work`` takes: CUDA events on a GPU (kernels are asynchronous), else ``clock``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        work()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start_time = clock()
+    work()
+    return clock() - start_time
+
+
+def epoch_seconds(setup: Setup, images: int, clock: Callable[[], float]) -> tuple[int, float]:
+    """(steps, seconds) of ``images`` images in IBP training steps of the setup's batch, back to back."""
+    step = STEPS["ibp"](setup)
+    steps = math.ceil(images / setup.x.shape[0])
+
+    def epoch() -> None:
+        for _ in range(steps):
+            step()
+
+    return steps, timed(setup.device, epoch, clock)
 
 
 def peak_memory(args: argparse.Namespace, name: str) -> tuple[float, float]:
@@ -224,6 +253,45 @@ def _proc_status_bytes(key: str) -> float:
     raise RuntimeError(f"{key} not found in /proc/self/status (peak memory on CPU needs Linux)")
 
 
+def ratio_rows(times: dict[str, list[float]]) -> list[dict[str, object]]:
+    """Each ratio of :data:`RATIOS` whose two steps were timed: of the medians and median per round."""
+    rows: list[dict[str, object]] = []
+    for label, top, bottom, target in RATIOS:
+        if top in times and bottom in times:
+            rows.append({
+                "label": label, "target": target,
+                "of_medians": statistics.median(times[top]) / statistics.median(times[bottom]),
+                "median_per_round": statistics.median(a / b for a, b in zip(times[top], times[bottom])),
+            })
+    return rows
+
+
+def figures(
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    memory: dict[str, tuple[float, float]],
+    epoch: tuple[int, float] | None,
+) -> dict[str, object]:
+    """Everything measured, as JSON (``--json``)."""
+    return {
+        "date": datetime.date.today().isoformat(),
+        "settings": {key: getattr(args, key) for key in (
+            "model", "dataset", "width", "classes", "batch", "eps", "device", "clock", "warmup", "repeats", "steps",
+        )},
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
+        "threads": torch.get_num_threads(),
+        "steps_s": {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v}
+                    for name, v in times.items()},
+        "ratios": ratio_rows(times),
+        "peak_memory_bytes": {name: {"peak": peak, "above_setup": above} for name, (peak, above) in memory.items()},
+        "epoch": None if epoch is None else {
+            "images": args.epoch_images, "steps": epoch[0], "seconds": epoch[1], "step": "ibp",
+        },
+    }
+
+
 def report(args: argparse.Namespace, times: dict[str, list[float]]) -> str:
     lines = [
         f"# fastcert step benchmark, {datetime.date.today().isoformat()}",
@@ -243,11 +311,10 @@ def report(args: argparse.Namespace, times: dict[str, list[float]]) -> str:
             f"{name:<12} {1e3 * statistics.median(values):>10.1f} {1e3 * min(values):>8.1f} {1e3 * max(values):>8.1f}"
         )
     lines.append(f"{'ratio':<24} {'of medians':>10} {'median per round':>17} {'target':>8}")
-    for label, top, bottom, target in RATIOS:
-        if top in times and bottom in times:
-            of_medians = statistics.median(times[top]) / statistics.median(times[bottom])
-            per_round = statistics.median(a / b for a, b in zip(times[top], times[bottom]))
-            lines.append(f"{label:<24} {of_medians:>10.2f} {per_round:>17.2f} {target:>8}")
+    for row in ratio_rows(times):
+        lines.append(
+            f"{row['label']:<24} {row['of_medians']:>10.2f} {row['median_per_round']:>17.2f} {row['target']:>8}"
+        )
     return "\n".join(lines)
 
 
@@ -281,6 +348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="glibc: keep freed memory mapped (mallopt M_MMAP_THRESHOLD/M_TRIM_THRESHOLD = 1 GiB)",
     )
+    parser.add_argument("--epoch-images", type=int, default=None, metavar="N",
+                        help="also time one epoch of N images in IBP steps (CIFAR-10: 50000)")
+    parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write every figure as JSON here")
     args = parser.parse_args(argv)
     if args.batch < 2:
         parser.error("--batch must be >= 2 (train-mode BatchNorm)")
@@ -311,13 +381,22 @@ def main(argv: list[str] | None = None) -> None:
         tune_malloc()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    times = measure(make_setup(args), args.steps, args.warmup, args.repeats, CLOCKS[args.clock])
+    setup = make_setup(args)
+    times = measure(setup, args.steps, args.warmup, args.repeats, CLOCKS[args.clock])
     print(report(args, times))
+    epoch = None
+    if args.epoch_images:
+        epoch = epoch_seconds(setup, args.epoch_images, CLOCKS[args.clock])
+        print(f"one epoch of {args.epoch_images} images: {epoch[0]} IBP steps of {args.batch}, {epoch[1]:.1f} s")
+    del setup
+    memory: dict[str, tuple[float, float]] = {}
     if args.memory:
         print(f"{'step':<12} {'peak MiB':>10} {'above setup MiB':>16}")
         for name in args.steps:
-            peak, above = peak_memory(args, name)
+            peak, above = memory[name] = peak_memory(args, name)
             print(f"{name:<12} {peak / 2**20:>10.0f} {above / 2**20:>16.0f}")
+    if args.json:
+        atomic_write_json(args.json, figures(args, times, memory, epoch))
 
 
 if __name__ == "__main__":

@@ -107,3 +107,17 @@ def load_model(name: str, arrays: dict[str, Any], dtype: torch.dtype = torch.flo
 
 def meta(arrays: dict[str, Any]) -> dict[str, Any]:
     return json.loads(str(arrays["meta_json"]))
+
+
+def fixture_tensor(
+    arrays: dict[str, Any], key: str, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """One stored array as a tensor of ``dtype`` on ``device``."""
+    return torch.from_numpy(np.array(arrays[key])).to(device=device, dtype=dtype)
+
+
+def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """README §1: max |got − ref| relative to the largest magnitude in the reference, plus 1."""
+    assert got.shape == ref.shape, f"shape {tuple(got.shape)} != {tuple(ref.shape)}"
+    ref = ref.to(got.device).double()
+    return ((got.double() - ref).abs().max() / (ref.abs().max() + 1)).item()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fixture_nets import NAMES, load_arrays, load_model
-from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
+from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import Tensor, nn
 
 from fastcert.method.bounds import BackwardPass, BoundPass, bound_pass, compute_bounds

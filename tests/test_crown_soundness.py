@@ -1,5 +1,5 @@
 """Soundness of CROWN-IBP and CROWN bounds, with the IBP soundness harness of
-``test_bounds_soundness`` (sampled points, random vertices and PGD on every output against a frozen
+``tests/soundness.py`` (sampled points, random vertices and PGD on every output against a frozen
 copy of the model, BN in eval and train mode, every ReLU input checked against the bounds in use).
 
 Single affine layers are bounded exactly by a backward pass, so there the attack must also reach
@@ -10,16 +10,15 @@ and on the model families in the slow suite.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import pytest
-import test_bounds_soundness as harness
 import torch
-from test_bounds_soundness import (
+from soundness import (
     DTYPE,
     FAMILIES,
     LAYERS,
+    check_sound,
     random_box,
     randomize_bn,
     single_thread,  # noqa: F401  (the harness's autouse fixture, here too)
@@ -38,22 +37,15 @@ SLOW = (
 )
 
 
-def check_sound(monkeypatch: pytest.MonkeyPatch, method: str, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """The harness's ``check_sound`` with its bound pass switched to ``method`` (without autograd:
-    full CROWN would otherwise keep the graph of every neuron chunk)."""
-    monkeypatch.setattr(harness, "bound_pass", torch.no_grad()(functools.partial(bound_pass, method=method)))
-    return harness.check_sound(*args, **kwargs)
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_layer_bounds_are_sound(monkeypatch: pytest.MonkeyPatch, layer: str, mode: str, method: str) -> None:
+def test_layer_bounds_are_sound(layer: str, mode: str, method: str) -> None:
     make, shape, exact = LAYERS[layer]
     torch.manual_seed(0)
     model = randomize_bn(nn.Sequential(make(), nn.Flatten()).to(DTYPE), seed=1).train(mode == "train")
     x, x_lower, x_upper = random_box(shape, 0.5, seed=2)
-    check_sound(monkeypatch, method, model, x, x_lower, x_upper, exact=exact and layer not in NOT_EXACT)
+    check_sound(model, x, x_lower, x_upper, exact=exact and layer not in NOT_EXACT, method=method)
 
 
 def _mixed_net() -> nn.Sequential:
@@ -70,12 +62,12 @@ def _mixed_net() -> nn.Sequential:
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_mixed_network_bounds_are_sound(monkeypatch: pytest.MonkeyPatch, mode: str, method: str) -> None:
+def test_mixed_network_bounds_are_sound(mode: str, method: str) -> None:
     torch.manual_seed(0)
     model = randomize_bn(_mixed_net().to(DTYPE), seed=3).train(mode == "train")
     x, x_lower, x_upper = random_box((3, 2, 7, 7), 0.3, seed=4)
     C = spec_matrix(torch.tensor([0, 3, 1]), 4, dtype=DTYPE)
-    result = check_sound(monkeypatch, method, model, x, x_lower, x_upper, C=C)
+    result = check_sound(model, x, x_lower, x_upper, C=C, method=method)
     if mode == "eval":  # the backward pass must gain something here, or the check is vacuous
         assert (result.lower - bound_pass(model, x, x_lower, x_upper, C=C).lower).mean() > 0
 
@@ -91,7 +83,7 @@ def _family_cases() -> list[object]:
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize(("name", "dataset", "method"), _family_cases())
-def test_model_bounds_are_sound(monkeypatch: pytest.MonkeyPatch, name: str, dataset: str, method: str, mode: str) -> None:
+def test_model_bounds_are_sound(name: str, dataset: str, method: str, mode: str) -> None:
     """CNN-7, Wide-ResNet and ResNeXt at small width (smaller for full CROWN), float32 (the
     training dtype), margins."""
     torch.manual_seed(0)
@@ -101,5 +93,5 @@ def test_model_bounds_are_sound(monkeypatch: pytest.MonkeyPatch, name: str, data
     batch = 3 if method == "crown-ibp" else 2
     x, x_lower, x_upper = random_box((batch, channels, size, size), 0.02, seed=5, dtype=torch.float32)
     C = spec_matrix(torch.tensor([0, 3, 9][:batch]), 10, dtype=torch.float32)
-    result = check_sound(monkeypatch, method, model, x, x_lower, x_upper, C=C, effort=0.5)
+    result = check_sound(model, x, x_lower, x_upper, C=C, effort=0.5, method=method)
     assert result.lower.shape == (batch, 9) and (result.upper > result.lower).all()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from train_process import launch, wait_for_epochs
 
 from fastcert.run import lifecycle as run_module
 from fastcert.run.cli import main
@@ -53,7 +54,7 @@ SPLIT_KEYS = {
 }
 RESULT_KEYS = {
     "status", "epochs_completed", "best", "last", "epoch_time", "total_time", "diverged",
-    "interrupted", "data", "provenance", "spec",
+    "interrupted", "data", "precision", "provenance", "spec",
 }
 
 
@@ -113,6 +114,7 @@ def test_result_summarizes_best_last_times_and_provenance(completed: Path) -> No
     assert provenance["torch"] == torch.__version__ and provenance["seed"] == 7
     assert provenance["spec_hash"] == validate(result["spec"]).hash()
     assert set(provenance) >= {"fastcert_version", "git_commit", "cuda", "device"}
+    assert result["precision"] == {"training": "float32", "certification": "float32"}
 
 
 def test_checkpoints_hold_everything_needed_to_resume_or_verify(completed: Path) -> None:
@@ -169,25 +171,6 @@ def test_huge_learning_rate_diverges_through_the_cli(tmp_path: Path, capsys: pyt
 
 
 # --- resume after a kill, bit-identical ---------------------------------------------------------
-
-
-def launch(spec: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fastcert.run.cli", "train", "--spec", str(spec), "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def wait_for_epochs(out: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
-    """Wait until ``n`` epochs are recorded in metrics and checkpointed (metrics are written first)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        checkpointed = (out / "checkpoint_last.pt").exists()
-        if checkpointed and len(read_jsonl(out / "metrics.jsonl")) >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.005)
-    pytest.fail(f"no {n} epoch(s) in {out} after {timeout} s")
 
 
 @pytest.fixture(scope="module")

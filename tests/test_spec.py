@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +140,7 @@ def test_hash_identifies_the_experiment_not_its_spelling_or_placement() -> None:
     implicit = validate({"width": 1.0, "method": "ours"})
     assert explicit.hash() == implicit.hash() == RunSpec(init="ibp", regularizers=("tightness", "relu")).hash()
     assert validate({"device": "cpu"}).hash() == validate({"device": "cuda"}).hash()
+    assert validate({"tf32": True}).hash() != implicit.hash()
     assert validate({"seed": 1}).hash() != validate({"seed": 2}).hash()
     assert validate({"regularizers": ["relu", "tightness"]}).hash() != implicit.hash()
 
@@ -201,3 +204,9 @@ def test_the_smallest_layer_table_matches_the_models() -> None:
             validate({"model": model, "dataset": dataset, "width": width * 0.99})
         convs = [m for m in build(model, dataset, width=width).modules() if isinstance(m, nn.Conv2d)]
         assert min(c.out_channels // c.groups for c in convs) == 1
+def test_tf32_off_keeps_the_hash_that_runs_had_before_the_key_existed() -> None:
+    """``tf32: false`` (the default) is left out of the identity: existing run directories resume."""
+    spec = validate({"dataset": "mnist", "seed": 3})
+    before_the_key = {k: v for k, v in spec.to_dict().items() if k not in ("device", "tf32")}
+    canonical = json.dumps(before_the_key, sort_keys=True, separators=(",", ":"))
+    assert spec.hash() == hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from test_bounds_soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
+from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import nn
 
 from fastcert.method.bounds import bound_pass

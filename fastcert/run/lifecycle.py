@@ -73,6 +73,7 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
+from fastcert.method.precision import FLOAT32, label
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -129,6 +130,7 @@ def train_config(spec: RunSpec) -> TrainConfig:
         grad_accumulation=spec.grad_accumulation,
         lr=spec.lr,
         grad_clip=spec.grad_clip,
+        tf32=spec.tf32,
     )
 
 
@@ -402,6 +404,7 @@ class _RunDir:
                 "name": info.name, "source": info.source, "synthetic": info.synthetic,
                 "n_train": info.n_train, "n_test": info.n_test,
             },
+            "precision": {"training": label(self.spec.tf32), "certification": FLOAT32},
             "provenance": prov,
             "spec": self.spec.to_dict(),
         }

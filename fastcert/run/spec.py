@@ -51,6 +51,9 @@ SMALLEST_LAYER = {
     ("wide_resnet", "mnist"): 16, ("wide_resnet", "cifar10"): 16, ("wide_resnet", "tinyimagenet"): 16,
     ("resnext", "mnist"): 32, ("resnext", "cifar10"): 32, ("resnext", "tinyimagenet"): 8,
 }
+# Keys added after runs had been recorded: left out of the hash at their default value, so that
+# every existing run directory keeps its identity.
+_HASHED_UNLESS_DEFAULT = {"tf32": False}
 
 
 class SpecError(ValueError):
@@ -110,6 +113,7 @@ class RunSpec:
     grad_clip: float = 10.0
     seed: int = 100
     device: str = "auto"
+    tf32: bool = False  # TF32 for training's float32 convs/matmuls (CUDA); certification never uses it
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (tuples as lists), the inverse of :func:`validate`."""
@@ -117,7 +121,10 @@ class RunSpec:
 
     def hash(self) -> str:
         """SHA-256 of the canonical JSON of everything that defines the experiment."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in _PLACEMENT_KEYS}
+        identity = {
+            k: v for k, v in self.to_dict().items()
+            if k not in _PLACEMENT_KEYS and not (k in _HASHED_UNLESS_DEFAULT and v == _HASHED_UNLESS_DEFAULT[k])
+        }
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -252,6 +259,7 @@ _TOP_FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "grad_clip": lambda p, v: _float(p, v, positive=True),
     "seed": lambda p, v: _int(p, v, minimum=0),
     "device": _device,
+    "tf32": _bool,
 }
 
 

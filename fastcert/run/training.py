@@ -15,6 +15,11 @@ loader batch. After each epoch the model is evaluated on the whole test split in
 epoch's last training ε (scaled to ``eps_test``); the best epoch is the one with the lowest test
 verified error among epochs at ε_max.
 
+Precision (:mod:`fastcert.method.precision`): training runs with TF32 only when
+``config.tf32`` says so; the test pass, whose verified error is reported and picks the best
+checkpoint, always runs without TF32. The train split's verified error is a by-product of the
+training pass and shares its precision.
+
 The bound method is one pluggable function (:class:`Objective`): IBP for Vanilla IBP and Ours,
 :func:`fastcert.method.crown_ibp.crown_ibp_objective` for the CROWN-IBP baseline (:func:`objective_for`).
 """
@@ -41,6 +46,7 @@ from fastcert.method.crown_ibp import crown_ibp_objective
 from fastcert.run.data import DatasetInfo, Split
 from fastcert.method.losses import certified, robust_ce, spec_matrix
 from fastcert.method.perturbation import input_box
+from fastcert.method.precision import certification, float32_precision
 from fastcert.method.regularizers import log_tightness_ratio, relu_state, warmup_regularizer_with_state
 from fastcert.method.schedule import (
     SmoothedSchedule,
@@ -81,6 +87,7 @@ class TrainConfig:
     lr: float = 5e-4
     grad_clip: float = 10.0
     augment: bool = True
+    tf32: bool = False
 
 
 class BatchBounds(NamedTuple):
@@ -436,13 +443,14 @@ def _test_epoch(
     ctx.model.eval()
     meter = Meter()
     warmup = regularizer_active(epoch, config.start, config.length)
-    for x, y in split.batches(config.batch_size, shuffle=False, augment=False):
-        if should_stop():
-            raise Interrupted(completed)
-        _batch_terms(
-            ctx, x, y, eps=eval_eps, sched_eps=sched_eps,
-            warmup=warmup, training=False, meter=meter,
-        )
+    with certification():  # its verified error is reported and picks the best checkpoint
+        for x, y in split.batches(config.batch_size, shuffle=False, augment=False):
+            if should_stop():
+                raise Interrupted(completed)
+            _batch_terms(
+                ctx, x, y, eps=eval_eps, sched_eps=sched_eps,
+                warmup=warmup, training=False, meter=meter,
+            )
     return meter.summary(SCALAR_KEYS)
 
 
@@ -490,6 +498,27 @@ def train(
     on a non-finite loss and :class:`Interrupted` when ``should_stop()`` turns true (checked before
     every batch).
     """
+    with float32_precision(config.tf32):
+        return _train(
+            model, train_split, test_split, info, config, generator=generator, objective=objective,
+            on_epoch_end=on_epoch_end, start_state=start_state, should_stop=should_stop, progress=progress,
+        )
+
+
+def _train(
+    model: nn.Module,
+    train_split: Split,
+    test_split: Split,
+    info: DatasetInfo,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator | None,
+    objective: Objective | None,
+    on_epoch_end: Callable[[dict[str, Any], dict[str, Any], bool], None] | None,
+    start_state: dict[str, Any] | None,
+    should_stop: Callable[[], bool],
+    progress: bool,
+) -> TrainResult:
     objective = objective or objective_for(config)
     generator = generator or torch.Generator().manual_seed(torch.initial_seed())
     _check_sub_batch_sizes(model, len(train_split), config)

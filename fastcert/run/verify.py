@@ -5,7 +5,8 @@ CROWN-IBP and full CROWN give tighter certificates of the same model. Evaluation
 (running BN statistics, so the result does not depend on the batch size), without gradients, on
 the whole split in order; a model is verified on an example iff every margin lower bound
 ``z_y − z_j`` (C folded into the last layer) is positive. Full CROWN costs one backward pass per
-hidden neuron chunk: use small batches for it.
+hidden neuron chunk: use small batches for it. The bounds are computed in float32 without TF32
+(:func:`fastcert.method.precision.certification`), whatever the process-wide setting.
 
 Torch and the bound engine are imported on the first call: ``fastcert verify --help`` lists the
 methods and their default batch sizes from here without importing them.
@@ -48,6 +49,7 @@ def verify(
     from fastcert.method.bounds import BOUND_METHODS, bound_pass
     from fastcert.method.losses import certified, spec_matrix
     from fastcert.method.perturbation import input_box
+    from fastcert.method.precision import certification
 
     if method not in BOUND_METHODS:
         raise ValueError(f"unknown verification method {method!r}; valid: {', '.join(BOUND_METHODS)}")
@@ -58,7 +60,7 @@ def verify(
     model.eval()
     wrong = unverified = total = 0
     try:
-        with torch.no_grad():
+        with torch.no_grad(), certification():
             for x, y in split.batches(batch_size or DEFAULT_BATCH[method], shuffle=False, augment=False):
                 x = x.to(dtype)
                 x_lower, x_upper = input_box(x, eps, info.mean, info.std)

