@@ -11,8 +11,6 @@ rule plan:
         "logs/plan.log",
     params:
         scale=config["scale"],
-        device_hours={
-            f"{RUNS_DIR}/{rid}": estimated_seconds(spec) / 3600 for rid, spec in RUNS.items()
-        },
+        device_hours=device_hours(),
     script:
         "../scripts/plan.py"

@@ -16,7 +16,7 @@ rule manifest:
     log:
         "logs/manifests/{target}.log",
     params:
-        document=lambda wildcards: manifest_document(wildcards.target),
+        document=lambda wildcards: target_manifest(wildcards.target),
     script:
         "../scripts/manifest.py"
 
