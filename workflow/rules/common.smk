@@ -13,6 +13,7 @@ from snakemake.utils import validate
 from fastcert.pipeline import resources
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_document
+from fastcert.pipeline.scales import scale_root
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
@@ -52,7 +53,7 @@ def run_files(target: str) -> list[str]:
 
 
 def target_manifest(target: str) -> dict:
-    """The JSON a target's table/figure script reads (results/manifests/<target>.json)."""
+    """The JSON a target's table/figure script reads (RESULTS/manifests/<target>.json)."""
     return manifest_document(EXPANSION, target, config["scale"], SCALE)
 
 
@@ -90,4 +91,8 @@ SCALE = load_checked(config["scales"], "scales.schema.yaml")[config["scale"]]
 EXPANSION = asking(expand_targets, EXPERIMENTS, SCALE, config["scale"], config["experiments"])
 MANIFESTS = EXPANSION.manifests
 TABLES = EXPANSION.targets("table")
+# Products of this scale: results/, reports/ and logs/ at the paper scale, results/<scale>/ ... otherwise
+RESULTS = scale_root("results", config["scale"])
+REPORTS = scale_root("reports", config["scale"])
+LOGS = scale_root("logs", config["scale"])
 FIGURES = EXPANSION.targets("figure")

@@ -4,11 +4,11 @@
 
 rule plan:
     input:
-        manifests=expand("results/manifests/{target}.json", target=MANIFESTS),
+        manifests=expand(f"{RESULTS}/manifests/{{target}}.json", target=MANIFESTS),
     output:
-        report("results/plan.tsv", caption="../report/plan.rst", category="Plan"),
+        report(f"{RESULTS}/plan.tsv", caption="../report/plan.rst", category="Plan"),
     log:
-        "logs/plan.log",
+        f"{LOGS}/plan.log",
     params:
         scale=config["scale"],
         device_hours=device_hours(),

@@ -2,7 +2,7 @@
 of them it shares with other targets (trained once for all), and the estimated device-hours (GPU-hours
 at paper scale; CPU-core-hours at the CPU scales, from the scale's time_factor).
 
-Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`); it reads only the
+Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`, `results/<scale>/plan.tsv` at a scale other than paper); it reads only the
 manifests (no training needed) and the per-run estimates the workflow computed from each run spec.
 """
 
@@ -60,7 +60,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main(snakemake: Any) -> None:
-    """Write results/plan.tsv and show the same table on the terminal and in the log."""
+    """Write the plan (results/plan.tsv at the paper scale) and show the same table on the terminal and in the log."""
     rows = plan_rows(load_runs(list(snakemake.input.manifests)), snakemake.params.device_hours)
     text = render(rows)
     atomic_write_text(snakemake.output[0], text)
