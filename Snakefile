@@ -22,6 +22,11 @@ include: "workflow/rules/products.smk"
 include: "workflow/rules/plan.smk"
 
 
+onstart:
+    # before the first job, and only if a job that will run needs it (not for plans or dry runs)
+    asking(require_programs, (job.rule.name for job in workflow.dag.needrun_jobs()))
+
+
 localrules:
     all,
     run_spec,

@@ -14,6 +14,7 @@ from fastcert.pipeline import resources
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_document
 from fastcert.pipeline.scales import scale_root
+from fastcert.pipeline.tools import require_programs
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
