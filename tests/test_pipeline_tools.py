@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from test_workflow_dag import copy_workflow, snakemake
 
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.tools import missing_programs, require_programs
-from test_workflow_dag import copy_workflow, snakemake
 
 
 def path_without(program: str, bin_dir: Path) -> str:
