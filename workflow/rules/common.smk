@@ -8,31 +8,15 @@ from typing import Any
 
 import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from fastcert.pipeline import resources
+from fastcert.pipeline.config import check, choose_scale, load_checked, load_schema
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_document
 from fastcert.pipeline.scales import scale_root
 from fastcert.pipeline.tools import require_programs
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
-
-
-def load_checked(path: str, schema: str) -> Any:
-    """Read a YAML file and validate it against a schema (filling defaults); errors name the file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as error:
-        raise WorkflowError(f"{path}: cannot read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise WorkflowError(f"{path}: not valid YAML: {error}") from None
-    try:
-        validate(data, str(SCHEMAS / schema))
-    except WorkflowError as error:
-        raise WorkflowError(f"{path} is invalid:", error) from None
-    return data
 
 
 def asking(question: Any, *args: Any) -> Any:
@@ -86,9 +70,10 @@ def device_hours() -> dict[str, float]:
 # Parse-time state
 # ---------------------------------------------------------------------------------------------
 
-validate(config, str(SCHEMAS / "config.schema.yaml"))
-EXPERIMENTS = load_checked(config["experiments"], "experiments.schema.yaml")
-SCALE = load_checked(config["scales"], "scales.schema.yaml")[config["scale"]]
+asking(check, config, load_schema(SCHEMAS / "config.schema.yaml"), "config (config/config.yaml and --config)")
+EXPERIMENTS = asking(load_checked, config["experiments"], SCHEMAS / "experiments.schema.yaml")
+SCALES = asking(load_checked, config["scales"], SCHEMAS / "scales.schema.yaml")
+SCALE = asking(choose_scale, SCALES, config["scale"], config["scales"])
 EXPANSION = asking(expand_targets, EXPERIMENTS, SCALE, config["scale"], config["experiments"])
 MANIFESTS = EXPANSION.manifests
 TABLES = EXPANSION.targets("table")
