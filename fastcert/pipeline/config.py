@@ -95,5 +95,7 @@ def load_checked(path: str, schema_path: str | Path) -> Any:
 def choose_scale(scales: dict[str, Any], name: str, scales_path: str) -> dict[str, Any]:
     """The named scale; a name the scales file does not define is reported with the nearest one."""
     if name not in scales:
-        raise ExperimentError(f"config scale: unknown scale {name!r}{nearest(name, scales)}; scales are defined in {scales_path}")
+        raise ExperimentError(
+            f"config scale: unknown scale {name!r}{nearest(name, scales)}; scales are defined in {scales_path}"
+        )
     return scales[name]
