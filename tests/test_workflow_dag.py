@@ -111,7 +111,7 @@ def run_dirs(workdir: Path, target: str) -> set[str]:
 
 
 def plan_rows(workdir: Path) -> dict[str, dict[str, str]]:
-    lines = (workdir / "results" / "plan.tsv").read_text().splitlines()
+    lines = [line for line in (workdir / "results" / "plan.tsv").read_text().splitlines() if not line.startswith("#")]
     header = lines[0].split("\t")
     return {row[0]: dict(zip(header, row)) for row in (line.split("\t") for line in lines[1:])}
 
@@ -167,6 +167,7 @@ def test_manifest_keys_pair_with_the_papers_rows(paper: Path, table: str) -> Non
 
 def test_plan_counts_runs_and_estimates_device_hours(paper: Path) -> None:
     rows = plan_rows(paper)
+    assert (paper / "results" / "plan.tsv").read_text().startswith("# plan at scale 'paper': the paper's settings")
     assert {t: int(rows[t]["runs"]) for t in EXPECTED_RUNS} == EXPECTED_RUNS
     assert int(rows["all"]["runs"]) == DISTINCT_RUNS
     assert int(rows["table9"]["shared"]) == 0 and int(rows["table3"]["own"]) == 0

@@ -11,6 +11,7 @@ rule plan:
         f"{LOGS}/plan.log",
     params:
         scale=config["scale"],
+        scale_description=SCALE["description"],
         device_hours=device_hours(),
     script:
         "../scripts/plan.py"
