@@ -45,6 +45,7 @@ from fastcert.io import (
     read_jsonl,
 )
 from fastcert.method.models import build
+from fastcert.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -55,11 +56,6 @@ from fastcert.run.training import (
     train,
 )
 
-SPEC_FILE = "spec.json"
-METRICS_FILE = "metrics.jsonl"
-RESULT_FILE = "result.json"
-LAST_CHECKPOINT = "checkpoint_last.pt"
-BEST_CHECKPOINT = "checkpoint_best.pt"
 CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
 
 EXIT_COMPLETED = 0

@@ -15,6 +15,7 @@ from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_document
 from fastcert.pipeline.scales import scale_root
 from fastcert.pipeline.tools import require_programs
+from fastcert.run.files import REQUESTED_SPEC_FILE, RESULT_FILE
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
@@ -33,8 +34,8 @@ def asking(question: Any, *args: Any) -> Any:
 
 
 def run_files(target: str) -> list[str]:
-    """result.json of every distinct run a target needs (sorted, no duplicates)."""
-    return [f"{run_dir}/result.json" for run_dir in EXPANSION.run_dirs(target)]
+    """The result file of every distinct run a target needs (sorted, no duplicates)."""
+    return [f"{run_dir}/{RESULT_FILE}" for run_dir in EXPANSION.run_dirs(target)]
 
 
 def target_manifest(target: str) -> dict:
@@ -50,7 +51,7 @@ def spec_yaml(rid: str) -> str:
 def runtime_minutes(wildcards: Any, attempt: int) -> int:
     """Requested runtime of a training job (longer on every retry)."""
     spec = asking(EXPANSION.run_spec, wildcards.run_id, config["scale"])
-    return resources.runtime_minutes(spec, SCALE, config["train"], attempt)
+    return resources.runtime_minutes(spec, SCALE, config["train"], EPOCH_TIMES, attempt)
 
 
 def memory_mb(wildcards: Any) -> int:
@@ -61,7 +62,7 @@ def memory_mb(wildcards: Any) -> int:
 def device_hours() -> dict[str, float]:
     """Estimated device-hours of every run the scale needs, by run directory (the plan's input)."""
     return {
-        f"{RUNS_DIR}/{rid}": resources.estimated_seconds(spec, SCALE, config["train"]) / 3600
+        f"{RUNS_DIR}/{rid}": resources.estimated_seconds(spec, SCALE, config["train"], EPOCH_TIMES) / 3600
         for rid, spec in EXPANSION.runs.items()
     }
 
@@ -74,6 +75,9 @@ asking(check, config, load_schema(SCHEMAS / "config.schema.yaml"), "config (conf
 EXPERIMENTS = asking(load_checked, config["experiments"], SCHEMAS / "experiments.schema.yaml")
 SCALES = asking(load_checked, config["scales"], SCHEMAS / "scales.schema.yaml")
 SCALE = asking(choose_scale, SCALES, config["scale"], config["scales"])
+# the paper's Table 7 per-epoch times guide the runtime requests
+with open(config["paper_results"], encoding="utf-8") as handle:
+    EPOCH_TIMES = resources.epoch_time_guide(yaml.safe_load(handle)["tables"]["table7"], EXPERIMENTS["levels"])
 EXPANSION = asking(expand_targets, EXPERIMENTS, SCALE, config["scale"], config["experiments"])
 MANIFESTS = EXPANSION.manifests
 TABLES = EXPANSION.targets("table")
