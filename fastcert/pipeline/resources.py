@@ -1,8 +1,8 @@
 """What a run costs: wall time on the reference GPU and host memory, from its spec.
 
 The guide is the paper's Table 7 per-epoch times (seconds per epoch at ε = 0, on the ramp and at the
-target ε on one RTX 2080 Ti, read from config/paper_results.yaml), scaled by the fraction of the training set, width² and the scale's
-time factor (e.g. a CPU is slower).
+target ε on one RTX 2080 Ti, read from config/paper_results.yaml), scaled by the fraction of the
+training set, width² and the scale's time factor (e.g. a CPU is slower).
 """
 
 from __future__ import annotations
