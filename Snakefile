@@ -3,6 +3,8 @@
 #   snakemake --cores all --config scale=smoke        # every table, figure and the report, in minutes
 #   snakemake --cores 1 results/plan.tsv              # runs and GPU-hours per table, before launching
 #   snakemake --profile slurm                         # everything on a GPU cluster
+# A scale other than paper writes under results/<scale>/, reports/<scale>/ and logs/<scale>/
+# (e.g. results/smoke/table1.tex); runs/ is shared.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -21,6 +23,11 @@ include: "workflow/rules/products.smk"
 include: "workflow/rules/plan.smk"
 
 
+onstart:
+    # before the first job, and only if a job that will run needs it (not for plans or dry runs)
+    asking(require_programs, (job.rule.name for job in workflow.dag.needrun_jobs()))
+
+
 localrules:
     all,
     run_spec,
@@ -34,7 +41,7 @@ localrules:
 
 rule all:
     input:
-        expand("results/{table}.tex", table=TABLES),
-        expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=("pdf", "png")),
-        "reports/report.pdf",
+        expand(f"{RESULTS}/{{table}}.tex", table=TABLES),
+        expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
+        f"{REPORTS}/report.pdf",
     default_target: True

@@ -69,7 +69,7 @@ def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], 
     if scale_note:
         document["scale_note"] = scale_note
     if not_run:
-        document["not_run"] = [{"key": key} for key in not_run]
+        document["not_run"] = list(not_run)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document), encoding="utf-8")
     return path

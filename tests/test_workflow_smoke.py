@@ -54,13 +54,13 @@ def table_groups(tex: str) -> dict[str, list[list[str]]]:
 
 def test_table5_gains_match_the_closed_forms(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
-    run_smoke(workdir, "results/table5.tex")
-    manifest = json.loads((workdir / "results/manifests/table5.json").read_text())
+    run_smoke(workdir, "results/smoke/table5.tex")
+    manifest = json.loads((workdir / "results/smoke/manifests/table5.json").read_text())
     assert (manifest["scale"], manifest["runs"]) == ("smoke", [])
     # the gains are computed by the producer rule; the table only reads its document
     gains = json.loads((workdir / "results/producers/table5_gains.json").read_text())
     assert gains["producer"] == "table5_gains" and len(gains["rows"]) == 24
-    groups = table_groups((workdir / "results/table5.tex").read_text())
+    groups = table_groups((workdir / "results/smoke/table5.tex").read_text())
     for method, closed_form in CLOSED_FORMS.items():
         (label,) = [label for label in groups if label.startswith(method)]
         rows = {int(cells[0].strip("$")): cells for cells in groups[label]}
@@ -74,27 +74,28 @@ def test_table5_gains_match_the_closed_forms(tmp_path: Path) -> None:
 
 def test_snakemake_html_report_embeds_the_generated_outputs(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
-    run_smoke(workdir, "results/table5.tex", "results/figures/figure1.png")
-    (workdir / "reports").mkdir()
-    result = snakemake(workdir, *SMOKE, "--report", "reports/report.html", "--", "results/table5.tex", "results/figures/figure1.png")
+    run_smoke(workdir, "results/smoke/table5.tex", "results/smoke/figures/figure1.png")
+    (workdir / "reports" / "smoke").mkdir(parents=True)
+    targets = ("results/smoke/table5.tex", "results/smoke/figures/figure1.png")
+    result = snakemake(workdir, *SMOKE, "--report", "reports/smoke/report.html", "--", *targets)
     assert result.returncode == 0, result.stdout
-    html = (workdir / "reports/report.html").read_text()
-    for output in ("results/table5.tex", "results/figures/figure1.png"):
+    html = (workdir / "reports/smoke/report.html").read_text()
+    for output in targets:
         embedded = base64.b64encode((workdir / output).read_bytes()).decode()
         assert embedded in html, f"{output} is not embedded in the HTML report"
 
 
 def test_table1_end_to_end_compiles_with_pdflatex(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
-    run_smoke(workdir, "results/table1.tex")
-    manifest = json.loads((workdir / "results/manifests/table1.json").read_text())
+    run_smoke(workdir, "results/smoke/table1.tex")
+    manifest = json.loads((workdir / "results/smoke/manifests/table1.json").read_text())
     run_dirs = {entry["run_dir"]: entry["key"]["dataset"] for entry in manifest["runs"]}
     assert len(run_dirs) == 27  # 3 datasets/schedules x 3 models x 3 methods, 1 repeat
     for run_dir, dataset in run_dirs.items():
         result = json.loads((workdir / run_dir / "result.json").read_text())
         assert result["status"] in ("completed", "diverged"), run_dir
         assert result["data"]["synthetic"] is (dataset != "MNIST"), run_dir
-    tex = (workdir / "results/table1.tex").read_text()
+    tex = (workdir / "results/smoke/table1.tex").read_text()
     assert "smoke" in tex
     pdf = tmp_path / "table1.pdf"
     compile_pdf(standalone_document(tex), pdf)
@@ -119,9 +120,9 @@ def fake_fastcert(bin_dir: Path) -> None:
 
 def test_diverged_run_completes_its_job_and_a_crash_fails_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workdir = copy_workflow(tmp_path / "wf")
-    run_smoke(workdir, "results/manifests/figure7.json", "results/manifests/table9.json", cores="1")
-    figure7 = json.loads((workdir / "results/manifests/figure7.json").read_text())["runs"]
-    table9 = json.loads((workdir / "results/manifests/table9.json").read_text())["runs"]
+    run_smoke(workdir, "results/smoke/manifests/figure7.json", "results/smoke/manifests/table9.json", cores="1")
+    figure7 = json.loads((workdir / "results/smoke/manifests/figure7.json").read_text())["runs"]
+    table9 = json.loads((workdir / "results/smoke/manifests/table9.json").read_text())["runs"]
     crashing = figure7[0]["run_dir"]  # TinyImageNet
     diverging = next(e["run_dir"] for e in table9 if e["key"]["dataset"] == "CIFAR-10")
     fake_fastcert(tmp_path / "bin")
@@ -145,8 +146,8 @@ def test_every_table_figure_and_the_report_at_smoke_scale(tmp_path: Path) -> Non
     workdir = copy_workflow(tmp_path)
     run_smoke(workdir, hang_guard_s=3600)  # 7-10 min on 2 cores (README); CI has 90 min in all
     for n in range(1, 11):
-        assert (workdir / f"results/table{n}.tex").stat().st_size > 0
+        assert (workdir / f"results/smoke/table{n}.tex").stat().st_size > 0
     for n in (1, 2, 3, 4, 6, 7):
         for ext in ("pdf", "png"):
-            assert (workdir / f"results/figures/figure{n}.{ext}").stat().st_size > 0
-    assert (workdir / "reports/report.pdf").read_bytes().startswith(b"%PDF")
+            assert (workdir / f"results/smoke/figures/figure{n}.{ext}").stat().st_size > 0
+    assert (workdir / "reports/smoke/report.pdf").read_bytes().startswith(b"%PDF")

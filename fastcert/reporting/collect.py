@@ -149,12 +149,10 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         run_dir = Path(_require(entry, "run_dir", where))
         run = load_run(key, int(entry.get("repeat", 0)), run_dir if run_dir.is_absolute() else base / run_dir)
         runs.append(replace(run, spec=entry.get("spec") or {}, paper_schedule=entry.get("paper_schedule")))
-    not_run = []
-    for index, entry in enumerate(data.get("not_run") or []):
-        key = _require(entry, "key", f"{path}: not_run[{index}]")
+    not_run = data.get("not_run") or []
+    for index, key in enumerate(not_run):
         if not isinstance(key, dict):
-            raise ValueError(f"{path}: not_run[{index}]: 'key' must be a mapping, got {type(key).__name__}")
-        not_run.append(key)
+            raise ValueError(f"{path}: not_run[{index}] must be a row-key mapping, got {type(key).__name__}")
     return Manifest(str(_require(data, "target", str(path))), str(_require(data, "scale", str(path))), runs,
                     data.get("scale_description"), data.get("scale_note"), not_run)
 

@@ -74,6 +74,7 @@ from fastcert.run.exits import (
     RunError,
 )
 from fastcert.method.precision import FLOAT32, label
+from fastcert.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -84,11 +85,6 @@ from fastcert.run.training import (
     train,
 )
 
-SPEC_FILE = "spec.json"
-METRICS_FILE = "metrics.jsonl"
-RESULT_FILE = "result.json"
-LAST_CHECKPOINT = "checkpoint_last.pt"
-BEST_CHECKPOINT = "checkpoint_best.pt"
 CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
 CHECKPOINT_KEYS = ("format", "train_state_format", "kind", "epoch", "best", "model", "spec", "spec_hash")
 RUN_FILES = (SPEC_FILE, METRICS_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)

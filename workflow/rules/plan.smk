@@ -4,15 +4,14 @@
 
 rule plan:
     input:
-        manifests=expand("results/manifests/{target}.json", target=MANIFESTS),
+        manifests=expand(f"{RESULTS}/manifests/{{target}}.json", target=MANIFESTS),
     output:
-        report("results/plan.tsv", caption="../report/plan.rst", category="Plan"),
+        report(f"{RESULTS}/plan.tsv", caption="../report/plan.rst", category="Plan"),
     log:
-        "logs/plan.log",
+        f"{LOGS}/plan.log",
     params:
         scale=config["scale"],
-        device_hours={
-            f"{RUNS_DIR}/{rid}": estimated_seconds(spec) / 3600 for rid, spec in RUNS.items()
-        },
+        scale_description=SCALE["description"],
+        device_hours=device_hours(),
     script:
         "../scripts/plan.py"

@@ -12,66 +12,66 @@ wildcard_constraints:
 
 rule manifest:
     output:
-        "results/manifests/{target}.json",
+        f"{RESULTS}/manifests/{{target}}.json",
     log:
-        "logs/manifests/{target}.log",
+        f"{LOGS}/manifests/{{target}}.log",
     params:
-        document=lambda wildcards: manifest_document(wildcards.target),
+        document=lambda wildcards: target_manifest(wildcards.target),
     script:
         "../scripts/manifest.py"
 
 
 rule table:
     input:
-        manifest="results/manifests/{table}.json",
+        manifest=f"{RESULTS}/manifests/{{table}}.json",
         results=lambda wildcards: run_files(wildcards.table),
         producers=lambda wildcards: producer_inputs(wildcards.table),
         paper=config["paper_results"],
     output:
         report(
-            "results/{table}.tex",
+            f"{RESULTS}/{{table}}.tex",
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},
         ),
     log:
-        "logs/tables/{table}.log",
+        f"{LOGS}/tables/{{table}}.log",
     script:
         "../scripts/table.py"
 
 
 rule figure:
     input:
-        manifest="results/manifests/{figure}.json",
+        manifest=f"{RESULTS}/manifests/{{figure}}.json",
         results=lambda wildcards: run_files(wildcards.figure),
         producers=lambda wildcards: producer_inputs(wildcards.figure),
         paper=config["paper_results"],
     output:
-        pdf="results/figures/{figure}.pdf",
+        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
         # the PNG goes into the HTML report: browsers show it inline (the PDF is for LaTeX)
         png=report(
-            "results/figures/{figure}.png",
+            f"{RESULTS}/figures/{{figure}}.png",
             caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}"},
         ),
     log:
-        "logs/figures/{figure}.log",
+        f"{LOGS}/figures/{{figure}}.log",
     script:
         "../scripts/figure.py"
 
 
 rule report_pdf:
     input:
-        tables=expand("results/{table}.tex", table=TABLES),
-        figures=expand("results/figures/{figure}.pdf", figure=FIGURES),
-        manifests=expand("results/manifests/{target}.json", target=MANIFESTS),
+        tables=expand(f"{RESULTS}/{{table}}.tex", table=TABLES),
+        figures=expand(f"{RESULTS}/figures/{{figure}}.pdf", figure=FIGURES),
+        manifests=expand(f"{RESULTS}/manifests/{{target}}.json", target=MANIFESTS),
         producers=expand("results/producers/{producer}.json", producer=PRODUCERS),
         paper=config["paper_results"],
         scales=config["scales"],
     output:
-        report("reports/report.pdf", caption="../report/report.rst", category="Report"),
+        report(f"{REPORTS}/report.pdf", caption="../report/report.rst", category="Report"),
     log:
-        "logs/report.log",
+        f"{LOGS}/report.log",
     script:
         "../scripts/report.py"

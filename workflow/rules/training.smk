@@ -15,7 +15,7 @@ wildcard_constraints:
 
 rule run_spec:
     output:
-        "runs/{run_id}/spec.yaml",
+        f"{RUNS_DIR}/{{run_id}}/{REQUESTED_SPEC_FILE}",
     log:
         "logs/spec/{run_id}.log",
     params:
@@ -26,9 +26,9 @@ rule run_spec:
 
 rule train:
     input:
-        spec="runs/{run_id}/spec.yaml",
+        spec=f"{RUNS_DIR}/{{run_id}}/{REQUESTED_SPEC_FILE}",
     output:
-        result="runs/{run_id}/result.json",
+        result=f"{RUNS_DIR}/{{run_id}}/{RESULT_FILE}",
     log:
         "logs/train/{run_id}.log",
     params:

@@ -2,7 +2,7 @@
 of them it shares with other targets (trained once for all), and the estimated device-hours (GPU-hours
 at paper scale; CPU-core-hours at the CPU scales, from the scale's time_factor).
 
-Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`); it reads only the
+Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`, `results/<scale>/plan.tsv` at a scale other than paper); it reads only the
 manifests (no training needed) and the per-run estimates the workflow computed from each run spec.
 """
 
@@ -51,20 +51,32 @@ def plan_rows(runs: dict[str, set[str]], hours: dict[str, float]) -> list[dict[s
     return rows
 
 
-def render(rows: list[dict[str, Any]]) -> str:
-    """Tab-separated table, hours with two decimals."""
-    lines = ["\t".join(COLUMNS)]
+def header(scale: str, description: str) -> list[str]:
+    """Comment lines that say what the numbers are, so the file can be read on its own."""
+    return [
+        f"# plan at scale {scale!r}: {description}",
+        "# runs: distinct runs the target needs; own: runs only this target needs; shared: runs other targets",
+        "#   need too (trained once for all, so the targets' rows add up to more than the `all` row)",
+        "# device_hours: estimated hours on one device: the paper's per-epoch GPU times (Table 7, RTX 2080 Ti)",
+        "#   scaled to each run's data, width and epochs, x the scale's time_factor, / train.gpu_speedup;",
+        "#   GPU-hours at the paper's GPU speed at the paper scale, CPU-core-hours at the CPU scales",
+    ]
+
+
+def render(rows: list[dict[str, Any]], scale: str, description: str) -> str:
+    """Comment header, then a tab-separated table, hours with two decimals."""
+    lines = [*header(scale, description), "\t".join(COLUMNS)]
     for row in rows:
         lines.append("\t".join(f"{row[c]:.2f}" if c == "device_hours" else str(row[c]) for c in COLUMNS))
     return "\n".join(lines) + "\n"
 
 
 def main(snakemake: Any) -> None:
-    """Write results/plan.tsv and show the same table on the terminal and in the log."""
+    """Write the plan (results/plan.tsv at the paper scale) and show the same table on the terminal and in the log."""
     rows = plan_rows(load_runs(list(snakemake.input.manifests)), snakemake.params.device_hours)
-    text = render(rows)
+    text = render(rows, snakemake.params.scale, snakemake.params.scale_description)
     atomic_write_text(snakemake.output[0], text)
-    summary = f"plan at scale {snakemake.params.scale!r}:\n{text.expandtabs(14)}"
+    summary = text.expandtabs(14)
     Path(snakemake.log[0]).write_text(summary, encoding="utf-8")
     print(summary, end="")
 
