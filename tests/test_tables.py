@@ -16,6 +16,8 @@ import pytest
 import yaml
 from run_builders import epoch_record, write_manifest, write_producer, write_run
 
+from fastcert.method.init import initialize
+from fastcert.method.models import build
 from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.latex import (
     compile_pdf,
@@ -31,6 +33,8 @@ from fastcert.reporting.tables import (
     paper_rows,
     render_target,
 )
+from fastcert.run.data import load_dataset
+from fastcert.run.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PATH = ROOT / "config" / "paper_results.yaml"
@@ -173,11 +177,10 @@ def test_literature_rows_are_quoted(tmp_path, paper):
     assert r"Lyu et al., 2021); warmup (320 + 1600) epochs, 3200 epochs$^\dagger$" in latex
 
 
-def test_table6_reads_epochs_one_to_four_from_train_metrics(tmp_path, paper):
-    metrics = [epoch_record(e, "ramp", log_tightness_ratio=10.0 + e) for e in range(1, 7)]
-    for i in range(3):  # run i logs 11 + i, 12 + i, ... at epochs 1, 2, ...
-        shifted = [{**m, "train": {**m["train"], "log_tightness_ratio": m["train"]["log_tightness_ratio"] + i}}
-                   for m in metrics]
+def test_table6_reads_epochs_one_to_four_from_test_metrics(tmp_path, paper):
+    metrics = [epoch_record(e, "ramp", log_tightness_ratio=-100.0) for e in range(1, 7)]  # train: never read
+    for i in range(3):  # run i's test pass logs 11 + i, 12 + i, ... at epochs 1, 2, ...
+        shifted = [{**m, "test": {**m["test"], "log_tightness_ratio": 10.0 + m["epoch"] + i}} for m in metrics]
         write_run(tmp_path / f"runs/r{i}", metrics=shifted)
     entries = [({"dataset": "CIFAR-10", "model": "CNN-7", "ibp_init": init}, f"runs/r{i}")
                for i, init in enumerate([True, True, False])]
@@ -189,6 +192,28 @@ def test_table6_reads_epochs_one_to_four_from_train_metrics(tmp_path, paper):
     assert without.ours == pytest.approx(13.0) and without.paper == 16.29
     assert abs(without.delta) > 0.5 and without.agree is False  # tolerance 0.5 (no std printed)
     assert len([r for r in table.rows if r.kind == "run"]) == 8
+
+
+def test_table6_from_trained_runs_has_every_cell(tmp_path, paper):
+    """Epoch 1 is ε = 0 (regular training, no bounds), yet its test pass logs the statistic (IBP at
+    1e-6 px), so runs with and without IBP initialization fill all eight cells."""
+    train_split, test_split, info = load_dataset("cifar10", source="synthetic", train_size=32, test_size=16)
+    config = TrainConfig(eps_train=8 / 255, eps_test=8 / 255, start=2, length=2, epochs=4, batch_size=16)
+    entries = []
+    for init in (True, False):
+        torch.manual_seed(0)
+        model = build("cnn7", "cifar10", width=1 / 16)
+        initialize(model, "ibp" if init else "default", generator=torch.Generator().manual_seed(0))
+        history = train(model, train_split, test_split, info, config).history
+        assert history[0]["eval_eps"] == 0 and history[0]["train"]["log_tightness_ratio"] is None
+        write_run(tmp_path / f"runs/{init}", metrics=history)
+        entries.append(({"dataset": "CIFAR-10", "model": "CNN-7", "ibp_init": init}, f"runs/{init}"))
+    manifest = write_manifest(tmp_path / "m" / "table6.json", "table6", entries)
+    tex = tmp_path / "table6.tex"
+    table = render_target("table6", paper_path=PAPER_PATH, manifest_path=manifest, tex_path=tex, root=tmp_path)
+    cells = [_cell(r, "log_tightness_ratio") for r in table.rows if r.kind == "run"]
+    assert len(cells) == 8 and all(c.ours is not None and math.isfinite(c.ours) for c in cells)
+    assert "n/a" not in tex.read_text()
 
 
 def test_table8_relu_shares_from_the_final_epoch(tmp_path, paper):

@@ -13,7 +13,8 @@ each its own forward (so its own BN statistics) with loss/k, and the optimizer s
 batch, as the authors' ``--batch-size 128 --grad-acc-steps 2``. ε and the step counter advance per
 loader batch. After each epoch the model is evaluated on the whole test split in eval mode at the
 epoch's last training ε (scaled to ``eps_test``); the best epoch is the one with the lowest test
-verified error among epochs at ε_max.
+verified error among epochs at ε_max. That pass also logs Table 6's log(Ê(Δm)/Ê(Δ0)) in every epoch,
+from IBP bounds at max(ε, 1e-6) (a measurement-only pass when ε < 1e-6).
 
 Precision (:mod:`fastcert.method.precision`): training runs with TF32 only when
 ``config.tf32`` says so; the test pass, whose verified error is reported and picks the best
@@ -289,9 +290,26 @@ def _batch_terms(
     meter.add_layers("active", state.active)
     meter.add_layers("inactive", state.inactive)
     meter.add_layers("unstable", state.unstable)
-    if bound_eps > 0:  # a degenerate box has no widths: the ratio would be 0/0
+    if not training:
+        meter.add({"log_tightness_ratio": _test_tightness_ratio(ctx, x, bound_eps, x_lower, x_upper, out)}, 1)
+    elif bound_eps > 0:  # a degenerate box has no widths: the ratio would be 0/0
         meter.add({"log_tightness_ratio": log_tightness_ratio(x_lower, x_upper, out.pre_activation)}, 1)
     return loss, values["loss"]
+
+
+def _test_tightness_ratio(
+    ctx: _Context, x: Tensor, bound_eps: float, x_lower: Tensor, x_upper: Tensor, out: BatchBounds
+) -> float:
+    """Table 6's log(Ê(Δm)/Ê(Δ0)) of a test batch, from IBP bounds at max(ε, 1e-6) px.
+
+    Below 1e-6 (0 in the ε = 0 epochs, float32 noise early in a long ramp) the batch gets its own
+    IBP pass at 1e-6, the authors' ``--min-eps-reg`` (certified.py ``cert()`` @50560c6 bounds
+    ε = 0 batches only there), so every epoch and method has a value; that pass feeds nothing else.
+    """
+    if bound_eps >= NATURAL_BOUND_EPS:  # the batch's own bounds (IBP ones for CROWN-IBP too)
+        return log_tightness_ratio(x_lower, x_upper, out.pre_activation)
+    x_lower, x_upper = input_box(x, NATURAL_BOUND_EPS, ctx.info.mean, ctx.info.std)
+    return log_tightness_ratio(x_lower, x_upper, bound_pass(ctx.model, x, x_lower, x_upper).pre_activation)
 
 
 def _sub_batches(x: Tensor, y: Tensor, parts: int) -> Iterator[tuple[Tensor, Tensor]]:
