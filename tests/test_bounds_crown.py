@@ -16,7 +16,8 @@ from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, share
 from torch import Tensor, nn
 
 from fastcert.method.bounds import BackwardPass, BoundPass, bound_pass, compute_bounds
-from fastcert.method.bounds.relaxation import relaxation
+from fastcert.method.bounds import relaxation as relaxation_module
+from fastcert.method.bounds.relaxation import relaxation, relu_backward
 from fastcert.method.losses import robust_ce, spec_matrix
 
 MODES = ("eval", "train")
@@ -171,6 +172,28 @@ def test_relu_relaxation_constants() -> None:
     # l = u = 0: u⁺ = 1e-8, slope 1; tiny negative interval: u⁺ = l⁻ + 1e-8, finite slope
     assert slope_up[4] == 1 and intercept[4] == 0
     torch.testing.assert_close(slope_up[5], torch.tensor((-1e-9 + 1e-8) / 1e-8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_relu_backward_does_not_depend_on_the_slicing(monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
+    """On CPU the ReLU rule runs over slices of examples; its values and gradients equal, bit for
+    bit in float32, those of one slice over the whole batch (5 examples: slices of 2 and 3)."""
+    generator = torch.Generator().manual_seed(0)
+    center = torch.randn(5, 3, 4, 4, generator=generator).contiguous(memory_format=torch.channels_last)
+    radius = torch.rand(5, 3, 4, 4, generator=generator).contiguous(memory_format=torch.channels_last)
+    lower, upper = (center - radius).unsqueeze(1), (center + radius).unsqueeze(1)
+    A = torch.randn(1 if shared else 5, 2, 4, 4, 3, generator=generator).permute(0, 1, 4, 2, 3)
+    grads = torch.randn(5, 2, 3, 4, 4, generator=generator), torch.randn(5, 2, generator=generator)
+    results = []
+    for slice_elements in (1, 2**30):
+        monkeypatch.setattr(relaxation_module, "CPU_SLICE_ELEMENTS", slice_elements)
+        inputs = [t.detach().clone().requires_grad_(True) for t in (A, lower, upper)]
+        outputs = relu_backward(*inputs)
+        torch.autograd.backward(outputs, grads)
+        results.append([*outputs, *(t.grad for t in inputs)])
+    assert results[0][0].stride() == results[1][0].stride()  # the coefficients' layout is kept
+    for sliced, whole in zip(*results):
+        assert torch.equal(sliced, whole)
 
 
 def _toy_net() -> nn.Sequential:

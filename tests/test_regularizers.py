@@ -14,11 +14,12 @@ from fastcert.method.regularizers import (
     input_tightness,
     layer_tightness,
     log_tightness_ratio,
+    relu_counts,
     relu_loss,
     relu_state,
     tightness_loss,
     warmup_regularizer,
-    warmup_regularizer_with_state,
+    warmup_regularizer_with_counts,
 )
 from fastcert.vocabulary import REGULARIZER_TERMS
 
@@ -410,6 +411,8 @@ def test_relu_state_counts_across_slices_and_layouts(monkeypatch: pytest.MonkeyP
         assert state.active[k] == (lower > 0).sum().item() / n
         assert state.inactive[k] == (upper < 0).sum().item() / n
         assert state.unstable[k] == pytest.approx(1 - state.active[k] - state.inactive[k], abs=1e-15)
+    # the device-side fractions a training loop averages are the same numbers, bit for bit
+    assert relu_counts(layers).fractions().tolist() == [state.active, state.inactive, state.unstable]
 
 
 def test_mixed_dtypes_are_rejected() -> None:
@@ -420,7 +423,7 @@ def test_mixed_dtypes_are_rejected() -> None:
 
 
 @pytest.mark.parametrize("chunk", [None, 4])
-def test_warmup_regularizer_with_state_is_both_calls_in_one(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+def test_warmup_regularizer_with_counts_is_both_calls_in_one(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
     if chunk is not None:
         monkeypatch.setattr(regularizers, "_CPU_CHUNK", chunk)
     layers = mixed_layers()
@@ -428,9 +431,9 @@ def test_warmup_regularizer_with_state_is_both_calls_in_one(monkeypatch: pytest.
     total, parts = warmup_regularizer(X_LOWER, X_UPPER, separate, terms=("relu", "std"), tau=3.0)
     state = relu_state(separate)
     total.backward()
-    total_2, parts_2, state_2 = warmup_regularizer_with_state(X_LOWER, X_UPPER, together, terms=("relu", "std"), tau=3.0)
+    total_2, parts_2, counts_2 = warmup_regularizer_with_counts(X_LOWER, X_UPPER, together, terms=("relu", "std"), tau=3.0)
     total_2.backward()
-    assert state_2 == state
+    assert counts_2.state() == state
     assert total_2.item() == total.item()
     assert {k: v.item() for k, v in parts_2.items()} == {k: v.item() for k, v in parts.items()}
     separate_tensors = [t for pair in separate for t in pair]

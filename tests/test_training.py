@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import sys
 from typing import Any
 
 import pytest
@@ -12,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastcert.run import training
-from fastcert.run.data import load_dataset
 from fastcert.method.bounds import bound_pass
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.perturbation import input_box
 from fastcert.method.regularizers import log_tightness_ratio
 from fastcert.method.schedule import SmoothedSchedule
+from fastcert.run import training
+from fastcert.run.data import load_dataset
 from fastcert.run.training import (
     BatchBounds,
     Diverged,
@@ -363,6 +365,31 @@ def test_interrupt_and_resume_from_state_is_bit_identical(data) -> None:
     assert [numbers(r) for r in partial + resumed] == [numbers(r) for r in full]
     for got, want in zip(resumed_states[-1]["model"].values(), full_states[-1]["model"].values()):
         assert torch.equal(got, want)
+
+
+def test_an_epoch_reads_the_device_a_fixed_number_of_times(data, monkeypatch) -> None:
+    """Metrics, losses and gradient norms stay on the device during an epoch (on a GPU every read
+    waits for the device): the number of reads by fastcert's code does not grow with the number of
+    batches. (Adam reads its step counter, a CPU tensor, with ``item`` every step: not counted.)"""
+    train_split, test_split, info = data
+    reads = {"n": 0}
+
+    def counting(original):
+        def read(self, *args, **kwargs):
+            reads["n"] += f"{os.sep}fastcert{os.sep}" in sys._getframe(1).f_code.co_filename
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in ("item", "tolist", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    counts = []
+    for batch_size in (32, 8):  # 2 and 8 training batches, 2 and 6 test batches
+        reads["n"] = 0
+        train(tiny_model(), train_split, test_split, info,
+              config(start=1, length=1, epochs=1, batch_size=batch_size, regularizers=TERMS))
+        counts.append(reads["n"])
+    assert counts[0] == counts[1] > 0
 
 
 def test_meter_weights_losses_by_batch_size_and_the_rest_per_batch() -> None:

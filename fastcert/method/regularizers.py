@@ -16,11 +16,12 @@ cache-sized slices on CPU) and once more, to write both gradients, in the backwa
 per-layer formulas then run on ``[m]`` vectors. Autograd over masked full-size tensors
 (``torch.where`` forward and backward) cost about 25 % of an IBP training step on CPU; this costs
 about 5 % (``benchmarks/README.md``). A warmup batch that also logs the ReLU state can get both
-from one pass (:func:`warmup_regularizer_with_state`).
+from one pass (:func:`warmup_regularizer_with_counts`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -381,23 +382,50 @@ class ReluState:
         return sum(self.unstable) / len(self.unstable)
 
 
-def relu_state(pre_activation: Sequence[Bounds]) -> ReluState:
-    """Per-layer ReLU state fractions over all B·neurons (one host synchronisation in all)."""
+@dataclass(frozen=True)
+class ReluCounts:
+    """``counts`` [m, 2] (float64, on the bounds' device): ``|l > 0|`` and ``|u < 0|`` of each of
+    the m layers, of ``sizes`` elements. Kept on the device so that a training loop can average the
+    fractions over an epoch and read them once (:meth:`fractions`), instead of once per batch."""
+
+    counts: Tensor
+    sizes: tuple[int, ...]
+
+    def fractions(self) -> Tensor:
+        """``[active, inactive, unstable]`` fractions [3, m] (float64, on the device); the same
+        double-precision arithmetic as :meth:`state`, so equal to its values bit for bit."""
+        size = _size_column(self.sizes, self.counts.device)
+        active, inactive = self.counts.unbind(1)
+        return torch.stack([active / size, inactive / size, (size - active - inactive) / size])
+
+    def state(self) -> ReluState:
+        """The fractions on the host (one host synchronisation)."""
+        rows = self.counts.tolist()
+        return ReluState(
+            active=[a / n for (a, _), n in zip(rows, self.sizes)],
+            inactive=[i / n for (_, i), n in zip(rows, self.sizes)],
+            unstable=[(n - a - i) / n for (a, i), n in zip(rows, self.sizes)],
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def _size_column(sizes: tuple[int, ...], device: torch.device) -> Tensor:
+    """``sizes`` as a float64 tensor on ``device``, made once (a copy to a GPU waits for it)."""
+    return torch.tensor(sizes, dtype=torch.float64, device=device)
+
+
+def relu_counts(pre_activation: Sequence[Bounds]) -> ReluCounts:
+    """Per-layer counts of active and inactive ReLU inputs over all B·neurons, on the device."""
     _check(pre_activation)
     with torch.no_grad():
         scratch = _scratch(pre_activation[0][0], max(lower.numel() for lower, _ in pre_activation))
         counts = [_relu_counts(*_flat_pair(lower, upper), scratch) for lower, upper in pre_activation]
-    return _relu_state(torch.stack(counts), [lower.numel() for lower, _ in pre_activation])
+    return ReluCounts(torch.stack(counts), tuple(lower.numel() for lower, _ in pre_activation))
 
 
-def _relu_state(counts: Tensor, sizes: list[int]) -> ReluState:
-    """The fractions from ``[|l > 0|, |u < 0|]`` per layer (one host synchronisation)."""
-    rows = counts.tolist()
-    return ReluState(
-        active=[a / n for (a, _), n in zip(rows, sizes)],
-        inactive=[i / n for (_, i), n in zip(rows, sizes)],
-        unstable=[(n - a - i) / n for (a, i), n in zip(rows, sizes)],
-    )
+def relu_state(pre_activation: Sequence[Bounds]) -> ReluState:
+    """Per-layer ReLU state fractions over all B·neurons (one host synchronisation in all)."""
+    return relu_counts(pre_activation).state()
 
 
 def layer_tightness(pre_activation: Sequence[Bounds]) -> list[float]:
@@ -411,10 +439,15 @@ def log_tightness_ratio(
     x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds]
 ) -> float:
     """``log(Ê(Δm)/Ê(Δ0))`` with m the last ReLU layer (Table 6): bound growth through the net."""
+    return log_tightness_ratio_tensor(x_lower, x_upper, pre_activation).item()
+
+
+def log_tightness_ratio_tensor(x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds]) -> Tensor:
+    """:func:`log_tightness_ratio` as a 0-d tensor on the bounds' device (no host synchronisation)."""
     _check(pre_activation)
     with torch.no_grad():
         last = _layer_sums(pre_activation[-1:], centers=False).mean_half_width[0]
-        return torch.log(last / input_tightness(x_lower, x_upper)).item()
+        return torch.log(last / input_tightness(x_lower, x_upper))
 
 
 def warmup_regularizer(
@@ -432,17 +465,17 @@ def warmup_regularizer(
     return total, parts
 
 
-def warmup_regularizer_with_state(
+def warmup_regularizer_with_counts(
     x_lower: Tensor,
     x_upper: Tensor,
     pre_activation: Sequence[Bounds],
     terms: Sequence[str] = ("tightness", "relu"),
     tau: float = 0.5,
-) -> tuple[Tensor, dict[str, Tensor], ReluState]:
-    """:func:`warmup_regularizer` and :func:`relu_state` of the same bounds in one pass (a warmup
+) -> tuple[Tensor, dict[str, Tensor], ReluCounts]:
+    """:func:`warmup_regularizer` and :func:`relu_counts` of the same bounds in one pass (a warmup
     batch needs both; the bounds are read once instead of twice)."""
     total, parts, sums = _warmup(x_lower, x_upper, pre_activation, terms, tau)
-    return total, parts, _relu_state(sums.counts, [lower.numel() for lower, _ in pre_activation])
+    return total, parts, ReluCounts(sums.counts, tuple(lower.numel() for lower, _ in pre_activation))
 
 
 def _warmup(

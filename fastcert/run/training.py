@@ -44,17 +44,21 @@ from tqdm import tqdm
 
 from fastcert.method.bounds import bound_pass
 from fastcert.method.crown_ibp import crown_ibp_objective
-from fastcert.run.data import DatasetInfo, Split
 from fastcert.method.losses import certified, robust_ce, spec_matrix
 from fastcert.method.perturbation import input_box
 from fastcert.method.precision import certification, float32_precision
-from fastcert.method.regularizers import log_tightness_ratio, relu_state, warmup_regularizer_with_state
+from fastcert.method.regularizers import (
+    log_tightness_ratio_tensor,
+    relu_counts,
+    warmup_regularizer_with_counts,
+)
 from fastcert.method.schedule import (
     SmoothedSchedule,
     batches_per_epoch,
     reg_lambda,
     regularizer_active,
 )
+from fastcert.run.data import DatasetInfo, Split
 
 NATURAL_BOUND_EPS = 1e-6  # authors' --min-eps-reg: bounds for the regularizers in ε = 0 batches
 LR_DECAY = 0.2
@@ -180,43 +184,81 @@ class TrainResult:
 class Meter:
     """Running averages: batch-size-weighted for :data:`WEIGHTED_KEYS`, equal weight otherwise.
 
-    Keys never updated (e.g. bounds in a natural epoch) average to None, not to a fake 0.
+    Keys never updated (e.g. bounds in a natural epoch) average to None, not to a fake 0. Values
+    may be float64 tensors on the model's device (0-d, per-layer 1-d): they are summed there, in
+    the order and precision the host would use, and read back in one host synchronisation by
+    :meth:`summary`. A training loop then synchronises once per epoch instead of several times
+    per batch (on a GPU each read stalls the queue of kernels).
     """
 
     def __init__(self) -> None:
-        self._sum: dict[str, float] = defaultdict(float)
+        self._sum: dict[str, Tensor | float] = {}
         self._weight: dict[str, float] = defaultdict(float)
-        self._layers: dict[str, list[float]] = {}
+        self._layers: dict[str, Tensor | list[float]] = {}
         self._layer_count: dict[str, int] = defaultdict(int)
 
-    def add(self, values: dict[str, float | None], batch_size: int) -> None:
+    def add(self, values: dict[str, Tensor | float | None], batch_size: int) -> None:
         for key, value in values.items():
             if value is None:
                 continue
             weight = batch_size if key in WEIGHTED_KEYS else 1
-            self._sum[key] += value * weight
+            self._sum[key] = self._sum.get(key, 0.0) + value * weight
             self._weight[key] += weight
 
-    def add_layers(self, key: str, per_layer: Sequence[float]) -> None:
-        current = self._layers.setdefault(key, [0.0] * len(per_layer))
-        self._layers[key] = [a + b for a, b in zip(current, per_layer)]
+    def add_layers(self, key: str, per_layer: Tensor | Sequence[float]) -> None:
+        if isinstance(per_layer, Tensor):
+            self._layers[key] = self._layers.get(key, 0.0) + per_layer  # type: ignore[operator]
+        else:
+            current = self._layers.setdefault(key, [0.0] * len(per_layer))
+            self._layers[key] = [a + b for a, b in zip(current, per_layer)]  # type: ignore[arg-type]
         self._layer_count[key] += 1
 
-    def mean(self, key: str) -> float | None:
-        return self._sum[key] / self._weight[key] if self._weight.get(key) else None
-
-    def layer_mean(self, key: str) -> list[float] | None:
-        if key not in self._layers:
-            return None
-        return [value / self._layer_count[key] for value in self._layers[key]]
-
     def summary(self, keys: Iterable[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {key: self.mean(key) for key in keys}
+        """The averages of ``keys`` and the per-layer ReLU fractions, as Python floats."""
+        sums, layers = _to_host(self._sum), _to_host(self._layers)
+        out: dict[str, Any] = {key: sums[key] / self._weight[key] if self._weight.get(key) else None for key in keys}
         for key in RELU_KEYS:
-            per_layer = self.layer_mean(key)
+            per_layer = None if key not in layers else [value / self._layer_count[key] for value in layers[key]]
             out[key] = None if per_layer is None else sum(per_layer) / len(per_layer)
             out[f"{key}_per_layer"] = per_layer
         return out
+
+
+def _to_host(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every tensor replaced by its Python value, in one host synchronisation."""
+    tensors = {key: value for key, value in values.items() if isinstance(value, Tensor)}
+    if not tensors:
+        return dict(values)
+    flat = torch.cat([value.reshape(-1) for value in tensors.values()]).tolist()
+    out, start = dict(values), 0
+    for key, value in tensors.items():
+        size = value.numel()
+        out[key] = flat[start] if value.dim() == 0 else flat[start : start + size]
+        start += size
+    return out
+
+
+class _FiniteWatch:
+    """Training losses and gradient norms, checked for NaN/inf once per epoch (one host
+    synchronisation) instead of once per batch; reports the first bad value as the per-batch
+    check did (the epoch runs to its end first, and nothing of it is recorded)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._values: list[tuple[Tensor, str]] = []
+
+    def add(self, value: Tensor, what: str) -> None:
+        self._values.append((value.detach(), what))
+
+    def check(self) -> None:
+        """Raise :class:`Diverged` on the first non-finite value added since the last check."""
+        if not self._values:
+            return
+        values = torch.stack([value.double() for value, _ in self._values]).tolist()
+        labels = [what for _, what in self._values]
+        self._values = []
+        for value, what in zip(values, labels):
+            _check_finite(value, self.epoch, what)
 
 
 class _Context(NamedTuple):
@@ -238,9 +280,9 @@ def _batch_terms(
     warmup: bool,
     training: bool,
     meter: Meter,
-) -> tuple[Tensor, float]:
-    """Loss of one (sub-)batch at the nominal ``eps`` and its value (read with the metrics, in
-    one host synchronization); records the batch's metrics into ``meter``.
+) -> Tensor:
+    """Loss of one (sub-)batch at the nominal ``eps``; records the batch's metrics into ``meter``
+    (on the device: nothing here waits for the device).
 
     ``sched_eps`` (the schedule's ε in training-ε units) sets λ and the CROWN-IBP mix; ``warmup``
     says whether this epoch logs (and, for configured terms, optimizes) the regularizers.
@@ -253,9 +295,9 @@ def _batch_terms(
     if natural and training and not train_regs:
         logits = ctx.model(x)
         ce = F.cross_entropy(logits, y)
-        values = torch.stack([ce.detach().double(), (logits.argmax(1) != y).double().mean()]).tolist()
-        meter.add({"ce": values[0], "err": values[1], "loss": values[0]}, len(y))
-        return ce, values[0]
+        ce_value = ce.detach().double()
+        meter.add({"ce": ce_value, "err": (logits.argmax(1) != y).double().mean(), "loss": ce_value}, len(y))
+        return ce
     bound_eps = NATURAL_BOUND_EPS if natural and train_regs else eps
     x_lower, x_upper = input_box(x, bound_eps, ctx.info.mean, ctx.info.std)
     out = ctx.objective(
@@ -274,7 +316,7 @@ def _batch_terms(
     if out.margin_lower is not None:
         named["verified_err"] = (~certified(out.margin_lower)).double().mean()
     if warmup:  # the regularizers and the ReLU statistics come from one pass over the bounds
-        total, parts, state = warmup_regularizer_with_state(
+        total, parts, counts = warmup_regularizer_with_counts(
             x_lower, x_upper, out.pre_activation, config.regularizers, config.tau
         )
         named.update(l_tightness=parts["tightness"], l_relu=parts["relu"], l_std=parts["std"])
@@ -283,23 +325,22 @@ def _batch_terms(
             lam = reg_lambda(sched_eps, config.eps_train, config.lambda0, config.constant_lambda)
             loss = loss + lam * total
     else:
-        state = relu_state(out.pre_activation)
+        counts = relu_counts(out.pre_activation)
     named["loss"] = loss
-    values = dict(zip(named, torch.stack([v.detach().double() for v in named.values()]).tolist()))
-    meter.add(values, len(y))
-    meter.add_layers("active", state.active)
-    meter.add_layers("inactive", state.inactive)
-    meter.add_layers("unstable", state.unstable)
+    meter.add({key: value.detach().double() for key, value in named.items()}, len(y))
+    for key, fractions in zip(RELU_KEYS, counts.fractions()):
+        meter.add_layers(key, fractions)
     if not training:
-        meter.add({"log_tightness_ratio": _test_tightness_ratio(ctx, x, bound_eps, x_lower, x_upper, out)}, 1)
+        meter.add({"log_tightness_ratio": _test_tightness_ratio(ctx, x, bound_eps, x_lower, x_upper, out).double()}, 1)
     elif bound_eps > 0:  # a degenerate box has no widths: the ratio would be 0/0
-        meter.add({"log_tightness_ratio": log_tightness_ratio(x_lower, x_upper, out.pre_activation)}, 1)
-    return loss, values["loss"]
+        ratio = log_tightness_ratio_tensor(x_lower, x_upper, out.pre_activation)
+        meter.add({"log_tightness_ratio": ratio.double()}, 1)
+    return loss
 
 
 def _test_tightness_ratio(
     ctx: _Context, x: Tensor, bound_eps: float, x_lower: Tensor, x_upper: Tensor, out: BatchBounds
-) -> float:
+) -> Tensor:
     """Table 6's log(Ê(Δm)/Ê(Δ0)) of a test batch, from IBP bounds at max(ε, 1e-6) px.
 
     Below 1e-6 (0 in the ε = 0 epochs, float32 noise early in a long ramp) the batch gets its own
@@ -307,9 +348,9 @@ def _test_tightness_ratio(
     ε = 0 batches only there), so every epoch and method has a value; that pass feeds nothing else.
     """
     if bound_eps >= NATURAL_BOUND_EPS:  # the batch's own bounds (IBP ones for CROWN-IBP too)
-        return log_tightness_ratio(x_lower, x_upper, out.pre_activation)
+        return log_tightness_ratio_tensor(x_lower, x_upper, out.pre_activation)
     x_lower, x_upper = input_box(x, NATURAL_BOUND_EPS, ctx.info.mean, ctx.info.std)
-    return log_tightness_ratio(x_lower, x_upper, bound_pass(ctx.model, x, x_lower, x_upper).pre_activation)
+    return log_tightness_ratio_tensor(x_lower, x_upper, bound_pass(ctx.model, x, x_lower, x_upper).pre_activation)
 
 
 def _sub_batches(x: Tensor, y: Tensor, parts: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -421,7 +462,7 @@ def _train_epoch(
     config, model = ctx.config, ctx.model
     warmup = regularizer_active(epoch, config.start, config.length)
     model.train()
-    meter = Meter()
+    meter, watch = Meter(), _FiniteWatch(epoch)
     batches: Iterable[tuple[Tensor, Tensor]] = split.batches(
         config.batch_size, shuffle=True, augment=config.augment, generator=run.generator
     )
@@ -429,21 +470,23 @@ def _train_epoch(
         batches = tqdm(batches, total=run.batches, desc=f"epoch {epoch}/{config.epochs}", leave=False)
     for x, y in batches:
         if should_stop():
+            watch.check()  # a divergence before the stop is reported as such
             raise Interrupted(run.epoch)
         eps = run.schedule.eps(run.step)
         for xs, ys in _sub_batches(x, y, config.grad_accumulation):
-            loss, value = _batch_terms(
+            loss = _batch_terms(
                 ctx, xs, ys, eps=eps, sched_eps=eps,
                 warmup=warmup, training=True, meter=meter,
             )
-            _check_finite(value, epoch, f"training loss at step {run.step}")
+            watch.add(loss, f"training loss at step {run.step}")
             (loss / config.grad_accumulation).backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=config.grad_clip).item()
-        _check_finite(grad_norm, epoch, f"gradient norm at step {run.step}")
-        meter.add({"grad_norm": grad_norm}, 1)
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=config.grad_clip).detach()
+        watch.add(grad_norm, f"gradient norm at step {run.step}")
+        meter.add({"grad_norm": grad_norm.double()}, 1)
         run.optimizer.step()
         run.optimizer.zero_grad()
         run.step += 1
+    watch.check()
     return meter.summary(SCALAR_KEYS + ("grad_norm",))
 
 

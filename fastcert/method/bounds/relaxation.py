@@ -10,12 +10,15 @@ where the gradients with respect to A and to the bounds are written out by hand.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 RELU_UPPER_FLOOR = 1e-8  # auto_LiRPA: u⁺ >= l⁻ + 1e-8 keeps the chord slope finite
+# Coefficients per slice of examples on CPU (1 MiB in float32): a slice's temporaries stay in cache.
+CPU_SLICE_ELEMENTS = 2**18
 
 
 class Relaxation(NamedTuple):
@@ -54,42 +57,91 @@ class ReluBackward(torch.autograd.Function):
     negative ones the upper line of :func:`relaxation`: ``A_in = A·(slope_low if A ≥ 0 else
     slope_up)``, ``offset = Σ_S min(A, 0)·intercept_up`` [B, M]. First-order gradients only; at the
     measure-zero ties of ``max``/``clamp`` the gradient goes to one side instead of being split.
+
+    Both passes run over the examples in slices (:func:`_example_slices`): the dozen elementwise
+    steps of a slice then work on temporaries that stay in cache, where full-size temporaries
+    (32 MiB each for CNN-7's first layers at batch 128) cost a trip to memory per step and, with
+    glibc's default allocator, page faults on every fresh buffer. Only ``A`` and the bounds are
+    saved; the backward recomputes the relaxation slice by slice. Each element goes through the
+    same operations as on the whole tensor, so the values do not depend on the slicing.
     """
 
     @staticmethod
     def forward(ctx: Any, A: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        lower_neg, width, slope_up, slope_low, from_upper = relaxation(lower, upper)
-        A_neg = A.clamp(max=0)
-        # A·(slope_up if A < 0 else slope_low), without torch.where (many times slower on CPU)
-        A_in = torch.addcmul(A * slope_low, A_neg, slope_up - slope_low)
-        offset = _inner(A_neg, -lower_neg * slope_up)
-        # routing of the bounds' gradient: u⁺ = max(max(u, 0), l⁻ + 1e-8), l⁻ = min(l, 0)
-        to_upper, to_lower = from_upper & (upper >= 0), lower <= 0
-        ctx.save_for_backward(A_neg, lower_neg, slope_up, slope_low, width, from_upper, to_upper, to_lower)
+        batch = lower.shape[0]
+        A_in = _empty_in_layout(A, (batch,) + tuple(A.shape[1:]))
+        offset = A.new_empty(batch, A.shape[1])
+        for rows in _example_slices(A, batch):
+            A_rows = _rows(A, rows, batch)
+            lower_neg, _, slope_up, slope_low, _ = relaxation(lower[rows], upper[rows])
+            A_neg = A_rows.clamp(max=0)
+            # A·(slope_up if A < 0 else slope_low), without torch.where (many times slower on CPU)
+            torch.addcmul(A_rows * slope_low, A_neg, slope_up - slope_low, out=A_in[rows])
+            offset[rows] = _inner(A_neg, -lower_neg * slope_up)
+        ctx.save_for_backward(A, lower, upper)
         return A_in, offset
 
     @staticmethod
     def backward(ctx: Any, grad_in: Tensor, grad_offset: Tensor) -> tuple[Tensor | None, ...]:
-        A_neg, lower_neg, slope_up, slope_low, width, from_upper, to_upper, to_lower = ctx.saved_tensors
-        grad_off = grad_offset.view(grad_offset.shape + (1,) * (A_neg.dim() - 2))
-        through_upper = grad_in - grad_off * lower_neg  # A<0: A_in = A·s, offset term A·(−l⁻)·s
-        grad_A = None
-        if ctx.needs_input_grad[0]:
-            through_lower = grad_in * slope_low
-            negative = (A_neg < 0).to(A_neg.dtype)
-            grad_A = torch.addcmul(through_lower, negative, through_upper * slope_up - through_lower)
-            if A_neg.shape[0] != grad_A.shape[0]:  # A was shared by every example
-                grad_A = grad_A.sum(0, keepdim=True)
-        if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-            return grad_A, None, None
-        grad_slope = _sum_specs(A_neg * through_upper)
-        # slope = u⁺/w with w = u⁺ − l⁻: ∂/∂u⁺ = (1 − slope)/w, ∂/∂l⁻ = slope/w; offset: −l⁻·slope
-        scaled = grad_slope / width
-        grad_upper_pos = scaled * (1 - slope_up)
-        grad_lower_neg = (scaled - _sum_specs(A_neg * grad_off)) * slope_up
-        dtype = grad_upper_pos.dtype
-        grad_lower_neg = torch.addcmul(grad_lower_neg, (~from_upper).to(dtype), grad_upper_pos)
-        return grad_A, grad_lower_neg * to_lower.to(dtype), grad_upper_pos * to_upper.to(dtype)
+        A, lower, upper = ctx.saved_tensors
+        batch = lower.shape[0]
+        need_A, need_bounds = ctx.needs_input_grad[0], ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        grad_A = _empty_in_layout(A, tuple(grad_in.shape)) if need_A else None
+        grad_lower = torch.empty_like(lower) if need_bounds else None
+        grad_upper = torch.empty_like(upper) if need_bounds else None
+        for rows in _example_slices(A, batch):
+            A_rows, low, up = _rows(A, rows, batch), lower[rows], upper[rows]
+            lower_neg, width, slope_up, slope_low, from_upper = relaxation(low, up)
+            A_neg = A_rows.clamp(max=0)
+            grad_off = grad_offset[rows].view(grad_offset[rows].shape + (1,) * (A.dim() - 2))
+            grad_rows = grad_in[rows]
+            through_upper = grad_rows - grad_off * lower_neg  # A<0: A_in = A·s, offset term A·(−l⁻)·s
+            if grad_A is not None:
+                through_lower = grad_rows * slope_low
+                negative = (A_neg < 0).to(A_neg.dtype)
+                torch.addcmul(through_lower, negative, through_upper * slope_up - through_lower, out=grad_A[rows])
+            if grad_lower is None or grad_upper is None:
+                continue
+            grad_slope = _sum_specs(A_neg * through_upper)
+            # slope = u⁺/w with w = u⁺ − l⁻: ∂/∂u⁺ = (1 − slope)/w, ∂/∂l⁻ = slope/w; offset: −l⁻·slope
+            scaled = grad_slope / width
+            grad_upper_pos = scaled * (1 - slope_up)
+            grad_lower_neg = (scaled - _sum_specs(A_neg * grad_off)) * slope_up
+            dtype = grad_upper_pos.dtype
+            grad_lower_neg = torch.addcmul(grad_lower_neg, (~from_upper).to(dtype), grad_upper_pos)
+            # routing of the bounds' gradient: u⁺ = max(max(u, 0), l⁻ + 1e-8), l⁻ = min(l, 0)
+            to_upper, to_lower = from_upper & (up >= 0), low <= 0
+            torch.mul(grad_lower_neg, to_lower.to(dtype), out=grad_lower[rows])
+            torch.mul(grad_upper_pos, to_upper.to(dtype), out=grad_upper[rows])
+        if grad_A is not None and A.shape[0] != grad_A.shape[0]:  # A was shared by every example
+            grad_A = grad_A.sum(0, keepdim=True)
+        return grad_A, grad_lower, grad_upper
+
+
+def _example_slices(A: Tensor, batch: int) -> list[slice]:
+    """Slices of the examples with about :data:`CPU_SLICE_ELEMENTS` coefficients each on CPU; a GPU
+    takes the whole batch, one kernel per step. A slice holds at least two examples (unless the
+    batch is one): torch computes a batch of one matrix product in another order (``mm``) than
+    one of a larger batch (``bmm``), whose items agree with the whole batch's bit for bit."""
+    step = batch if A.device.type != "cpu" else max(2, CPU_SLICE_ELEMENTS // math.prod(A.shape[1:]))
+    starts = list(range(0, batch, step))
+    if len(starts) > 1 and batch - starts[-1] == 1:
+        starts.pop()
+    return [slice(begin, end) for begin, end in zip(starts, starts[1:] + [batch])]
+
+
+def _rows(A: Tensor, rows: slice, batch: int) -> Tensor:
+    """The coefficients of the examples ``rows`` (all of A when it is shared by the batch)."""
+    return A if A.shape[0] != batch else A[rows]
+
+
+def _empty_in_layout(like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """An empty tensor of ``shape`` whose dimensions lie in memory in the order of ``like``'s
+    (channels-last coefficients stay channels-last), the batch outermost (``like`` may have a
+    batch dimension of 1, whose stride says nothing)."""
+    order = [0] + sorted(range(1, like.dim()), key=like.stride, reverse=True)
+    inverse = sorted(range(like.dim()), key=order.__getitem__)
+    return like.new_empty([shape[dim] for dim in order]).permute(inverse)
 
 
 def _inner(A: Tensor, values: Tensor) -> Tensor:
