@@ -51,7 +51,8 @@ def schedule(phases: tuple[int, int, int]) -> dict[str, Any]:
 
 def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], str]], scale: str = "smoke", *,
                    phases: tuple[int, int, int] | None = None, paper_phases: tuple[int, int, int] | None = None,
-                   scale_note: str | None = None, not_run: list[dict[str, Any]] | None = None) -> Path:
+                   scale_note: str | None = None, not_run: list[dict[str, Any]] | None = None,
+                   differences: list[dict[str, Any]] | None = None) -> Path:
     """A manifest listing ``(key, run_dir)`` entries (run_dir relative to the workflow root), repeats numbered.
 
     ``phases`` / ``paper_phases``: every run's schedule at this scale and the paper's; ``not_run``: row
@@ -70,6 +71,8 @@ def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], 
         document["scale_note"] = scale_note
     if not_run:
         document["not_run"] = list(not_run)
+    if differences:
+        document["differences"] = list(differences)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document), encoding="utf-8")
     return path

@@ -22,7 +22,8 @@ EXPERIMENTS = yaml.safe_load((REPO / "config" / "experiments.yaml").read_text())
 PAPER = {"description": "paper", "max_repeats": None, "threads": 4, "width": 1.0, "schedule_factor": 1.0,
          "time_factor": 1.0, "spec": {}, "datasets": {}}
 ONE_REPEAT_SMALL = {**PAPER, "description": "small", "max_repeats": 1, "width": 0.0625, "schedule_factor": 0.1,
-                    "spec": {"device": "cpu", "data": {"source": "synthetic", "train_size": 64, "test_size": 16}}}
+                    "spec": {"device": "cpu", "batch_size": 32,
+                             "data": {"source": "synthetic", "train_size": 64, "test_size": 16}}}
 
 
 def test_table1_needs_three_methods_by_the_papers_repeats_at_paper_scale() -> None:

@@ -56,7 +56,7 @@ def test_runtime_has_a_margin_a_floor_and_grows_with_the_attempt() -> None:
     minutes = estimated_seconds(cifar_spec(), SCALE, TRAIN, GUIDE) / 60 * 1.5
     assert runtime_minutes(cifar_spec(), SCALE, TRAIN, GUIDE, 1) == math.ceil(minutes)
     assert runtime_minutes(cifar_spec(), SCALE, TRAIN, GUIDE, 2) == math.ceil(2 * minutes)
-    tiny = cifar_spec(width=0.01, data={"train_size": 10})
+    tiny = cifar_spec(width=0.01, batch_size=8, data={"train_size": 10})
     assert runtime_minutes(tiny, SCALE, TRAIN, GUIDE, 1) == 10 and runtime_minutes(tiny, SCALE, TRAIN, GUIDE, 3) == 30
 
 

@@ -18,6 +18,8 @@ from fastcert.reporting.tables import build_target, load_paper, render_target
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PATH = ROOT / "config" / "paper_results.yaml"
 SCALES_PATH = ROOT / "config" / "scales.yaml"
+EXPERIMENTS_PATH = ROOT / "config" / "experiments.yaml"
+FIGURE2_SETTING = "Figure 2 (ReLU states during training): the schedule"
 NOTE = "Smoke scale: these numbers test the plumbing only."
 CIFAR160 = {"dataset": "CIFAR-10", "schedule_total": 160, "schedule_phases": [1, 80, 79], "model": "CNN-7"}
 
@@ -67,7 +69,9 @@ def _inputs(root: Path) -> dict:
     metrics = [epoch_record(e, "ramp", active=0.1 * e) for e in (1, 2, 3)]
     write_run(root / "runs/f", metrics=metrics)
     figure_manifest = write_manifest(root / "results/manifests/figure2.json", "figure2",
-                                     [({"setting": "Vanilla IBP"}, "runs/f")], scale_note=NOTE)
+                                     [({"setting": "Vanilla IBP"}, "runs/f")], scale_note=NOTE,
+                                     differences=[{"name": "figure2-schedule", "setting": FIGURE2_SETTING,
+                                                   "variant": True}])
     figure = root / "results/figures/figure2.pdf"
     save(draw("figure2", load_manifest(figure_manifest, root)), {"pdf": str(figure)})
     return {"tables": tables, "figures": [figure], "manifests": [*manifests, figure_manifest]}
@@ -77,7 +81,7 @@ def _inputs(root: Path) -> dict:
 def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     output = tmp_path / "reports" / "report.pdf"
     summaries = build_report(**_inputs(tmp_path), paper_path=PAPER_PATH, output=output, root=tmp_path,
-                             scales_path=SCALES_PATH)
+                             scales_path=SCALES_PATH, experiments_path=EXPERIMENTS_PATH)
     assert [s.name for s in summaries] == ["table1", "table3"]
     assert output.read_bytes().startswith(b"%PDF")
     assert not list(output.parent.glob("*.tmp"))
@@ -99,6 +103,16 @@ def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     # what the other scales take and show, from config/scales.yaml (smoke, this report's, starred)
     assert any(line.startswith("smoke \u22c6 smoke test") for line in lines), lines[:40]
     assert any("226 runs, about 650" in line for line in lines) and "43.6 minutes" in " ".join(lines)
+    # the settings that differ from the paper's text, generated from config/experiments.yaml, with the
+    # choice this report's runs made, and the figure's caption pointing there
+    joined = " ".join(lines)
+    section = joined[joined.index("Settings that differ from the paper Where"):]
+    for setting in ("Initialization of the Wide-ResNet baselines", "TinyImageNet: lambda0", FIGURE2_SETTING,
+                    "Figure 6 (ReLU states against the warmup length): BatchNorm", "Table 9 (other radii)"):
+        assert setting in section, setting
+    assert section.count("This report ran the variant.") == 1
+    assert "kaiming_normal_(mode=’fan_out’)" in section or "kaiming_normal_(mode='fan_out')" in section
+    assert f"Settings that differ from the paper’s text (report, “Settings that differ from the paper”): {FIGURE2_SETTING} (variant figure2-schedule)" in joined
 
 
 def test_report_needs_a_manifest_per_table(tmp_path):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from run_builders import epoch_record, write_manifest, write_producer, write_run
 
@@ -33,6 +34,8 @@ from fastcert.reporting.tables import (
     paper_rows,
     render_target,
 )
+from fastcert.run.data import load_dataset
+from fastcert.run.training import TrainConfig, train
 from fastcert.run.data import load_dataset
 from fastcert.run.training import TrainConfig, train
 
@@ -432,3 +435,14 @@ def test_table_from_a_real_training_run(tmp_path, paper):
     cell = _cell(_row(table, **CIFAR160, method="Ours"), "verified")
     assert cell.ours is not None and 0 <= cell.ours <= 100 and cell.delta is not None
     assert "synthetic CIFAR-10 stand-in" in table.caption
+
+
+def test_a_table_caption_points_to_the_settings_that_differ_from_the_paper(tmp_path, paper):
+    write_run(tmp_path / "runs/t", epoch_time={"eps0": 3.0, "ramp": 6.0, "target": 5.0})
+    key = {"dataset": "TinyImageNet", "model": "CNN-7", "method": "Ours"}
+    difference = {"name": "tinyimagenet-recipe", "setting": "TinyImageNet: lambda0_and milestones", "variant": False}
+    table = _table(tmp_path, paper, "table2", [], differences=[difference])
+    assert ("Settings that differ from the paper's text (report, ``Settings that differ from the paper''): "
+            r"TinyImageNet: lambda0\_and milestones (default \texttt{tinyimagenet-recipe}).") in table.caption
+    plain = _table(tmp_path, paper, "table3", [(key, "runs/t")])
+    assert "Settings that differ" not in plain.caption

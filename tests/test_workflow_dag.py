@@ -297,7 +297,7 @@ def test_bad_experiments_entry_is_rejected_naming_the_key(tmp_path: Path, edit: 
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ("scale=huge", "config scale: unknown scale 'huge' (valid: demo, paper, smoke, cpu)"),
+        ("scale=huge", "config scale: unknown scale 'huge' (valid: paper, smoke, cpu, demo)"),
         ("scale=smok", "config scale: unknown scale 'smok' (did you mean 'smoke'?)"),
         ("scal=smoke", "config (config/config.yaml and --config): top level: unknown key 'scal' (did you mean 'scale'?)"),
     ],

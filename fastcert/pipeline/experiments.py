@@ -9,7 +9,7 @@ directory and one job.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -31,6 +31,7 @@ class Expansion:
     runs: dict[str, RunSpec]
     manifests: dict[str, list[dict[str, Any]]]
     not_run: dict[str, list[dict[str, Any]]]  # row keys a target declares that the scale does not run
+    differences: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)  # per target
 
     def run_spec(self, rid: str, scale_name: str) -> RunSpec:
         """The spec of a run directory name, with a clear error for names no target needs."""
@@ -95,6 +96,34 @@ def group_rows(experiments: dict[str, Any], group: dict[str, Any], where: str) -
         yield key, spec, repeat_count(group["repeats"], names, where), row
 
 
+def chosen_variants(experiments: dict[str, Any], names: Sequence[str], where: str) -> dict[str, dict[str, Any]]:
+    """The differences (config/experiments.yaml) whose other choice is run instead of the default."""
+    differences = experiments.get("differences", {})
+    for name in names:
+        if name not in differences:
+            raise ExperimentError(f"{where}: unknown variant {name!r}{nearest(name, differences)}; "
+                                  f"variants are the names under `differences` of the experiments file")
+    return {name: differences[name] for name in names}
+
+
+def _matches(spec: dict[str, Any], match: dict[str, Any]) -> bool:
+    """A row's paper-scale spec has every ``match`` key's value (or one of a list of values)."""
+    return all(spec.get(key) in value if isinstance(value, list) else spec.get(key) == value
+               for key, value in match.items())
+
+
+def with_variants(target: str, spec: dict[str, Any], variants: dict[str, dict[str, Any]],
+                  changed: set[str]) -> dict[str, Any]:
+    """A row's paper-scale spec with every chosen variant of its target laid over it (``changed``
+    collects the variants that changed a row, so that one that changes nothing is reported)."""
+    for name, difference in variants.items():
+        variant = difference["variant"]
+        if target in difference["targets"] and _matches(spec, variant["match"]):
+            spec = deep_merge(spec, variant["spec"])
+            changed.add(name)
+    return spec
+
+
 def selected(patterns: list[dict[str, Any]] | None, key: dict[str, Any]) -> list[int]:
     """Indices of the scale's ``only`` patterns for a target that a row key matches (all of a
     pattern's keys equal); ``None`` (no ``only`` entry for the target) matches nothing."""
@@ -122,13 +151,18 @@ def run_id(spec: RunSpec) -> str:
 
 
 def expand_targets(
-    experiments: dict[str, Any], scale: dict[str, Any], scale_name: str, experiments_path: str
+    experiments: dict[str, Any], scale: dict[str, Any], scale_name: str, experiments_path: str,
+    variants: Sequence[str] = (),
 ) -> Expansion:
     """Manifest entries per target and the distinct runs they need, at the given scale.
 
     A scale with an ``only`` filter runs just the rows it selects; the others are listed per target
-    in ``not_run``, so that tables can say so instead of showing nothing.
+    in ``not_run``, so that tables can say so instead of showing nothing. ``variants`` names
+    differences (``differences`` of the experiments file) whose other choice replaces the default in
+    the rows it matches; the row keys stay, so the tables still pair every row with the paper's.
     """
+    chosen = chosen_variants(experiments, variants, "config variants")
+    changed: set[str] = set()
     runs: dict[str, RunSpec] = {}
     manifests: dict[str, list[dict[str, Any]]] = {}
     not_run: dict[str, list[dict[str, Any]]] = {}
@@ -151,6 +185,7 @@ def expand_targets(
                         continue
                 if scale["max_repeats"] is not None:
                     repeats = min(repeats, scale["max_repeats"])
+                spec = with_variants(target, spec, chosen, changed)
                 for repeat in range(repeats):
                     raw = scale_spec({**spec, "seed": experiments["seed"] + repeat}, scale)
                     try:
@@ -167,7 +202,11 @@ def expand_targets(
         not_run[target] = skipped
     if only is not None:
         check_only(only, experiments, matched, keys, f"scale {scale_name}")
-    return Expansion(runs, manifests, not_run)
+    unused = [name for name in chosen if name not in changed]
+    if unused:
+        raise ExperimentError(f"config variants: {', '.join(unused)} changes no run at scale {scale_name!r} "
+                              f"(no row of its targets matches its `match`, or its targets are not run)")
+    return Expansion(runs, manifests, not_run, target_differences(experiments, variants))
 
 
 def manifest_document(expansion: Expansion, target: str, scale_name: str, scale: dict[str, Any]) -> dict[str, Any]:
@@ -182,4 +221,18 @@ def manifest_document(expansion: Expansion, target: str, scale_name: str, scale:
     }
     if expansion.not_run[target]:
         document["not_run"] = expansion.not_run[target]
+    if expansion.differences.get(target):
+        document["differences"] = expansion.differences[target]
     return document
+
+
+def target_differences(experiments: dict[str, Any], variants: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per target, the differences from the paper's text that concern it (for its caption): name,
+    setting, and which choice this run of the workflow made (the default, or the variant)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, difference in experiments.get("differences", {}).items():
+        for target in difference["targets"]:
+            found.setdefault(target, []).append(
+                {"name": name, "setting": difference["setting"], "variant": name in variants}
+            )
+    return found

@@ -7,6 +7,8 @@ spec it expands.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import math
 from typing import Any
 
@@ -65,12 +67,14 @@ def scale_spec(spec: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
 PAPER_SCALE = "paper"
 
 
-def scale_root(root: str, scale_name: str) -> str:
+def scale_root(root: str, scale_name: str, variants: Sequence[str] = ()) -> str:
     """Where a scale's products go under ``root`` (``results``, ``reports``, ``logs``).
 
-    The paper scale keeps the documented paths (``results/table1.tex``); every other scale has its own
-    folder (``results/smoke/table1.tex``), so building or dry-running one scale never touches, or makes
-    out of date, another scale's finished outputs. Run directories are shared: they are named by
-    identity, and the same spec is the same run at any scale.
+    The paper scale with the default settings keeps the documented paths (``results/table1.tex``);
+    every other scale, and any choice of variants, has its own folder (``results/smoke/table1.tex``,
+    ``results/smoke+figure6-bn/...``), so building or dry-running one never touches, or makes out of
+    date, another's finished outputs. Run directories are shared: they are named by identity, and
+    the same spec is the same run at any scale.
     """
-    return root if scale_name == PAPER_SCALE else f"{root}/{scale_name}"
+    parts = ([] if scale_name == PAPER_SCALE else [scale_name]) + list(variants)
+    return f"{root}/{'+'.join(parts)}" if parts else root

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastcert.io import read_jsonl
 from fastcert.run.data.catalog import DATASETS
+from fastcert.reporting.latex import escape
 
 STATUSES = ("completed", "diverged", "interrupted", "missing")
 
@@ -69,6 +70,17 @@ class Manifest:
     scale_description: str | None = None
     scale_note: str | None = None  # what the scale's numbers can and cannot say (config/scales.yaml)
     not_run: list[dict[str, Any]] = field(default_factory=list)  # row keys declared but not run here
+    # settings of this target where the pipeline's default is not the paper's text (config/experiments.yaml
+    # `differences`): {"name", "setting", "variant": whether this run chose the other setting}
+    differences: list[dict[str, Any]] = field(default_factory=list)
+
+    def differences_text(self) -> str:
+        """One sentence for a caption pointing to the report's section on these settings ('' if none)."""
+        if not self.differences:
+            return ""
+        named = "; ".join(f"{escape(d['setting'])} ({'variant' if d['variant'] else 'default'} "
+                          f"\\texttt{{{escape(d['name'])}}})" for d in self.differences)
+        return f"Settings that differ from the paper's text (report, ``Settings that differ from the paper''): {named}."
 
     @property
     def scale_text(self) -> str:
@@ -154,7 +166,7 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         if not isinstance(key, dict):
             raise ValueError(f"{path}: not_run[{index}] must be a row-key mapping, got {type(key).__name__}")
     return Manifest(str(_require(data, "target", str(path))), str(_require(data, "scale", str(path))), runs,
-                    data.get("scale_description"), data.get("scale_note"), not_run)
+                    data.get("scale_description"), data.get("scale_note"), not_run, data.get("differences") or [])
 
 
 def load_producer(path: str | os.PathLike) -> Producer:

@@ -64,8 +64,9 @@ FIGURES: dict[str, dict[str, Any]] = {
         "kind": "curves",
         "title": "ReLU neuron states during training (train set)",
         "caption": r"Ratios of active and unstable ReLU neurons (train-set mean per epoch, mean over "
-                   r"layers) of CNN-7 on CIFAR-10; the vanilla settings are not regularized and "
-                   r"``w/o BN'' has no BN.",
+                   r"layers) of CNN-7 on CIFAR-10, 70-epoch schedule (1+20+49: the setting inferred from "
+                   r"App. B.5, see ``Settings that differ from the paper''); the vanilla settings are not "
+                   r"regularized and ``w/o BN'' has no BN.",
         "paper": "The paper shows Vanilla IBP without BN ending with very few active or unstable neurons "
                  "(most are inactive), more so with the shorter warmup; full BN and the regularizers "
                  "keep more neurons active.",
@@ -97,7 +98,8 @@ FIGURES: dict[str, dict[str, Any]] = {
         "kind": "versus",
         "title": "Active and unstable ReLU neurons against warmup length",
         "caption": r"Ratio of active plus unstable ReLU neurons (train set, final epoch, mean over layers) "
-                   r"of CNN-7 trained with Vanilla IBP on CIFAR-10, against the warmup (ramp) length.",
+                   r"of CNN-7 without BN trained with Vanilla IBP on CIFAR-10, against the warmup (ramp) "
+                   r"length (no BN: Sec.~3.2.2, see ``Settings that differ from the paper'').",
         "paper": "The paper's axis spans 0.00-0.08: fewer active and unstable neurons (more inactive ones) "
                  "with shorter warmup.",
         "x": {"key": "warmup_length", "label": "Warmup length (epochs)"},

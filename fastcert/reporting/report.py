@@ -124,9 +124,11 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
 def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
                  manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
                  producers: Sequence[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
+                 experiments_path: str | os.PathLike | None = None,
                  checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
     """Write ``output`` (PDF): every table and figure, the agreement summary and, given ``scales_path``
-    (config/scales.yaml), what each scale shows and costs; return the summary."""
+    (config/scales.yaml), what each scale shows and costs, and given ``experiments_path``
+    (config/experiments.yaml), the settings that differ from the paper's text; return the summary."""
     table_files, figure_files = _by_name(tables, "table"), _by_name(figures, "figure")
     loaded = {Path(p).stem: load_manifest(p, root) for p in manifests}
     documents = [load_producer(path) for path in producers]
@@ -148,6 +150,7 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
         "report.tex.j2", preamble=PREAMBLE, version=escape(__version__), scales=_scales(loaded),
         notes=[escape(note) for note in sorted({m.scale_note for m in loaded.values() if m.scale_note})],
         scale_rows=_scale_rows(scales_path, {m.scale for m in loaded.values()}),
+        differences=_difference_rows(experiments_path, loaded),
         summaries=summaries, tables=[{"name": n, "number": _number(n)} for n in table_files],
         figures=figure_entries, checkpoint=checkpoint,
         totals={k: sum(getattr(s, k) for s in summaries)
@@ -160,7 +163,7 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
 def _figure_entry(name: str, manifest: Manifest) -> dict[str, str | int]:
     spec = FIGURES[name]
     note = scale_note(name, manifest)
-    return {"name": name, "number": _number(name), "caption": spec["caption"],
+    return {"name": name, "number": _number(name), "caption": f"{spec['caption']} {manifest.differences_text()}".strip(),
             "provenance": escape(provenance(name, manifest)), "paper": escape(spec["paper"]),
             "note": f"\\textbf{{{escape(note)}}} " if note else ""}
 
@@ -180,6 +183,35 @@ def _scale_rows(path: str | os.PathLike | None, used: set[str]) -> list[dict[str
         rows.append({"name": escape(name), "current": name in used, "description": escape(scale["description"]),
                      "shows": escape(scale["shows"]), "cost": escape(scale["cost"])})
     return rows
+
+
+_KINDS = {  # how a default relates to the paper's text, in the report's words
+    "code": "the authors' code, against the paper's text",
+    "text": "the paper's text, against the authors' later code",
+    "inferred": "inferred: the paper does not say",
+}
+
+
+def _difference_rows(path: str | os.PathLike | None, manifests: dict[str, Manifest]) -> list[dict[str, str]]:
+    """One entry per ``differences`` item of config/experiments.yaml (LaTeX), saying which choice the
+    report's runs made (the default, or the variant chosen with ``--config variants=[...]``)."""
+    if path is None:
+        return []
+    experiments = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    chosen = {d["name"] for m in manifests.values() for d in m.differences if d["variant"]}
+    rows = []
+    for name, item in (experiments.get("differences") or {}).items():
+        targets = ", ".join(_target_label(target) for target in item["targets"])
+        rows.append({"name": escape(name), "setting": escape(item["setting"]), "kind": escape(_KINDS[item["kind"]]),
+                     "paper": escape(item["paper"]), "default": escape(item["default"]),
+                     "evidence": escape(" ".join(item["evidence"].split())), "targets": targets,
+                     "variant": escape(item["variant"]["description"]), "used": name in chosen})
+    return rows
+
+
+def _target_label(target: str) -> str:
+    kind = "Table" if target.startswith("table") else "Figure"
+    return f"{kind}~{_number(target)}"
 
 
 def _scales(manifests: dict[str, Manifest]) -> str:

@@ -50,10 +50,10 @@ from fastcert.reporting.table_layouts import LAYOUTS
 
 CHECKPOINTS = ("best", "last")
 PAPER = r"Shi et al.\ (NeurIPS 2021)"
-NOT_RUN = "not run"  # the status of a row key the manifest lists under ``not_run``
+NOT_RUN_AT_SCALE = "not run at this scale"  # the status of a row the scale's `only` filter leaves out (``not_run``)
 _NOTES = {  # LaTeX shown instead of a number, by the reason there is none
     "not run": "---",
-    "not run at this scale": r"\textit{not run at this scale}",
+    NOT_RUN_AT_SCALE: r"\textit{not run at this scale}",
     "diverged": r"\textit{diverged}",
     "interrupted": r"\textit{interrupted}",
     "missing": r"\textit{missing}",
@@ -246,7 +246,7 @@ def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") ->
             observations.append(Observation(key, run.status, values, run.phases, run.paper_phases))
     for index, declared in enumerate(manifest.not_run):
         base = _match_key(layout, declared, f"manifest {manifest.target}: not_run[{index}]")
-        observations += [Observation({**base, **extra}, NOT_RUN, {}) for extra in _expansions(layout)]
+        observations += [Observation({**base, **extra}, NOT_RUN_AT_SCALE, {}) for extra in _expansions(layout)]
     return observations
 
 
@@ -322,8 +322,8 @@ def _missing_note(observations: Sequence[Observation]) -> str:
     statuses = {obs.status for obs in observations}
     if not observations:
         return "not run"
-    if statuses == {NOT_RUN}:
-        return "not run at this scale"
+    if statuses == {NOT_RUN_AT_SCALE}:
+        return NOT_RUN_AT_SCALE
     if "completed" in statuses:
         return "n/a"
     for status in ("diverged", "interrupted", "missing"):
@@ -371,7 +371,7 @@ def _paper_cell(metric: dict[str, Any], paper: dict[str, Any] | None) -> tuple[A
 
 def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observation], *,
                 scale: str, data: str, checkpoint: str = "best", provenance: str | None = None,
-                scale_note: str | None = None) -> Table:
+                scale_note: str | None = None, differences: str = "") -> Table:
     """Pair our observations with the paper's rows of table ``name`` (see the module docstring)."""
     if name not in LAYOUTS:
         raise ValueError(f"unknown table {name!r}; known: {', '.join(LAYOUTS)}")
@@ -419,6 +419,8 @@ def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observa
         rows.append(Row(kind, headers[groups[row_id]], key, label, n_text, compared))
     rows.extend(_literature_rows(layout, paper_table, metrics, labels))
     caption = _caption(layout, scale, data, checkpoint, provenance, scale_note)
+    if differences:
+        caption = f"{caption} {differences}"
     return Table(name, caption, layout, _grouped(rows), scale, data, checkpoint, scale_note)
 
 
@@ -452,7 +454,7 @@ def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
         else:
             cells.append(Cell(metric["name"], None, None, _missing_note(observations), paper_value, paper_std))
     completed = sum(obs.status == "completed" for obs in observations)
-    listed = sum(obs.status != NOT_RUN for obs in observations)
+    listed = sum(obs.status != NOT_RUN_AT_SCALE for obs in observations)
     return cells, f"{completed}/{listed}" if listed else "---"
 
 
@@ -597,7 +599,8 @@ def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkp
         return build_table(name, paper, producer_observations(name, producer), scale=manifest.scale_text,
                            data="no data", checkpoint=checkpoint, provenance=provenance)
     return build_table(name, paper, run_observations(name, manifest, checkpoint), scale=manifest.scale_text,
-                       data=data_description(manifest.runs), checkpoint=checkpoint, scale_note=manifest.scale_note)
+                       data=data_description(manifest.runs), checkpoint=checkpoint, scale_note=manifest.scale_note,
+                       differences=manifest.differences_text())
 
 
 def render_target(name: str, *, paper_path: str | os.PathLike, manifest_path: str | os.PathLike,

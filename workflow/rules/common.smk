@@ -83,13 +83,14 @@ SCALE = asking(choose_scale, SCALES, config["scale"], config["scales"])
 # the paper's Table 7 per-epoch times guide the runtime requests
 with open(config["paper_results"], encoding="utf-8") as handle:
     EPOCH_TIMES = resources.epoch_time_guide(yaml.safe_load(handle)["tables"]["table7"], EXPERIMENTS["levels"])
-EXPANSION = asking(expand_targets, EXPERIMENTS, SCALE, config["scale"], config["experiments"])
+EXPANSION = asking(expand_targets, EXPERIMENTS, SCALE, config["scale"], config["experiments"], config["variants"])
 MANIFESTS = EXPANSION.manifests
 TABLES = EXPANSION.targets("table")
-# Products of this scale: results/, reports/ and logs/ at the paper scale, results/<scale>/ ... otherwise
-RESULTS = scale_root("results", config["scale"])
-REPORTS = scale_root("reports", config["scale"])
-LOGS = scale_root("logs", config["scale"])
+# Products of this scale and variants: results/, reports/ and logs/ at the paper scale with the
+# default settings, results/<scale>[+<variant>...]/ ... otherwise
+RESULTS = scale_root("results", config["scale"], config["variants"])
+REPORTS = scale_root("reports", config["scale"], config["variants"])
+LOGS = scale_root("logs", config["scale"], config["variants"])
 FIGURES = EXPANSION.targets("figure")
 PRODUCERS_PATH = config.get("producers", "config/producers.yaml")
 PRODUCERS = asking(load_checked, PRODUCERS_PATH, SCHEMAS / "producers.schema.yaml")

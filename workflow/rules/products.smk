@@ -69,6 +69,7 @@ rule report_pdf:
         producers=expand("results/producers/{producer}.json", producer=PRODUCERS),
         paper=config["paper_results"],
         scales=config["scales"],
+        experiments=config["experiments"],
     output:
         report(f"{REPORTS}/report.pdf", caption="../report/report.rst", category="Report"),
     log:

@@ -21,6 +21,7 @@ try:
         producers=list(snakemake.input.producers),  # noqa: F821
         paper_path=snakemake.input.paper,  # noqa: F821
         scales_path=snakemake.input.scales,  # noqa: F821
+        experiments_path=snakemake.input.experiments,  # noqa: F821
         output=snakemake.output[0],  # noqa: F821
         checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
     )
