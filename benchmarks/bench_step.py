@@ -151,7 +151,9 @@ def make_setup(args: argparse.Namespace) -> Setup:
     model = build(args.model, args.dataset, width=args.width)
     channels, size, classes = DATASET_SHAPES[args.dataset]
     if args.classes is not None:  # e.g. K = 200 on CIFAR shapes: what grows with the classes
-        model.fc = nn.Linear(model.fc.in_features, args.classes)
+        fc = model.get_submodule("fc")
+        assert isinstance(fc, nn.Linear)
+        model.fc = nn.Linear(fc.in_features, args.classes)
         classes = args.classes
     model = model.to(device).train()
     mean, std = NORMALIZATION[args.dataset]

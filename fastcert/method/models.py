@@ -56,8 +56,8 @@ class _PartialBatchNorm:
 
     training: bool
     eps: float
-    weight: Tensor | None
-    bias: Tensor | None
+    weight: nn.Parameter  # affine: the constructor does not offer affine=False
+    bias: nn.Parameter
     running_mean: Tensor | None
     running_var: Tensor | None
 

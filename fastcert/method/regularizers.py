@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -283,7 +283,7 @@ class _LayerSums:
     active_var: Tensor  # Σ_active (c − m_c)²
     inactive_var: Tensor  # Σ_inactive (c − m_c)²
     variance: Tensor  # unbiased variance of c
-    counts: Tensor  # [m, 2]: |active|, |inactive| (float64, no gradient)
+    counts: Tensor = field(kw_only=True)  # [m, 2]: |active|, |inactive| (float64, no gradient)
 
 
 def _layer_sums(pre_activation: Sequence[Bounds], centers: bool) -> _LayerSums:

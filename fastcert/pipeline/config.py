@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,14 @@ def key_path(path: Iterable[Any]) -> str:
 def describe(error: ValidationError) -> list[str]:
     """One line per problem: the key path, what is wrong and, for names, the nearest valid one."""
     where = key_path(error.absolute_path) or "top level"
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+    # the isinstance checks narrow jsonschema's types (a validator's errors always carry a schema, and
+    # an enum is a list); anything else gets the generic message
+    if (error.validator == "additionalProperties" and isinstance(error.instance, dict)
+            and isinstance(error.schema, Mapping)):
         known = error.schema.get("properties", {})
         extra = [key for key in error.instance if key not in known]
         return [f"{where}: unknown key {key!r}{nearest(str(key), known)}" for key in extra]
-    if error.validator == "enum":
+    if error.validator == "enum" and isinstance(error.validator_value, list):
         return [f"{where}: {error.instance!r} is not allowed{nearest(str(error.instance), error.validator_value)}"]
     return [f"{where}: {error.message}"]
 

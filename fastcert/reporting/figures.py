@@ -15,16 +15,20 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.rcsetup import cycler
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-from fastcert.io import atomic_write
+from fastcert.io import atomic_write_bytes
 from fastcert.reporting.collect import Manifest, Producer, Run, data_description
 
-RC_PARAMS: dict[str, Any] = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+RC_PARAMS: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 8.0,
     "axes.titlesize": 8.0,
@@ -39,7 +43,7 @@ RC_PARAMS: dict[str, Any] = {
     "pdf.fonttype": 42,
     "pdf.compression": 6,
     "svg.hashsalt": "fastcert",
-    "axes.prop_cycle": matplotlib.cycler(color=list(matplotlib.colormaps["tab10"].colors)),
+    "axes.prop_cycle": cycler(color=list(matplotlib.color_sequences["tab10"])),
 }
 # Without these, savefig writes the creation date and the matplotlib version into the file.
 METADATA = {
@@ -226,8 +230,8 @@ def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest, produce
         if not run.usable or not run.metrics:
             continue
         record = run.metrics[-1].get(y["split"]) or {}
-        values = [record.get(field) for field in y["fields"]]
-        if all(v is not None for v in values):
+        values = [value for field in y["fields"] if (value := record.get(field)) is not None]
+        if len(values) == len(y["fields"]):
             points.setdefault(_x_value(run, spec["x"]["key"]), []).append(sum(values))
     xs = sorted(points)
     if xs:
@@ -308,5 +312,4 @@ def save(fig: Figure, paths: dict[str, str]) -> None:
                 raise ValueError(f"unsupported figure format {fmt!r}; use one of {', '.join(METADATA)}")
             buffer = io.BytesIO()
             fig.savefig(buffer, format=fmt, metadata=METADATA[fmt])
-            data = buffer.getvalue()
-            atomic_write(path, lambda handle, data=data: handle.write(data))
+            atomic_write_bytes(path, buffer.getvalue())

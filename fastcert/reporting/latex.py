@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from fastcert.io import atomic_write
+from fastcert.io import atomic_write_bytes
 
 # Packages every generated table and the report rely on (booktabs rules, check marks, scaling).
 PREAMBLE = r"""\usepackage[T1]{fontenc}
@@ -144,7 +144,7 @@ def compile_pdf(tex: str, output: str | os.PathLike, files: dict[str, Path] | No
             if proc.returncode != 0:
                 raise RuntimeError(f"pdflatex failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
         pdf = (workdir / "document.pdf").read_bytes()
-        atomic_write(output, lambda handle: handle.write(pdf))
+        atomic_write_bytes(output, pdf)
 
 
 @functools.cache

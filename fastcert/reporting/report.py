@@ -102,10 +102,12 @@ def summarize(table: Table) -> TableSummary:
 
 
 def _disagreement(group: str, label: list[str], metric: dict, cell: Cell) -> Disagreement:
+    # a disagreeing cell was compared (tables._compare): both numbers, the difference and its rule are set
+    assert isinstance(cell.paper, (int, float)) and cell.ours is not None
+    assert cell.delta is not None and cell.tolerance_rule is not None
     digits = metric["digits"]
     paper = fmt_number(float(cell.paper), digits) + (
         f"$\\pm${fmt_number(cell.paper_std, digits)}" if cell.paper_std is not None else "")
-    assert cell.ours is not None and cell.delta is not None and cell.tolerance_rule is not None
     return Disagreement(f"{group}: {' '.join(label)}", metric["header"], fmt_number(cell.ours, digits), paper,
                         fmt_delta(cell.delta, digits), f"outside {cell.tolerance_rule}")
 
@@ -192,14 +194,14 @@ _KINDS = {  # how a default relates to the paper's text, in the report's words
 }
 
 
-def _difference_rows(path: str | os.PathLike | None, manifests: dict[str, Manifest]) -> list[dict[str, str]]:
+def _difference_rows(path: str | os.PathLike | None, manifests: dict[str, Manifest]) -> list[dict[str, str | bool]]:
     """One entry per ``differences`` item of config/experiments.yaml (LaTeX), saying which choice the
     report's runs made (the default, or the variant chosen with ``--config variants=[...]``)."""
     if path is None:
         return []
     experiments = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     chosen = {d["name"] for m in manifests.values() for d in m.differences if d["variant"]}
-    rows = []
+    rows: list[dict[str, str | bool]] = []
     for name, item in (experiments.get("differences") or {}).items():
         targets = ", ".join(_target_label(target) for target in item["targets"])
         rows.append({"name": escape(name), "setting": escape(item["setting"]), "kind": escape(_KINDS[item["kind"]]),

@@ -411,6 +411,7 @@ def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observa
     for row_id, (kind, key, paper_row) in rows_by_id.items():
         label = [format_key(key.get(column), labels.get(column)) for column, _ in layout["columns"]]
         if kind == "best":
+            assert best is not None  # best rows exist only when the layout has ``best``
             source_id = _row_id(layout, {**key, "method": best["of"]})
             cells, n_text = _best_cells(by_id.get(source_id, []), best["by"], metrics, paper_row)
         else:
@@ -460,8 +461,9 @@ def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
 
 def _best_cells(observations: list[Observation], by: str, metrics: list[dict[str, Any]],
                 paper_row: dict[str, Any] | None) -> tuple[list[Cell], str]:
-    candidates = [obs for obs in observations if obs.status == "completed" and obs.values.get(by) is not None]
-    chosen = min(candidates, key=lambda obs: obs.values[by]) if candidates else None
+    candidates = [(score, obs) for obs in observations
+                  if obs.status == "completed" and (score := obs.values.get(by)) is not None]
+    chosen = min(candidates, key=lambda pair: pair[0])[1] if candidates else None
     cells = []
     for metric in metrics:
         paper_value, paper_std = _paper_cell(metric, paper_row)

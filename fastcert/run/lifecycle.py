@@ -542,6 +542,7 @@ def execute(
             train_split, test_split, info = load_data(spec, torch_device)
             start_state = run_dir.start()
             model = build_model(spec)
+            assert spec.init is not None, "validate() resolves init from the method"
             initialize(model, spec.init, generator=seeded_generator(spec.seed, "init"))
             model.to(torch_device)
             if start_state is not None:

@@ -34,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from fastcert.method.bounds import bound_pass
-from fastcert.method.crown_ibp import crown_ibp_objective
+from fastcert.method.crown_ibp import CrownIBPBatch, crown_ibp_objective
 from fastcert.method.losses import certified, robust_ce, spec_matrix
 from fastcert.method.perturbation import input_box
 from fastcert.method.precision import certification, float32_precision
@@ -108,6 +108,10 @@ class BatchBounds(NamedTuple):
     pre_activation: list[tuple[Tensor, Tensor]]
 
 
+# CROWN-IBP's batch has the same fields plus its IBP traversal (``ibp``); the loop reads only these.
+BatchResult: TypeAlias = BatchBounds | CrownIBPBatch
+
+
 class Objective(Protocol):
     """One bound pass on a batch: clean logits, robust loss, margin bounds, ReLU input bounds.
 
@@ -126,7 +130,7 @@ class Objective(Protocol):
         num_classes: int,
         eps_fraction: float,
         training: bool,
-    ) -> BatchBounds: ...
+    ) -> BatchResult: ...
 
 
 def ibp_objective(
@@ -210,7 +214,7 @@ class Meter:
             self._layers[key] = self._layers.get(key, 0.0) + per_layer  # type: ignore[operator]
         else:
             current = self._layers.setdefault(key, [0.0] * len(per_layer))
-            self._layers[key] = [a + b for a, b in zip(current, per_layer)]  # type: ignore[arg-type]
+            self._layers[key] = [a + b for a, b in zip(current, per_layer)]
         self._layer_count[key] += 1
 
     def summary(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -339,7 +343,7 @@ def _batch_terms(
 
 
 def _test_tightness_ratio(
-    ctx: _Context, x: Tensor, bound_eps: float, x_lower: Tensor, x_upper: Tensor, out: BatchBounds
+    ctx: _Context, x: Tensor, bound_eps: float, x_lower: Tensor, x_upper: Tensor, out: BatchResult
 ) -> Tensor:
     """Table 6's log(Ê(Δm)/Ê(Δ0)) of a test batch, from IBP bounds at max(ε, 1e-6) px.
 
@@ -385,7 +389,9 @@ def _sync(device: torch.device) -> None:
 
 def capture_rng() -> dict[str, Any]:
     """Global RNG states (torch, CUDA, numpy, python) in a ``torch.load(weights_only=True)``-safe form."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state(legacy=True)  # the default; the global generator is MT19937, so a tuple
+    assert isinstance(state, tuple)
+    kind, keys, pos, has_gauss, cached = state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

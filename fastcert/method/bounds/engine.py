@@ -60,22 +60,28 @@ def bound_pass(
     run = ops[:-1] if fold else ops
     values: list[Flow | None] = [flow] + [None] * len(ops)
     for op in run:
-        values[op.index + 1] = op.interval(ctx, *[values[i] for i in op.src])  # type: ignore[misc]
+        values[op.index + 1] = op.interval(ctx, *[_live(values, i) for i in op.src])
         for i in plan.release[op.index]:
             values[i] = None
     if fold:
-        assert C is not None
         last = ops[-1]
-        clean, center, radius = last.interval_spec(ctx, values[last.src[0]], C)  # type: ignore[attr-defined,arg-type]
+        assert C is not None and isinstance(last, LinearOp)
+        clean, center, radius = last.interval_spec(ctx, _live(values, last.src[0]), C)
     else:
-        out = values[plan.output]
-        assert out is not None
+        out = _live(values, plan.output)
         clean, center, radius = ctx.clean(out), ctx.center(out), out.radius
         if C is not None:
             center, radius = _apply_spec(C, center, radius)
     if radius is None:
         return BoundPass(clean, center, center, ctx.pre_activation, ctx)
     return BoundPass(clean, center - radius, center + radius, ctx.pre_activation, ctx)
+
+
+def _live(values: list[Flow | None], index: int) -> Flow:
+    """Plan value ``index``, which the release schedule must not have dropped yet."""
+    value = values[index]
+    assert value is not None, f"plan value {index} read after it was released"
+    return value
 
 
 def compute_bounds(

@@ -204,10 +204,8 @@ class IntervalRelu(torch.autograd.Function):
 
 def _half(center: Tensor | None, radius: Tensor | None, sign: float) -> Tensor | None:
     """``(center + sign·radius) / 2`` with ``None`` as zero (``None`` if both are)."""
-    if center is None and radius is None:
-        return None
     if radius is None:
-        return center * 0.5
+        return None if center is None else center * 0.5
     if center is None:
         return radius * (0.5 * sign)
     return torch.add(center, radius, alpha=sign).mul_(0.5)

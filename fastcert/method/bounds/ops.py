@@ -82,11 +82,12 @@ class Op:
         self.src = src
 
     def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
-        """IBP: the clean activation, the center and the radius of this op's output."""
+        """IBP: the clean activation, the center and the radius of this op's output, from one
+        input per entry of ``src`` (each op unpacks the fixed number it takes)."""
         raise NotImplementedError
 
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of the output (without batch) for inputs of ``shapes``."""
+        """Shape of the output (without batch) for inputs of ``shapes`` (one per entry of ``src``)."""
         raise NotImplementedError
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
@@ -107,7 +108,8 @@ class LinearOp(Op):
         super().__init__(index, name, module, src)
         self.abs_cache = AbsWeightCache()
 
-    def interval(self, ctx: PassContext, flow: Flow) -> Flow:
+    def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
+        (flow,) = inputs
         weight, bias = self.module.weight, self.module.bias
         if flow.radius is None:
             return Flow(F.linear(flow.stack, weight, bias), None)
@@ -127,7 +129,8 @@ class LinearOp(Op):
             radius = torch.bmm(folded.abs(), flow.radius.unsqueeze(-1)).squeeze(-1)
         return ctx.clean(Flow(logits, None)), center, radius
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        (shape,) = shapes
         return shape[:-1] + (self.module.out_features,)
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
@@ -163,13 +166,15 @@ class ConvOp(Op):
             return cpu_channels_last(F.conv2d(_subsample(x, m.stride, padding), weight, bias, 1, 0, 1, m.groups))
         return cpu_channels_last(F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, m.groups))
 
-    def interval(self, ctx: PassContext, flow: Flow) -> Flow:
+    def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
+        (flow,) = inputs
         weight = self.module.weight
         stack = self._conv(flow.stack, weight, self.module.bias)
         radius = None if flow.radius is None else self._conv(flow.radius, weight.abs(), None)
         return Flow(stack, radius)
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        (shape,) = shapes
         m = self.module
         padding = _numeric_padding(m, self.name)
         spatial = tuple(
@@ -285,7 +290,8 @@ class BatchNormOp(Op):
         scale, shift, _ = batchnorm_affine(mean, var, bn.weight, bn.bias, bn.eps, *self._switches())
         return scale, shift
 
-    def interval(self, ctx: PassContext, flow: Flow) -> Flow:
+    def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
+        (flow,) = inputs
         bn = self.module
         if flow.radius is None:
             scale, shift = self.affine(ctx.clean(flow))
@@ -299,7 +305,8 @@ class BatchNormOp(Op):
         ctx.bn_affine[self.index] = (scale, shift)
         return Flow(stack, radius)
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        (shape,) = shapes
         return shape
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
@@ -314,7 +321,8 @@ class ReluOp(Op):
 
     kind = "relu"
 
-    def interval(self, ctx: PassContext, flow: Flow) -> Flow:
+    def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
+        (flow,) = inputs
         if flow.radius is None:
             center = ctx.center(flow)
             ctx.pre_activation.append((center, center))
@@ -323,7 +331,8 @@ class ReluOp(Op):
         ctx.pre_activation.append((lower, upper))
         return Flow(stack, radius)
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        (shape,) = shapes
         return shape
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
@@ -341,12 +350,14 @@ class FlattenOp(Op):
     kind = "flatten"
     module: nn.Flatten
 
-    def interval(self, ctx: PassContext, flow: Flow) -> Flow:
+    def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
+        (flow,) = inputs
         start, end = self.module.start_dim, self.module.end_dim
         radius = None if flow.radius is None else flow.radius.flatten(start, end)
         return Flow(flow.stack.flatten(start, end), radius)
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        (shape,) = shapes
         return tuple(torch.empty((1,) + shape, device="meta").flatten(self.module.start_dim, self.module.end_dim).shape[1:])
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
@@ -359,14 +370,16 @@ class AddOp(Op):
 
     kind = "add"
 
-    def interval(self, ctx: PassContext, left: Flow, right: Flow) -> Flow:
+    def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
+        left, right = inputs
         if left.radius is None or right.radius is None:
             radius = right.radius if left.radius is None else left.radius
         else:
             radius = left.radius + right.radius
         return Flow(left.stack + right.stack, radius)
 
-    def output_shape(self, left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, ...]:
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        left, _ = shapes
         return left
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:

@@ -92,6 +92,7 @@ class _Compiler:
     def residual(self, block: nn.Module, path: str, src: int) -> int:
         branch = self.walk(block.get_submodule("branch"), _join(path, "branch"), src)
         shortcut_module = block.shortcut
+        assert shortcut_module is None or isinstance(shortcut_module, nn.Module), f"{path}: shortcut is not a module"
         skip = src if shortcut_module is None else self.walk(shortcut_module, _join(path, "shortcut"), src)
         added = self.emit(AddOp, _join(path, "add"), None, (branch, skip))
         return self.emit(ReluOp, _join(path, "relu"), block.get_submodule("relu"), (added,))

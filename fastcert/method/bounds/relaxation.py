@@ -163,4 +163,4 @@ def _sum_specs(values: Tensor) -> Tensor:
 
 def relu_backward(A: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """:class:`ReluBackward` applied (``lower``/``upper`` [B, 1, *S])."""
-    return ReluBackward.apply(A, lower, upper)  # type: ignore[no-any-return]
+    return ReluBackward.apply(A, lower, upper)
