@@ -37,6 +37,7 @@ from fastcert.reporting.tables import (
     load_paper,
     tolerance_text,
 )
+from fastcert.run.files import DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -124,7 +125,7 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
 def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
                  manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
                  producers: Sequence[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
-                 checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
+                 checkpoint: str = DEFAULT_CHECKPOINT, root: str | os.PathLike | None = None) -> list[TableSummary]:
     """Write ``output`` (PDF): every table and figure, the agreement summary and, given ``scales_path``
     (config/scales.yaml), what each scale shows and costs; return the summary."""
     table_files, figure_files = _by_name(tables, "table"), _by_name(figures, "figure")

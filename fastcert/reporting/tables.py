@@ -47,8 +47,8 @@ from fastcert.reporting.collect import (
 )
 from fastcert.reporting.latex import escape, fmt_delta, fmt_pm, render_template
 from fastcert.reporting.table_layouts import LAYOUTS
+from fastcert.run.files import CHECKPOINTS, DEFAULT_CHECKPOINT
 
-CHECKPOINTS = ("best", "last")
 PAPER = r"Shi et al.\ (NeurIPS 2021)"
 NOT_RUN = "not run"  # the status of a row key the manifest lists under ``not_run``
 _NOTES = {  # LaTeX shown instead of a number, by the reason there is none
@@ -231,7 +231,7 @@ def _expansions(layout: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(expand, combo, strict=True)) for combo in itertools.product(*expand.values())]
 
 
-def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") -> list[Observation]:
+def run_observations(name: str, manifest: Manifest, checkpoint: str = DEFAULT_CHECKPOINT) -> list[Observation]:
     """One observation per run (and per expanded key value, e.g. Table 6's epochs 1–4)."""
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
@@ -370,7 +370,7 @@ def _paper_cell(metric: dict[str, Any], paper: dict[str, Any] | None) -> tuple[A
 
 
 def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observation], *,
-                scale: str, data: str, checkpoint: str = "best", provenance: str | None = None,
+                scale: str, data: str, checkpoint: str = DEFAULT_CHECKPOINT, provenance: str | None = None,
                 scale_note: str | None = None) -> Table:
     """Pair our observations with the paper's rows of table ``name`` (see the module docstring)."""
     if name not in LAYOUTS:
@@ -579,7 +579,7 @@ def _latex_line(row: Row, layout: dict[str, Any], key_columns: int, widths: list
 # one call per target
 
 
-def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkpoint: str = "best",
+def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkpoint: str = DEFAULT_CHECKPOINT,
                  producers: Sequence[Producer] = ()) -> Table:
     """Table ``name`` from its manifest's runs or, where its layout says ``observations: producer``,
     from the one producer document it is given (its manifest then lists no runs)."""
@@ -601,8 +601,8 @@ def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkp
 
 
 def render_target(name: str, *, paper_path: str | os.PathLike, manifest_path: str | os.PathLike,
-                  tex_path: str | os.PathLike, checkpoint: str = "best", root: str | os.PathLike | None = None,
-                  producer_paths: Sequence[str | os.PathLike] = ()) -> Table:
+                  tex_path: str | os.PathLike, checkpoint: str = DEFAULT_CHECKPOINT,
+                  root: str | os.PathLike | None = None, producer_paths: Sequence[str | os.PathLike] = ()) -> Table:
     """Build table ``name`` (see :func:`build_target`) and write its LaTeX atomically."""
     table = build_target(name, load_paper(paper_path), load_manifest(manifest_path, root), checkpoint=checkpoint,
                          producers=[load_producer(path) for path in producer_paths])
