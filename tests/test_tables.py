@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from run_builders import epoch_record, write_manifest, write_producer, write_run
 
