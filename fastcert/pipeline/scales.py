@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fastcert.method.schedule import ramp_end
+
 
 def deep_merge(base: dict, update: dict) -> dict:
     """``base`` with ``update`` laid over it; nested mappings merge, everything else is replaced."""
@@ -35,8 +37,7 @@ def dataset_transform(scale: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 def phase_counts(start: int, length: int, epochs: int) -> tuple[int, int, int]:
     """Epochs at ε = 0, on the ramp and at the target ε of a schedule (run-spec ``schedule`` fields)."""
-    eps0 = start - 1
-    return eps0, length, epochs - eps0 - length
+    return start - 1, length, epochs - ramp_end(start, length)
 
 
 def squeeze_schedule(schedule: dict[str, Any], factor: float) -> dict[str, Any]:
