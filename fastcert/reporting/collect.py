@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fastcert.io import read_jsonl
+from fastcert.io import read_json, read_jsonl
 from fastcert.run.data.catalog import DATASETS
 
 STATUSES = ("completed", "diverged", "interrupted", "missing")
@@ -98,14 +98,6 @@ def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
     if not isinstance(mapping, dict) or key not in mapping:
         raise ValueError(f"{where}: missing key {key!r}")
     return mapping[key]
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file, naming the file in the error."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err})") from err
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

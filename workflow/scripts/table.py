@@ -8,7 +8,7 @@ run files are inputs only so that Snakemake waits for them. ``config["tables"]["
 
 import logging
 
-from fastcert.reporting.collect import read_json
+from fastcert.io import read_json
 from fastcert.reporting.tables import render_target
 
 logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
