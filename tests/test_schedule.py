@@ -8,10 +8,10 @@ import pytest
 from fastcert.method.schedule import (
     SmoothedSchedule,
     batches_per_epoch,
-    ramp_end,
     reg_lambda,
     regularizer_active,
 )
+from fastcert.phases import phase_counts, ramp_end
 from fastcert.run.spec import ScheduleSpec
 
 CIFAR = dict(eps_max=8 / 255, start=2, length=80, batches_per_epoch=391)
@@ -173,6 +173,8 @@ def test_the_ramp_ends_in_one_epoch_for_the_spec_the_phases_and_the_regularizers
     spec_end = ScheduleSpec(start=start, length=length, epochs=start + length + 2, milestones=()).ramp_end
     assert last_ramp == last_active == spec_end == ramp_end(start, length) == start + length - 1
     assert schedule.eps(ramp_end(start, length) * 3 - 1) < 0.4 == schedule.epoch_eps(ramp_end(start, length) + 1)
+    phases = [schedule.phase(e) for e in epochs]
+    assert phase_counts(start, length, len(epochs)) == tuple(phases.count(p) for p in ("eps0", "ramp", "target"))
 
 
 def test_batches_per_epoch() -> None:

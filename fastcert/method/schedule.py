@@ -19,6 +19,8 @@ import math
 import operator
 from typing import Literal
 
+from fastcert.phases import ramp_end
+
 Phase = Literal["eps0", "ramp", "target"]
 
 
@@ -33,12 +35,6 @@ def _integer(name: str, value: object, minimum: int) -> int:
     if number < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {number}")
     return number
-
-
-def ramp_end(start: int, length: int) -> int:
-    """The last epoch of the ε ramp that starts in 1-based epoch ``start`` and lasts ``length`` epochs:
-    the warmup's last epoch (regularizers on); ε is at ε_max from the first batch of the next one."""
-    return start + length - 1
 
 
 class SmoothedSchedule:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fastcert.method.schedule import ramp_end
+from fastcert.phases import phase_counts
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -33,11 +33,6 @@ def dataset_transform(scale: dict[str, Any], dataset: str) -> dict[str, Any]:
         "time_factor": own.get("time_factor", scale["time_factor"]),
         "spec": deep_merge(scale["spec"], own.get("spec", {})),
     }
-
-
-def phase_counts(start: int, length: int, epochs: int) -> tuple[int, int, int]:
-    """Epochs at ε = 0, on the ramp and at the target ε of a schedule (run-spec ``schedule`` fields)."""
-    return start - 1, length, epochs - ramp_end(start, length)
 
 
 def squeeze_schedule(schedule: dict[str, Any], factor: float) -> dict[str, Any]:

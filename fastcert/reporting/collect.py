@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastcert.io import read_json, read_jsonl
+from fastcert.phases import phase_counts
 from fastcert.run.data.catalog import DATASETS
 
 STATUSES = ("completed", "diverged", "interrupted", "missing")
@@ -55,8 +56,7 @@ def schedule_phases(schedule: dict[str, Any] | None) -> tuple[int, int, int] | N
     """(ε = 0, ramp, ε = target) epoch counts of a run spec's ``schedule`` (start, length, epochs)."""
     if not isinstance(schedule, dict) or not {"start", "length", "epochs"} <= set(schedule):
         return None
-    eps0, ramp = int(schedule["start"]) - 1, int(schedule["length"])
-    return eps0, ramp, int(schedule["epochs"]) - eps0 - ramp
+    return phase_counts(int(schedule["start"]), int(schedule["length"]), int(schedule["epochs"]))
 
 
 @dataclass(frozen=True)

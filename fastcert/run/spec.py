@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from fastcert.io import load_yaml
-from fastcert.method.schedule import ramp_end
+from fastcert.phases import ramp_end
 from fastcert.run.data.catalog import DATASETS as DATASET_CATALOG
 from fastcert.run.data.catalog import SOURCES
 from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, METHODS, MODELS, REGULARIZER_TERMS
