@@ -100,6 +100,12 @@ def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
+def shown(value: float, source: dict[str, Any]) -> float:
+    """``value`` as tables and figures show it: a stored fraction in % where ``source`` (a table
+    metric's source, a figure panel) says ``percent: true``, any other value as stored."""
+    return value * 100.0 if source.get("percent") else value
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Per-epoch records of ``metrics.jsonl`` in epoch order; a missing file gives no records.
 

@@ -44,6 +44,7 @@ from fastcert.reporting.collect import (
     data_description,
     load_manifest,
     load_producer,
+    shown,
 )
 from fastcert.reporting.latex import escape, fmt_delta, fmt_pm, render_template
 from fastcert.reporting.table_layouts import LAYOUTS
@@ -185,7 +186,7 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
 
     ``result``: ``result.json[checkpoint][field]``; ``epoch_time``: ``result.json.epoch_time[phase]``;
     ``total_time``; ``metrics``: ``metrics.jsonl`` record of epoch ``key['epoch']`` (or the last
-    epoch), ``record[split][field]``. Values are multiplied by ``scale`` (fractions → %).
+    epoch), ``record[split][field]``. ``percent: true`` shows a fraction in % (:func:`shown`).
     """
     kind = source["from"]
     if kind == "result":
@@ -207,7 +208,7 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
         raise ValueError(f"unknown value source {kind!r}")
     if value is None:
         return None
-    value = float(value) * source.get("scale", 1.0)
+    value = shown(float(value), source)
     return value if math.isfinite(value) else None
 
 
@@ -265,7 +266,7 @@ def producer_observations(name: str, producer: Producer) -> list[Observation]:
             if source["field"] not in row["values"]:
                 raise ValueError(f"{where}: no value {source['field']!r}; it has {sorted(row['values'])}")
             value = row["values"][source["field"]]
-            values[metric["name"]] = None if value is None else float(value) * source.get("scale", 1.0)
+            values[metric["name"]] = None if value is None else shown(float(value), source)
         observations.append(Observation(_match_key(layout, row["key"], where), "completed", values))
     return observations
 
