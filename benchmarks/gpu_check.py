@@ -29,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 PAPER_EPOCHS = 70
 LEVELS = {"dataset": "MNIST", "schedule": "mnist-70", "model": "CNN-7"}
-METHODS = {"ours": "Ours", "vanilla": "Vanilla IBP"}
+METHOD_LABELS = {"ours": "Ours", "vanilla": "Vanilla IBP"}  # run-spec method -> experiments.yaml level
 CPU_OVERRIDES: dict[str, Any] = {
     "data": {"source": "synthetic", "train_size": 64, "test_size": 32},
     "width": 0.0625,
@@ -50,7 +50,7 @@ def table1_spec(method: str, experiments: Path = REPO / "config" / "experiments.
     """The paper-scale spec of Table 1's MNIST CNN-7 ``method`` run, repeat 0."""
     config = yaml.safe_load(experiments.read_text(encoding="utf-8"))
     spec = dict(config["base"])
-    for axis, name in {**LEVELS, "method": METHODS[method]}.items():
+    for axis, name in {**LEVELS, "method": METHOD_LABELS[method]}.items():
         spec = _merge(spec, config["levels"][axis][name]["spec"])
     return {**spec, "seed": config["seed"]}
 
@@ -69,7 +69,7 @@ def write_specs(out: Path, epochs: int, cpu: bool) -> None:
     from fastcert.run.spec import validate
 
     out.mkdir(parents=True, exist_ok=True)
-    for method in METHODS:
+    for method in METHOD_LABELS:
         spec = table1_spec(method)
         if cpu:
             spec = _merge(spec, CPU_OVERRIDES)
@@ -112,7 +112,7 @@ def summarize(out: Path) -> dict[str, Any]:
             "peak_memory_bytes": figures["peak_memory_bytes"],
             "epoch": figures["epoch"],
         }
-    for method in METHODS:
+    for method in METHOD_LABELS:
         run = out / "runs" / method
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
         result = _json(run / "result.json")

@@ -110,6 +110,15 @@ def remove_temp_files(directory: str | os.PathLike[str], names: Iterable[str]) -
     return removed
 
 
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a UTF-8 JSON file; text that is not JSON is a ValueError naming the file (a missing or
+    unreadable file is the OSError of reading it)."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except ValueError as error:  # json.JSONDecodeError or UnicodeDecodeError
+        raise ValueError(f"{path}: invalid JSON ({error})") from error
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
     """Read a JSON-lines file; a missing file is an empty list."""
     target = Path(path)

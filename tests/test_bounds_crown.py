@@ -8,10 +8,9 @@ import functools
 import os
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from fixture_nets import NAMES, load_arrays, load_model
+from fixture_nets import NAMES, fixture_tensor, load_arrays, load_model, relative_error
 from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import Tensor, nn
 
@@ -41,16 +40,6 @@ def fixture(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return request.param, load_arrays(request.param)
 
 
-def tensor(arrays: dict[str, Any], key: str, dtype: torch.dtype = torch.float64) -> Tensor:
-    return torch.from_numpy(np.array(arrays[key])).to(dtype)
-
-
-def relative_error(got: Tensor, ref: Tensor) -> float:
-    """README §1: max |diff| relative to the largest magnitude in the reference, plus 1."""
-    assert got.shape == ref.shape, f"shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    return ((got.double() - ref.double()).abs().max() / (ref.double().abs().max() + 1)).item()
-
-
 def assert_close(got: Tensor, ref: Tensor, what: str, tol: float = REL_TOL_F64) -> None:
     err = relative_error(got, ref)
     assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
@@ -58,8 +47,9 @@ def assert_close(got: Tensor, ref: Tensor, what: str, tol: float = REL_TOL_F64) 
 
 def margins(name: str, arrays: dict[str, Any], mode: str, eps: str, method: str, dtype: torch.dtype = torch.float64) -> BoundPass:
     model = load_model(name, arrays, dtype).train(mode == "train")
-    box = tensor(arrays, f"{eps}/x_L", dtype), tensor(arrays, f"{eps}/x_U", dtype)
-    return bound_pass(model, tensor(arrays, "x", dtype), *box, C=tensor(arrays, "C", dtype), method=method)
+    box = fixture_tensor(arrays, f"{eps}/x_L", dtype), fixture_tensor(arrays, f"{eps}/x_U", dtype)
+    x, spec = fixture_tensor(arrays, "x", dtype), fixture_tensor(arrays, "C", dtype)
+    return bound_pass(model, x, *box, C=spec, method=method)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -69,16 +59,16 @@ def test_crown_ibp_matches_auto_lirpa(fixture: tuple[str, dict[str, Any]], mode:
     name, arrays = fixture
     result = margins(name, arrays, mode, eps, "crown-ibp")
     prefix = f"{mode}/{eps}"
-    assert_close(result.lower, tensor(arrays, f"{prefix}/crown_ibp/margin_lb_f64"), "CROWN-IBP margin lb")
-    assert_close(result.upper, tensor(arrays, f"{prefix}/crown_ibp/margin_ub_f64"), "CROWN-IBP margin ub")
-    assert_close(result.clean, tensor(arrays, f"{mode}/logits_f64"), "clean logits")
+    assert_close(result.lower, fixture_tensor(arrays, f"{prefix}/crown_ibp/margin_lb_f64"), "CROWN-IBP margin lb")
+    assert_close(result.upper, fixture_tensor(arrays, f"{prefix}/crown_ibp/margin_ub_f64"), "CROWN-IBP margin ub")
+    assert_close(result.clean, fixture_tensor(arrays, f"{mode}/logits_f64"), "clean logits")
     for k, (lower, upper) in enumerate(result.pre_activation):
-        assert_close(lower, tensor(arrays, f"{prefix}/ibp/pre_relu{k}_lb_f64"), f"pre-ReLU {k} lb (IBP)")
-        assert_close(upper, tensor(arrays, f"{prefix}/ibp/pre_relu{k}_ub_f64"), f"pre-ReLU {k} ub (IBP)")
+        assert_close(lower, fixture_tensor(arrays, f"{prefix}/ibp/pre_relu{k}_lb_f64"), f"pre-ReLU {k} lb (IBP)")
+        assert_close(upper, fixture_tensor(arrays, f"{prefix}/ibp/pre_relu{k}_ub_f64"), f"pre-ReLU {k} ub (IBP)")
     loss_key = f"{prefix}/loss/crown_ibp_robust_ce"
     per_example = robust_ce(result.lower, reduction="none")
-    assert_close(per_example, tensor(arrays, f"{loss_key}_per_sample_f64"), "CROWN-IBP robust CE per example")
-    assert_close(per_example.mean(), tensor(arrays, f"{loss_key}_f64"), "CROWN-IBP robust CE")
+    assert_close(per_example, fixture_tensor(arrays, f"{loss_key}_per_sample_f64"), "CROWN-IBP robust CE per example")
+    assert_close(per_example.mean(), fixture_tensor(arrays, f"{loss_key}_f64"), "CROWN-IBP robust CE")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -88,8 +78,8 @@ def test_crown_ibp_float32_matches(fixture: tuple[str, dict[str, Any]], mode: st
     result = margins(name, arrays, mode, "eps_large", "crown-ibp", torch.float32)
     assert result.lower.dtype == torch.float32
     prefix = f"{mode}/eps_large/crown_ibp"
-    assert_close(result.lower, tensor(arrays, f"{prefix}/margin_lb"), "f32 margin lb", REL_TOL_F32)
-    assert_close(result.upper, tensor(arrays, f"{prefix}/margin_ub"), "f32 margin ub", REL_TOL_F32)
+    assert_close(result.lower, fixture_tensor(arrays, f"{prefix}/margin_lb"), "f32 margin lb", REL_TOL_F32)
+    assert_close(result.upper, fixture_tensor(arrays, f"{prefix}/margin_ub"), "f32 margin ub", REL_TOL_F32)
 
 
 def _dense_cases() -> list[Any]:
@@ -117,13 +107,13 @@ def test_crown_matches_auto_lirpa_dense(name: str, mode: str, eps: str) -> None:
     arrays = load_arrays(name)
     result = no_grad_margins(name, mode, eps, "crown")
     prefix = f"{mode}/{eps}"
-    dense_lb = tensor(arrays, f"{prefix}/crown_dense/margin_lb_f64")
+    dense_lb = fixture_tensor(arrays, f"{prefix}/crown_dense/margin_lb_f64")
     assert_close(result.lower, dense_lb, "CROWN margin lb")
-    assert_close(result.upper, tensor(arrays, f"{prefix}/crown_dense/margin_ub_f64"), "CROWN margin ub")
-    sparse_lb = tensor(arrays, f"{prefix}/crown/margin_lb_f64")
+    assert_close(result.upper, fixture_tensor(arrays, f"{prefix}/crown_dense/margin_ub_f64"), "CROWN margin ub")
+    sparse_lb = fixture_tensor(arrays, f"{prefix}/crown/margin_lb_f64")
     if relative_error(sparse_lb, dense_lb) < 1e-12:
         assert_close(result.lower, sparse_lb, "CROWN margin lb vs auto_LiRPA default")
-        assert_close(result.upper, tensor(arrays, f"{prefix}/crown/margin_ub_f64"), "CROWN ub vs default")
+        assert_close(result.upper, fixture_tensor(arrays, f"{prefix}/crown/margin_ub_f64"), "CROWN ub vs default")
     else:
         assert relative_error(result.lower, sparse_lb) < 1e-3, "sparse and dense CROWN differ by more than documented"
 
@@ -136,7 +126,8 @@ def test_crown_ibp_is_tighter_than_ibp_where_auto_lirpa_is(fixture: tuple[str, d
     name, arrays = fixture
     ours_crown = margins(name, arrays, mode, eps, "crown-ibp").lower
     ours_ibp = margins(name, arrays, mode, eps, "ibp").lower
-    ref_better = tensor(arrays, f"{mode}/{eps}/crown_ibp/margin_lb_f64") >= tensor(arrays, f"{mode}/{eps}/ibp/margin_lb_f64")
+    reference = {m: fixture_tensor(arrays, f"{mode}/{eps}/{m}/margin_lb_f64") for m in ("crown_ibp", "ibp")}
+    ref_better = reference["crown_ibp"] >= reference["ibp"]
     slack = 1e-9 * (1 + ours_ibp.abs().max())
     assert ref_better.any()
     assert (ours_crown[ref_better] >= ours_ibp[ref_better] - slack).all()

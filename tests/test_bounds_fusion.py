@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from fixture_nets import NAMES, load_arrays, load_model
+from fixture_nets import NAMES, fixture_tensor, load_arrays, load_model, relative_error
 from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import Tensor, nn
 
@@ -29,13 +29,8 @@ def fixture(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return request.param, load_arrays(request.param)
 
 
-def tensor(arrays: dict[str, Any], key: str, dtype: torch.dtype = torch.float64) -> Tensor:
-    return torch.from_numpy(np.array(arrays[key])).to(dtype)
-
-
 def assert_close(got: Tensor, ref: Tensor, what: str) -> None:
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    err = ((got - ref).abs().max() / (ref.abs().max() + 1)).item()
+    err = relative_error(got, ref)
     assert err <= REL_TOL, f"{what}: relative error {err:.2e}"
 
 
@@ -46,9 +41,9 @@ def test_fused_bounds_match_auto_lirpa(fixture: tuple[str, dict[str, Any]], mode
     train mode only, as auto_LiRPA); the fused IBP loss equals the non-fused one."""
     name, arrays = fixture
     model = load_model(name, arrays).train(mode == "train")
-    x_lower, x_upper = tensor(arrays, f"{eps}/x_L"), tensor(arrays, f"{eps}/x_U")
+    x_lower, x_upper = fixture_tensor(arrays, f"{eps}/x_L"), fixture_tensor(arrays, f"{eps}/x_U")
     labels = torch.from_numpy(np.array(arrays["labels"]))
-    ibp = bound_pass(model, tensor(arrays, "x"), x_lower, x_upper, C=tensor(arrays, "C"))
+    ibp = bound_pass(model, fixture_tensor(arrays, "x"), x_lower, x_upper, C=fixture_tensor(arrays, "C"))
     assert ibp.context is not None
     backward = BackwardPass(model, ibp.context, x_lower, x_upper)
     floor = SLOPE_FLOOR if mode == "train" else 0.0
@@ -58,10 +53,10 @@ def test_fused_bounds_match_auto_lirpa(fixture: tuple[str, dict[str, Any]], mode
     }
     for key, bound in computed.items():
         prefix = f"{mode}/{eps}/{key}"
-        assert_close(bound.ub_shifted, tensor(arrays, f"{prefix}/ub_shifted_f64"), f"{key} ub_shifted")
-        assert_close(bound.shift, tensor(arrays, f"{prefix}/shift_f64"), f"{key} shift")
-        assert_close(bound.log_ub, tensor(arrays, f"{prefix}/log_ub_f64"), f"{key} log_ub")
-        assert_close(bound.log_ub.mean(), tensor(arrays, f"{prefix}/robust_ce_f64"), f"{key} robust CE")
+        assert_close(bound.ub_shifted, fixture_tensor(arrays, f"{prefix}/ub_shifted_f64"), f"{key} ub_shifted")
+        assert_close(bound.shift, fixture_tensor(arrays, f"{prefix}/shift_f64"), f"{key} shift")
+        assert_close(bound.log_ub, fixture_tensor(arrays, f"{prefix}/log_ub_f64"), f"{key} log_ub")
+        assert_close(bound.log_ub.mean(), fixture_tensor(arrays, f"{prefix}/robust_ce_f64"), f"{key} robust CE")
     assert_close(computed["lf_ibp"].log_ub, robust_ce(ibp.lower, reduction="none"), "fused IBP vs non-fused")
 
 

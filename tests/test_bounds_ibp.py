@@ -11,10 +11,9 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from fixture_nets import NAMES, load_arrays, load_model
+from fixture_nets import NAMES, fixture_tensor, load_arrays, load_model, relative_error
 from torch import nn
 
 from fastcert.method.bounds import bound_pass, compile_plan, compute_bounds, plan_for
@@ -39,14 +38,9 @@ def fixture(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return request.param, load_arrays(request.param)
 
 
-def tensor(arrays: dict[str, Any], key: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return torch.from_numpy(np.array(arrays[key])).to(dtype)
-
-
 def assert_close(got: torch.Tensor, ref: torch.Tensor, what: str) -> None:
     """README §1: relative to the largest magnitude in the reference array, plus 1."""
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    err = ((got.double() - ref.double()).abs().max() / (ref.double().abs().max() + 1)).item()
+    err = relative_error(got, ref)
     assert err <= REL_TOL, f"{what}: relative error {err:.2e}"
 
 
@@ -63,29 +57,29 @@ def bn_modules(model: nn.Module) -> dict[str, nn.Module]:
 @pytest.mark.parametrize("eps", EPS)
 def test_ibp_matches_auto_lirpa_f64(fixture: tuple[str, dict[str, Any]], mode: str, eps: str) -> None:
     name, arrays = fixture
-    x, C = tensor(arrays, "x"), tensor(arrays, "C")
-    x_lower, x_upper = tensor(arrays, f"{eps}/x_L"), tensor(arrays, f"{eps}/x_U")
+    x, C = fixture_tensor(arrays, "x"), fixture_tensor(arrays, "C")
+    x_lower, x_upper = fixture_tensor(arrays, f"{eps}/x_L"), fixture_tensor(arrays, f"{eps}/x_U")
     prefix = f"{mode}/{eps}/ibp"
 
     logits_pass = bound_pass(load_model(name, arrays).train(mode == "train"), x, x_lower, x_upper)
     margin_pass = bound_pass(load_model(name, arrays).train(mode == "train"), x, x_lower, x_upper, C=C)
 
-    assert_close(logits_pass.clean, tensor(arrays, f"{mode}/logits_f64"), "clean logits")
-    assert_close(margin_pass.clean, tensor(arrays, f"{mode}/logits_f64"), "clean logits (with C)")
-    assert_close(logits_pass.lower, tensor(arrays, f"{prefix}/logit_lb_f64"), "logit lb")
-    assert_close(logits_pass.upper, tensor(arrays, f"{prefix}/logit_ub_f64"), "logit ub")
-    assert_close(margin_pass.lower, tensor(arrays, f"{prefix}/margin_lb_f64"), "margin lb")
-    assert_close(margin_pass.upper, tensor(arrays, f"{prefix}/margin_ub_f64"), "margin ub")
+    assert_close(logits_pass.clean, fixture_tensor(arrays, f"{mode}/logits_f64"), "clean logits")
+    assert_close(margin_pass.clean, fixture_tensor(arrays, f"{mode}/logits_f64"), "clean logits (with C)")
+    assert_close(logits_pass.lower, fixture_tensor(arrays, f"{prefix}/logit_lb_f64"), "logit lb")
+    assert_close(logits_pass.upper, fixture_tensor(arrays, f"{prefix}/logit_ub_f64"), "logit ub")
+    assert_close(margin_pass.lower, fixture_tensor(arrays, f"{prefix}/margin_lb_f64"), "margin lb")
+    assert_close(margin_pass.upper, fixture_tensor(arrays, f"{prefix}/margin_ub_f64"), "margin ub")
     relus = len(arrays["relu_names"])
     for result in (logits_pass, margin_pass):
         assert len(result.pre_activation) == relus
         for k, (lower, upper) in enumerate(result.pre_activation):
-            assert_close(lower, tensor(arrays, f"{prefix}/pre_relu{k}_lb_f64"), f"pre-ReLU {k} lb")
-            assert_close(upper, tensor(arrays, f"{prefix}/pre_relu{k}_ub_f64"), f"pre-ReLU {k} ub")
+            assert_close(lower, fixture_tensor(arrays, f"{prefix}/pre_relu{k}_lb_f64"), f"pre-ReLU {k} lb")
+            assert_close(upper, fixture_tensor(arrays, f"{prefix}/pre_relu{k}_ub_f64"), f"pre-ReLU {k} ub")
     loss_key = f"{mode}/{eps}/loss/ibp_robust_ce"
     per_example = robust_ce(margin_pass.lower)
-    assert_close(per_example, tensor(arrays, f"{loss_key}_per_sample_f64"), "robust CE per example")
-    assert_close(per_example.mean(), tensor(arrays, f"{loss_key}_f64"), "robust CE")
+    assert_close(per_example, fixture_tensor(arrays, f"{loss_key}_per_sample_f64"), "robust CE per example")
+    assert_close(per_example.mean(), fixture_tensor(arrays, f"{loss_key}_f64"), "robust CE")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -95,12 +89,12 @@ def test_float32_margins_match(fixture: tuple[str, dict[str, Any]], mode: str) -
     model = load_model(name, arrays, torch.float32).train(mode == "train")
     f32 = torch.float32
     result = bound_pass(
-        model, tensor(arrays, "x", f32), tensor(arrays, "eps_large/x_L", f32),
-        tensor(arrays, "eps_large/x_U", f32), C=tensor(arrays, "C", f32),
+        model, fixture_tensor(arrays, "x", f32), fixture_tensor(arrays, "eps_large/x_L", f32),
+        fixture_tensor(arrays, "eps_large/x_U", f32), C=fixture_tensor(arrays, "C", f32),
     )
     assert result.lower.dtype == f32
-    assert_close(result.lower, tensor(arrays, f"{mode}/eps_large/ibp/margin_lb"), "margin lb f32")
-    assert_close(result.upper, tensor(arrays, f"{mode}/eps_large/ibp/margin_ub"), "margin ub f32")
+    assert_close(result.lower, fixture_tensor(arrays, f"{mode}/eps_large/ibp/margin_lb"), "margin lb f32")
+    assert_close(result.upper, fixture_tensor(arrays, f"{mode}/eps_large/ibp/margin_ub"), "margin ub f32")
 
 
 def test_train_mode_statistics_and_running_stats(fixture: tuple[str, dict[str, Any]]) -> None:
@@ -108,7 +102,7 @@ def test_train_mode_statistics_and_running_stats(fixture: tuple[str, dict[str, A
     updates the running stats once per pass, exactly as torch's own train-mode forward does; an
     eval-mode pass leaves every buffer untouched."""
     name, arrays = fixture
-    x = tensor(arrays, "x")
+    x = fixture_tensor(arrays, "x")
     model = load_model(name, arrays).train()
     reference = copy.deepcopy(model)
     before = copy.deepcopy(model.state_dict())
@@ -118,12 +112,12 @@ def test_train_mode_statistics_and_running_stats(fixture: tuple[str, dict[str, A
             lambda m, args, key=bn_name: values_per_channel.__setitem__(key, args[0].numel() // args[0].shape[1])
         )
 
-    bound_pass(model, x, tensor(arrays, "eps_large/x_L"), tensor(arrays, "eps_large/x_U"))
+    bound_pass(model, x, fixture_tensor(arrays, "eps_large/x_L"), fixture_tensor(arrays, "eps_large/x_U"))
     reference(x)
 
     for bn_name, bn in bn_modules(model).items():
-        mean = tensor(arrays, f"train/bn_batch_mean/{bn_name}_f64")
-        var = tensor(arrays, f"train/bn_batch_var/{bn_name}_f64")
+        mean = fixture_tensor(arrays, f"train/bn_batch_mean/{bn_name}_f64")
+        var = fixture_tensor(arrays, f"train/bn_batch_var/{bn_name}_f64")
         count = values_per_channel[bn_name]
         old_mean, old_var = before[f"{bn_name}.running_mean"], before[f"{bn_name}.running_var"]
         torch.testing.assert_close(bn.running_mean, 0.9 * old_mean + 0.1 * mean, rtol=1e-10, atol=1e-12)
@@ -134,7 +128,7 @@ def test_train_mode_statistics_and_running_stats(fixture: tuple[str, dict[str, A
 
     model.eval()
     after_train = copy.deepcopy(model.state_dict())
-    bound_pass(model, x, tensor(arrays, "eps_small/x_L"), tensor(arrays, "eps_small/x_U"))
+    bound_pass(model, x, fixture_tensor(arrays, "eps_small/x_L"), fixture_tensor(arrays, "eps_small/x_U"))
     for key, value in model.state_dict().items():
         assert torch.equal(value, after_train[key]), f"eval-mode pass changed {key}"
 

@@ -29,7 +29,7 @@ from fastcert.method.bounds import bound_pass
 from fastcert.method.losses import spec_matrix
 from fastcert.method.models import Residual, build
 
-METHODS = ("crown-ibp", "crown")
+CROWN_METHODS = ("crown-ibp", "crown")  # the bound methods with a backward (linear) pass
 NOT_EXACT = {"relu"}  # a single ReLU's linear relaxation is not tight; every affine layer is
 SLOW = (
     pytest.mark.slow,
@@ -37,7 +37,7 @@ SLOW = (
 )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CROWN_METHODS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_layer_bounds_are_sound(layer: str, mode: str, method: str) -> None:
@@ -60,7 +60,7 @@ def _mixed_net() -> nn.Sequential:
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CROWN_METHODS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_mixed_network_bounds_are_sound(mode: str, method: str) -> None:
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def test_mixed_network_bounds_are_sound(mode: str, method: str) -> None:
 
 def _family_cases() -> list[object]:
     cases = []
-    for method in METHODS:
+    for method in CROWN_METHODS:
         for name, dataset in FAMILIES:
             marks = SLOW if method == "crown" else ()
             cases.append(pytest.param(name, dataset, method, marks=marks, id=f"{method}-{name}-{dataset}"))

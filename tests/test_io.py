@@ -1,4 +1,4 @@
-"""The strict YAML reader and the clean-up of stray temporary files (fastcert.io)."""
+"""The strict YAML reader, the JSON reader and the clean-up of stray temporary files (fastcert.io)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastcert.io import (
     DuplicateKeyError,
     atomic_write_text,
     load_yaml,
+    read_json,
     remove_temp_files,
 )
 
@@ -37,6 +38,17 @@ def test_everything_else_loads_as_safe_load_does() -> None:
     assert load_yaml("") is None
     with pytest.raises(yaml.YAMLError):
         load_yaml("!!python/object:os.system {}\n")  # still safe
+
+
+@pytest.mark.parametrize("content", [b'{"a": [1, 2', b'{"a": "\xff"}'])
+def test_a_file_that_is_not_utf8_json_is_a_one_line_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "result.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"^.*result\.json: invalid JSON \(") as error:
+        read_json(path)
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+    path.write_text('{"a": [1, 2.5, null], "é": "x"}', encoding="utf-8")
+    assert read_json(path) == {"a": [1, 2.5, None], "é": "x"}
 
 
 def test_remove_temp_files_deletes_only_the_named_files_temporaries(tmp_path: Path) -> None:

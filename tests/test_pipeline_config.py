@@ -9,6 +9,7 @@ import yaml
 
 from fastcert.pipeline.config import check, choose_scale, load_checked, load_schema
 from fastcert.pipeline.errors import ExperimentError
+from fastcert.run.files import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "workflow" / "schemas"
@@ -25,7 +26,16 @@ def test_defaults_are_filled_in_nested_sections() -> None:
     data = config(tables={})
     del data["train"]["gpu"]
     check(data, CONFIG_SCHEMA, "config")
-    assert data["tables"] == {"checkpoint": "best"} and data["train"]["gpu"] == 1
+    assert data["tables"] == {"checkpoint": DEFAULT_CHECKPOINT} and data["train"]["gpu"] == 1
+
+
+def test_the_schema_offers_the_checkpoints_a_run_keeps() -> None:
+    checkpoint = CONFIG_SCHEMA["properties"]["tables"]["properties"]["checkpoint"]
+    assert tuple(checkpoint["enum"]) == CHECKPOINTS and checkpoint["default"] == DEFAULT_CHECKPOINT
+    data = config()
+    data.pop("tables", None)
+    check(data, CONFIG_SCHEMA, "config")
+    assert data["tables"]["checkpoint"] == DEFAULT_CHECKPOINT  # filled when config.yaml does not set it
 
 
 @pytest.mark.parametrize(

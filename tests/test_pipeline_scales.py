@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastcert.phases import phase_counts
 from fastcert.pipeline.scales import (
     dataset_transform,
     deep_merge,
-    phase_counts,
     scale_spec,
     squeeze_schedule,
 )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_workflow_dag import copy_workflow, snakemake
+from workflow_builders import copy_workflow, snakemake
 
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.tools import missing_programs, require_programs

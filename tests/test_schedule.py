@@ -11,6 +11,8 @@ from fastcert.method.schedule import (
     reg_lambda,
     regularizer_active,
 )
+from fastcert.phases import phase_counts, ramp_end
+from fastcert.run.spec import ScheduleSpec
 
 CIFAR = dict(eps_max=8 / 255, start=2, length=80, batches_per_epoch=391)
 MNIST = dict(eps_max=0.4, start=1, length=20, batches_per_epoch=235)
@@ -160,6 +162,19 @@ def test_reg_lambda() -> None:
 def test_regularizer_active_through_the_end_of_the_ramp() -> None:
     assert [regularizer_active(e, 2, 80) for e in (1, 81, 82)] == [True, True, False]
     assert [regularizer_active(e, 1, 20) for e in (1, 20, 21)] == [True, True, False]
+
+
+@pytest.mark.parametrize(("start", "length"), [(2, 80), (1, 20), (3, 1)])
+def test_the_ramp_ends_in_one_epoch_for_the_spec_the_phases_and_the_regularizers(start: int, length: int) -> None:
+    epochs = range(1, start + length + 3)
+    schedule = SmoothedSchedule(0.4, start, length, batches_per_epoch=3)
+    last_ramp = max(e for e in epochs if schedule.phase(e) == "ramp")
+    last_active = max(e for e in epochs if regularizer_active(e, start, length))
+    spec_end = ScheduleSpec(start=start, length=length, epochs=start + length + 2, milestones=()).ramp_end
+    assert last_ramp == last_active == spec_end == ramp_end(start, length) == start + length - 1
+    assert schedule.eps(ramp_end(start, length) * 3 - 1) < 0.4 == schedule.epoch_eps(ramp_end(start, length) + 1)
+    phases = [schedule.phase(e) for e in epochs]
+    assert phase_counts(start, length, len(epochs)) == tuple(phases.count(p) for p in ("eps0", "ramp", "target"))
 
 
 def test_batches_per_epoch() -> None:

@@ -33,11 +33,10 @@ from typing import Self, TypeVar
 
 import pytest
 import yaml
+from workflow_builders import REPO, copy_workflow
 
-REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
-WORKFLOW_PATHS = ("Snakefile", "workflow", "config", "slurm")
 TARGET = "results/smoke/table1.tex"
 MANIFEST = "results/smoke/manifests/table1.json"
 # What a user writes into the EDIT lines; the local cluster has a `gpu` partition and no
@@ -68,13 +67,7 @@ def with_site_lines(profile_text: str) -> str:
 
 def make_workdir(path: Path) -> Path:
     """A copy of the workflow, its config and the user profile, as at the repository root."""
-    path.mkdir(parents=True)
-    for name in WORKFLOW_PATHS:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, path / name)
+    copy_workflow(path, "slurm")
     profile = path / "slurm" / "config.yaml"
     profile.write_text(with_site_lines(profile.read_text()))
     return path

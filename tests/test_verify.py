@@ -9,14 +9,11 @@ import torch
 from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import nn
 
-from fastcert.method.bounds import bound_pass
+from fastcert.method.bounds import BOUND_METHODS, bound_pass
 from fastcert.run.data import load_dataset
 from fastcert.method.losses import certified, spec_matrix
 from fastcert.method.perturbation import input_box
 from fastcert.run.verify import verify
-
-METHODS = ("ibp", "crown-ibp", "crown")
-
 
 @pytest.fixture(scope="module")
 def setup():  # type: ignore[no-untyped-def]
@@ -48,7 +45,7 @@ def _by_hand(model: nn.Module, test, info, eps: float, method: str) -> tuple[flo
     return wrong / len(test), unverified / len(test)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", BOUND_METHODS)
 def test_verify_counts_every_example(setup, method: str) -> None:  # type: ignore[no-untyped-def]
     model, test, info = setup
     eps = 0.002
@@ -71,7 +68,7 @@ def test_verify_is_batch_independent_and_leaves_the_model_alone(setup) -> None: 
 
 def test_tighter_methods_verify_more_and_eps_zero_verifies_the_correct(setup) -> None:  # type: ignore[no-untyped-def]
     model, test, info = setup
-    errors = {method: verify(model, test, info, 0.004, method)["verified_err"] for method in METHODS}
+    errors = {method: verify(model, test, info, 0.004, method)["verified_err"] for method in BOUND_METHODS}
     assert errors["crown"] <= errors["crown-ibp"] <= errors["ibp"]
     assert errors["crown"] < errors["ibp"]
     at_zero = verify(model, test, info, 0.0, "ibp")

@@ -20,18 +20,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PATHS = ("Snakefile", "workflow", "config")
+from workflow_builders import copy_workflow, snakemake
 
 EXPECTED_RUNS = {
     "table1": 99, "table2": 18, "table3": 15, "table4": 80, "table5": 0, "table6": 10,
@@ -44,30 +39,6 @@ CONDA_LINT = "Specify a conda environment or container for each rule."
 # imports fastcert.run.spec to parse), so a per-rule conda env would only duplicate it.
 ACCEPTED_LINTS = {(rule, CONDA_LINT) for rule in ("run_spec", "train", "manifest", "produce", "table", "figure", "report_pdf",
                                                   "plan")}
-
-
-def copy_workflow(destination: Path) -> Path:
-    """A private copy of the workflow and its config, so runs and .snakemake stay out of the repo."""
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_PATHS:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, destination / name)
-    return destination
-
-
-def snakemake(workdir: Path, *args: str, hang_guard_s: float = 1200) -> subprocess.CompletedProcess[str]:
-    """Run the snakemake CLI in ``workdir``; stdout and stderr together in ``.stdout``.
-
-    ``hang_guard_s`` only stops a hung run: it is several times the time a job needs on a loaded
-    2-core machine, not a performance check (benchmarks and README measure speed).
-    """
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=hang_guard_s,
-    )
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_builders import copy_workflow, snakemake
 
 from fastcert.reporting.latex import compile_pdf, standalone_document
-from test_workflow_dag import copy_workflow, snakemake
 
 SMOKE = ("--config", "scale=smoke")
 FAN_INS = (27, 576, 1152, 32768)

@@ -19,6 +19,8 @@ import math
 import operator
 from typing import Literal
 
+from fastcert.phases import ramp_end
+
 Phase = Literal["eps0", "ramp", "target"]
 
 
@@ -66,7 +68,7 @@ class SmoothedSchedule:
 
         n = self.batches_per_epoch
         self.init_step = (self.start - 1) * n
-        self.final_step = (self.start + self.length - 1) * n
+        self.final_step = ramp_end(self.start, self.length) * n
         self.mid_step = int((self.final_step - self.init_step) * self.mid) + self.init_step
         if self.mid_step == self.init_step:  # no power part: the line starts from 0
             self._alpha, self._mid_value = 0.0, 0.0
@@ -107,7 +109,7 @@ class SmoothedSchedule:
         epoch = _integer("epoch", epoch, 1)
         if epoch < self.start:
             return "eps0"
-        if epoch >= self.start + self.length:
+        if epoch > ramp_end(self.start, self.length):
             return "target"
         return "ramp"
 
@@ -121,7 +123,7 @@ def reg_lambda(eps: float, eps_max: float, lambda0: float, constant: bool = Fals
 
 def regularizer_active(epoch: int, start: int, length: int) -> bool:
     """The warmup regularizers run in every epoch up to the end of the ramp (ε=0 epochs too)."""
-    return epoch <= start + length - 1
+    return epoch <= ramp_end(start, length)
 
 
 def batches_per_epoch(n_train: int, batch_size: int) -> int:

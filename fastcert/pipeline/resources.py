@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fastcert.pipeline.scales import dataset_transform, phase_counts
+from fastcert.phases import phase_counts
+from fastcert.pipeline.scales import dataset_transform
 from fastcert.run.data.catalog import DATASETS
 from fastcert.run.spec import RunSpec
 

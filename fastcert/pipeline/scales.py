@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import math
 from typing import Any
 
+from fastcert.phases import phase_counts
+
 
 def deep_merge(base: dict, update: dict) -> dict:
     """``base`` with ``update`` laid over it; nested mappings merge, everything else is replaced."""
@@ -33,12 +35,6 @@ def dataset_transform(scale: dict[str, Any], dataset: str) -> dict[str, Any]:
         "time_factor": own.get("time_factor", scale["time_factor"]),
         "spec": deep_merge(scale["spec"], own.get("spec", {})),
     }
-
-
-def phase_counts(start: int, length: int, epochs: int) -> tuple[int, int, int]:
-    """Epochs at ε = 0, on the ramp and at the target ε of a schedule (run-spec ``schedule`` fields)."""
-    eps0 = start - 1
-    return eps0, length, epochs - eps0 - length
 
 
 def squeeze_schedule(schedule: dict[str, Any], factor: float) -> dict[str, Any]:

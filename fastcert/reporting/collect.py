@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fastcert.io import read_jsonl
+from fastcert.io import read_json, read_jsonl
+from fastcert.phases import phase_counts
 from fastcert.run.data.catalog import DATASETS
 from fastcert.reporting.latex import escape
 
@@ -56,8 +57,7 @@ def schedule_phases(schedule: dict[str, Any] | None) -> tuple[int, int, int] | N
     """(ε = 0, ramp, ε = target) epoch counts of a run spec's ``schedule`` (start, length, epochs)."""
     if not isinstance(schedule, dict) or not {"start", "length", "epochs"} <= set(schedule):
         return None
-    eps0, ramp = int(schedule["start"]) - 1, int(schedule["length"])
-    return eps0, ramp, int(schedule["epochs"]) - eps0 - ramp
+    return phase_counts(int(schedule["start"]), int(schedule["length"]), int(schedule["epochs"]))
 
 
 @dataclass(frozen=True)
@@ -112,12 +112,10 @@ def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file, naming the file in the error."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON ({err})") from err
+def shown(value: float, source: dict[str, Any]) -> float:
+    """``value`` as tables and figures show it: a stored fraction in % where ``source`` (a table
+    metric's source, a figure panel) says ``percent: true``, any other value as stored."""
+    return value * 100.0 if source.get("percent") else value
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from matplotlib.rcsetup import cycler
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from fastcert.io import atomic_write_bytes
-from fastcert.reporting.collect import Manifest, Producer, Run, data_description
+from fastcert.reporting.collect import Manifest, Producer, Run, data_description, shown
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -117,7 +117,7 @@ FIGURES: dict[str, dict[str, Any]] = {
         "paper": "The paper shows IBP initialization reaching lower verified errors, especially in early "
                  "epochs.",
         "panels": [{"split": "train", "field": "verified_err", "label": "Training verified error (%)",
-                    "scale": 100.0}],
+                    "percent": True}],
     },
 }
 
@@ -167,7 +167,7 @@ def _curve(runs: list[Run], panel: dict[str, Any], warmup_only: bool) -> tuple[l
                 continue
             value = (record.get(panel["split"]) or {}).get(panel["field"])
             if value is not None and math.isfinite(value):
-                per_epoch.setdefault(int(record["epoch"]), []).append(value * panel.get("scale", 1.0))
+                per_epoch.setdefault(int(record["epoch"]), []).append(shown(value, panel))
     epochs = sorted(e for e, values in per_epoch.items() if len(values) == len(runs))
     return epochs, [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs]
 

@@ -37,6 +37,7 @@ from fastcert.reporting.tables import (
     load_paper,
     tolerance_text,
 )
+from fastcert.run.files import DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -127,7 +128,7 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
                  manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
                  producers: Sequence[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
                  experiments_path: str | os.PathLike | None = None,
-                 checkpoint: str = "best", root: str | os.PathLike | None = None) -> list[TableSummary]:
+                 checkpoint: str = DEFAULT_CHECKPOINT, root: str | os.PathLike | None = None) -> list[TableSummary]:
     """Write ``output`` (PDF): every table and figure, the agreement summary and, given ``scales_path``
     (config/scales.yaml), what each scale shows and costs, and given ``experiments_path``
     (config/experiments.yaml), the settings that differ from the paper's text; return the summary."""

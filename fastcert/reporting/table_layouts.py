@@ -42,9 +42,9 @@ def _errors() -> list[dict[str, Any]]:
     """Standard and verified error (%) from a run's result.json checkpoint entry."""
     return [
         {"name": "standard", "header": "Standard", "paper": "standard", "paper_std": "standard_std",
-         "source": {"from": "result", "field": "standard_err", "scale": 100.0}, "digits": 2},
+         "source": {"from": "result", "field": "standard_err", "percent": True}, "digits": 2},
         {"name": "verified", "header": "Verified", "paper": "verified", "paper_std": "verified_std",
-         "source": {"from": "result", "field": "verified_err", "scale": 100.0}, "digits": 2},
+         "source": {"from": "result", "field": "verified_err", "percent": True}, "digits": 2},
     ]
 
 
@@ -199,11 +199,11 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "columns": [["centralization", "Centr."], ["unitization", "Unit."]],
         "metrics": [
             {"name": "active_relu", "header": "Active", "paper": "active_relu", "paper_std": "active_relu_std",
-             "source": {"from": "metrics", "split": "train", "field": "active", "epoch": "last", "scale": 100.0},
+             "source": {"from": "metrics", "split": "train", "field": "active", "epoch": "last", "percent": True},
              "digits": 2},
             {"name": "inactive_relu", "header": "Inactive", "paper": "inactive_relu",
              "paper_std": "inactive_relu_std",
-             "source": {"from": "metrics", "split": "train", "field": "inactive", "epoch": "last", "scale": 100.0},
+             "source": {"from": "metrics", "split": "train", "field": "inactive", "epoch": "last", "percent": True},
              "digits": 2},
             *_errors(),
         ],

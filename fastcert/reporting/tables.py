@@ -44,11 +44,12 @@ from fastcert.reporting.collect import (
     data_description,
     load_manifest,
     load_producer,
+    shown,
 )
 from fastcert.reporting.latex import escape, fmt_delta, fmt_pm, render_template
 from fastcert.reporting.table_layouts import LAYOUTS
+from fastcert.run.files import CHECKPOINTS, DEFAULT_CHECKPOINT
 
-CHECKPOINTS = ("best", "last")
 PAPER = r"Shi et al.\ (NeurIPS 2021)"
 NOT_RUN_AT_SCALE = "not run at this scale"  # the status of a row the scale's `only` filter leaves out (``not_run``)
 _NOTES = {  # LaTeX shown instead of a number, by the reason there is none
@@ -185,7 +186,7 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
 
     ``result``: ``result.json[checkpoint][field]``; ``epoch_time``: ``result.json.epoch_time[phase]``;
     ``total_time``; ``metrics``: ``metrics.jsonl`` record of epoch ``key['epoch']`` (or the last
-    epoch), ``record[split][field]``. Values are multiplied by ``scale`` (fractions → %).
+    epoch), ``record[split][field]``. ``percent: true`` shows a fraction in % (:func:`shown`).
     """
     kind = source["from"]
     if kind == "result":
@@ -207,7 +208,7 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
         raise ValueError(f"unknown value source {kind!r}")
     if value is None:
         return None
-    value = float(value) * source.get("scale", 1.0)
+    value = shown(float(value), source)
     return value if math.isfinite(value) else None
 
 
@@ -231,7 +232,7 @@ def _expansions(layout: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(expand, combo, strict=True)) for combo in itertools.product(*expand.values())]
 
 
-def run_observations(name: str, manifest: Manifest, checkpoint: str = "best") -> list[Observation]:
+def run_observations(name: str, manifest: Manifest, checkpoint: str = DEFAULT_CHECKPOINT) -> list[Observation]:
     """One observation per run (and per expanded key value, e.g. Table 6's epochs 1–4)."""
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
@@ -265,7 +266,7 @@ def producer_observations(name: str, producer: Producer) -> list[Observation]:
             if source["field"] not in row["values"]:
                 raise ValueError(f"{where}: no value {source['field']!r}; it has {sorted(row['values'])}")
             value = row["values"][source["field"]]
-            values[metric["name"]] = None if value is None else float(value) * source.get("scale", 1.0)
+            values[metric["name"]] = None if value is None else shown(float(value), source)
         observations.append(Observation(_match_key(layout, row["key"], where), "completed", values))
     return observations
 
@@ -370,7 +371,7 @@ def _paper_cell(metric: dict[str, Any], paper: dict[str, Any] | None) -> tuple[A
 
 
 def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observation], *,
-                scale: str, data: str, checkpoint: str = "best", provenance: str | None = None,
+                scale: str, data: str, checkpoint: str = DEFAULT_CHECKPOINT, provenance: str | None = None,
                 scale_note: str | None = None, differences: str = "") -> Table:
     """Pair our observations with the paper's rows of table ``name`` (see the module docstring)."""
     if name not in LAYOUTS:
@@ -583,7 +584,7 @@ def _latex_line(row: Row, layout: dict[str, Any], key_columns: int, widths: list
 # one call per target
 
 
-def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkpoint: str = "best",
+def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkpoint: str = DEFAULT_CHECKPOINT,
                  producers: Sequence[Producer] = ()) -> Table:
     """Table ``name`` from its manifest's runs or, where its layout says ``observations: producer``,
     from the one producer document it is given (its manifest then lists no runs)."""
@@ -606,8 +607,8 @@ def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkp
 
 
 def render_target(name: str, *, paper_path: str | os.PathLike, manifest_path: str | os.PathLike,
-                  tex_path: str | os.PathLike, checkpoint: str = "best", root: str | os.PathLike | None = None,
-                  producer_paths: Sequence[str | os.PathLike] = ()) -> Table:
+                  tex_path: str | os.PathLike, checkpoint: str = DEFAULT_CHECKPOINT,
+                  root: str | os.PathLike | None = None, producer_paths: Sequence[str | os.PathLike] = ()) -> Table:
     """Build table ``name`` (see :func:`build_target`) and write its LaTeX atomically."""
     table = build_target(name, load_paper(paper_path), load_manifest(manifest_path, root), checkpoint=checkpoint,
                          producers=[load_producer(path) for path in producer_paths])

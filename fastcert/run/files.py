@@ -13,3 +13,7 @@ RESULT_FILE = "result.json"
 LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
 REQUESTED_SPEC_FILE = "spec.yaml"  # the spec the workflow hands to `fastcert train --spec`
+CHECKPOINTS = ("best", "last")  # the checkpoints a run keeps, also the keys of its result.json
+# the checkpoint whose errors tables and the report show by default (the authors' choice); the config schema's
+# tables.checkpoint default, which a test keeps equal to it
+DEFAULT_CHECKPOINT = "best"

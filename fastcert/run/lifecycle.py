@@ -58,6 +58,7 @@ from fastcert.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_jsonl,
+    read_json,
     remove_temp_files,
 )
 from fastcert.method.init import initialize
@@ -411,14 +412,16 @@ class _RunDir:
 def _read_json_object(path: Path, advice: str) -> dict[str, Any]:
     """A JSON object from ``path``; :class:`DamagedFileError` (with ``advice``) if it is not one."""
     try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = f"{type(error).__name__}: {error}"
+        value = read_json(path)
+    except OSError as error:
+        problem = f"{path}: damaged ({type(error).__name__}: {error})"
+    except ValueError as error:  # names the file
+        problem = f"{error}"
     else:
         if isinstance(value, dict):
             return value
-        reason = f"a JSON {type(value).__name__}, not an object"
-    raise DamagedFileError(f"{path}: damaged ({reason})" + (f"; {advice}" if advice else ""))
+        problem = f"{path}: damaged (a JSON {type(value).__name__}, not an object)"
+    raise DamagedFileError(problem + (f"; {advice}" if advice else ""))
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from fastcert.io import load_yaml
+from fastcert.phases import ramp_end
 from fastcert.run.data.catalog import DATASETS as DATASET_CATALOG
 from fastcert.run.data.catalog import SOURCES
 from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, METHODS, MODELS, REGULARIZER_TERMS
@@ -83,7 +84,7 @@ class ScheduleSpec:
     @property
     def ramp_end(self) -> int:
         """Last epoch of the warmup (= last epoch with the regularizers on)."""
-        return self.start + self.length - 1
+        return ramp_end(self.start, self.length)
 
 
 @dataclass(frozen=True)
@@ -338,7 +339,7 @@ def _check_schedule(spec: RunSpec) -> None:
     ε reaches ε_target at the first batch of epoch start+length whatever the number of batches per
     epoch (fastcert.method.schedule), so a short ramp of few batches may jump, but always arrives."""
     schedule = spec.schedule
-    first_target = schedule.start + schedule.length
+    first_target = schedule.ramp_end + 1
     if schedule.epochs < first_target:
         raise _fail(
             "schedule.epochs",

@@ -6,12 +6,11 @@ Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`, `
 manifests (no training needed) and the per-run estimates the workflow computed from each run spec.
 """
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fastcert.io import atomic_write_text
+from fastcert.io import atomic_write_text, read_json
 
 COLUMNS = ("target", "runs", "own", "shared", "device_hours")
 
@@ -20,7 +19,7 @@ def load_runs(paths: list[str]) -> dict[str, set[str]]:
     """Distinct run directories per target, read from the manifests."""
     runs = {}
     for path in paths:
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifest = read_json(path)
         runs[manifest["target"]] = {entry["run_dir"] for entry in manifest["runs"]}
     return runs
 

@@ -23,7 +23,7 @@ try:
         scales_path=snakemake.input.scales,  # noqa: F821
         experiments_path=snakemake.input.experiments,  # noqa: F821
         output=snakemake.output[0],  # noqa: F821
-        checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
+        checkpoint=snakemake.config["tables"]["checkpoint"],  # noqa: F821
     )
     for s in summaries:
         log.info("%s: %d agree, %d disagree, %d without ours, %d not compared",

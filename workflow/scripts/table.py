@@ -3,12 +3,12 @@
 Inputs: ``manifest`` (names the target and its runs), ``paper`` (config/paper_results.yaml),
 ``producers`` (the documents of config/producers.yaml made for this table, e.g. Table 5's gains); the
 run files are inputs only so that Snakemake waits for them. ``config["tables"]["checkpoint"]``
-(``best``, the default, or ``last``) picks which checkpoint's errors are tabulated.
+(validated, its default filled by workflow/schemas/config.schema.yaml) picks which checkpoint's errors are tabulated.
 """
 
 import logging
 
-from fastcert.reporting.collect import read_json
+from fastcert.io import read_json
 from fastcert.reporting.tables import render_target
 
 logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
@@ -21,7 +21,7 @@ try:
         paper_path=snakemake.input.paper,  # noqa: F821
         manifest_path=snakemake.input.manifest,  # noqa: F821
         tex_path=snakemake.output[0],  # noqa: F821
-        checkpoint=snakemake.config.get("tables", {}).get("checkpoint", "best"),  # noqa: F821
+        checkpoint=snakemake.config["tables"]["checkpoint"],  # noqa: F821
         producer_paths=list(snakemake.input.producers),  # noqa: F821
     )
     log.info("wrote %s: %d rows, scale %s, data: %s", snakemake.output[0], len(table.rows), table.scale, table.data)  # noqa: F821
