@@ -115,8 +115,15 @@ def crown_ibp_step(loss_fusion: bool) -> Callable[[Setup], Step]:
         def step() -> None:
             s.optimizer.zero_grad(set_to_none=True)
             out = crown_ibp_objective(
-                s.model, s.x, s.labels, s.x_lower, s.x_upper, num_classes=s.C.shape[2],
-                eps_fraction=0.5, training=True, loss_fusion=loss_fusion,
+                s.model,
+                s.x,
+                s.labels,
+                s.x_lower,
+                s.x_upper,
+                num_classes=s.C.shape[2],
+                eps_fraction=0.5,
+                training=True,
+                loss_fusion=loss_fusion,
             )
             out.robust_loss.backward()
             s.optimizer.step()
@@ -260,11 +267,14 @@ def ratio_rows(times: dict[str, list[float]]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for label, top, bottom, target in RATIOS:
         if top in times and bottom in times:
-            rows.append({
-                "label": label, "target": target,
-                "of_medians": statistics.median(times[top]) / statistics.median(times[bottom]),
-                "median_per_round": statistics.median(a / b for a, b in zip(times[top], times[bottom])),
-            })
+            rows.append(
+                {
+                    "label": label,
+                    "target": target,
+                    "of_medians": statistics.median(times[top]) / statistics.median(times[bottom]),
+                    "median_per_round": statistics.median(a / b for a, b in zip(times[top], times[bottom])),
+                }
+            )
     return rows
 
 
@@ -277,19 +287,38 @@ def figures(
     """Everything measured, as JSON (``--json``)."""
     return {
         "date": datetime.date.today().isoformat(),
-        "settings": {key: getattr(args, key) for key in (
-            "model", "dataset", "width", "classes", "batch", "eps", "device", "clock", "warmup", "repeats", "steps",
-        )},
+        "settings": {
+            key: getattr(args, key)
+            for key in (
+                "model",
+                "dataset",
+                "width",
+                "classes",
+                "batch",
+                "eps",
+                "device",
+                "clock",
+                "warmup",
+                "repeats",
+                "steps",
+            )
+        },
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
         "threads": torch.get_num_threads(),
-        "steps_s": {name: {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v}
-                    for name, v in times.items()},
+        "steps_s": {
+            name: {"median": statistics.median(v), "min": min(v), "max": max(v), "all": v} for name, v in times.items()
+        },
         "ratios": ratio_rows(times),
         "peak_memory_bytes": {name: {"peak": peak, "above_setup": above} for name, (peak, above) in memory.items()},
-        "epoch": None if epoch is None else {
-            "images": args.epoch_images, "steps": epoch[0], "seconds": epoch[1], "step": "ibp",
+        "epoch": None
+        if epoch is None
+        else {
+            "images": args.epoch_images,
+            "steps": epoch[0],
+            "seconds": epoch[1],
+            "step": "ibp",
         },
     }
 
@@ -325,7 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="cnn7", choices=["cnn7", "wide_resnet", "resnext"])
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
     parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--classes", type=int, default=None, help="replace the classifier by one with this many classes")
+    parser.add_argument(
+        "--classes", type=int, default=None, help="replace the classifier by one with this many classes"
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--eps", type=float, default=8 / 255, help="pixel units")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -350,8 +381,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="glibc: keep freed memory mapped (mallopt M_MMAP_THRESHOLD/M_TRIM_THRESHOLD = 1 GiB)",
     )
-    parser.add_argument("--epoch-images", type=int, default=None, metavar="N",
-                        help="also time one epoch of N images in IBP steps (CIFAR-10: 50000)")
+    parser.add_argument(
+        "--epoch-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also time one epoch of N images in IBP steps (CIFAR-10: 50000)",
+    )
     parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write every figure as JSON here")
     args = parser.parse_args(argv)
     if args.batch < 2:

@@ -126,8 +126,10 @@ def summarize(out: Path) -> dict[str, Any]:
             "epoch_time": result["epoch_time"],
             "precision": result["precision"],
             "metrics_lines": len(metrics),
-            "verify": {path.stem.removeprefix(f"verify-{method}-"): _json(path)
-                       for path in sorted(out.glob(f"verify-{method}-*.json"))},
+            "verify": {
+                path.stem.removeprefix(f"verify-{method}-"): _json(path)
+                for path in sorted(out.glob(f"verify-{method}-*.json"))
+            },
         }
     summary["pytest_cuda_exit"] = int((out / "pytest-cuda.exit").read_text().strip())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -44,9 +44,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def mnist_files(
-    n_train: int = 40, n_test: int = 20, seed: int = 0
-) -> tuple[dict[str, bytes], Built]:
+def mnist_files(n_train: int = 40, n_test: int = 20, seed: int = 0) -> tuple[dict[str, bytes], Built]:
     """The four gzipped IDX files (name → bytes) of a tiny MNIST, labels cycling through 0..9."""
     rng = np.random.default_rng(seed)
     built, files = Built(), {}
@@ -101,9 +99,7 @@ def cifar_batches(per_batch: int = 20, seed: int = 0) -> tuple[dict[str, bytes],
         }
         files[name] = pickle.dumps(batch, protocol=2)
         parts[split].append((data.reshape(-1, 3, 32, 32), np.array(labels, dtype=np.int64)))
-    files["batches.meta"] = pickle.dumps(
-        {"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}, protocol=2
-    )
+    files["batches.meta"] = pickle.dumps({"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}, protocol=2)
     for split, chunks in parts.items():
         built.images[split] = np.concatenate([c[0] for c in chunks])
         built.labels[split] = np.concatenate([c[1] for c in chunks])
@@ -159,9 +155,7 @@ def write_tinyimagenet_zip(path: Path, train_per_class: int = 2, val_per_class: 
     """
     names = wnids()
     built = Built()
-    members: dict[str, bytes] = {
-        "tiny-imagenet-200/wnids.txt": "\n".join(names[::-1]).encode() + b"\n"
-    }
+    members: dict[str, bytes] = {"tiny-imagenet-200/wnids.txt": "\n".join(names[::-1]).encode() + b"\n"}
     members["tiny-imagenet-200/words.txt"] = "".join(f"{w}\tthing {w}\n" for w in names).encode()
     colors: dict[str, list[tuple[int, int, int]]] = {"train": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "test": []}
@@ -171,9 +165,7 @@ def write_tinyimagenet_zip(path: Path, train_per_class: int = 2, val_per_class: 
         for i in range(train_per_class):
             color = tiny_color(label, i)
             file = f"{wnid}_{i}.JPEG"
-            members[f"tiny-imagenet-200/train/{wnid}/images/{file}"] = _jpeg(
-                color, gray=label == 0 and i == 0
-            )
+            members[f"tiny-imagenet-200/train/{wnid}/images/{file}"] = _jpeg(color, gray=label == 0 and i == 0)
             boxes.append(f"{file}\t0\t0\t63\t63\n")
             colors["train"].append(_gray(color) if label == 0 and i == 0 else color)
             labels["train"].append(label)

@@ -24,7 +24,9 @@ def _seq(*named: tuple[str, nn.Module]) -> nn.Sequential:
     return nn.Sequential(OrderedDict(named))
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, groups: int = 1, bias: bool = False) -> nn.Conv2d:
+def _conv(
+    cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, groups: int = 1, bias: bool = False
+) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=padding, groups=groups, bias=bias)
 
 
@@ -44,23 +46,39 @@ def _stem() -> nn.Sequential:
 
 def cnn_small() -> nn.Sequential:
     return _seq(
-        ("conv0", _conv(3, 8, 3, 1, 1, bias=True)), ("bn0", nn.BatchNorm2d(8)), ("relu0", nn.ReLU()),
-        ("conv1", _conv(8, 16, 3, 2, 1, bias=True)), ("bn1", nn.BatchNorm2d(16)), ("relu1", nn.ReLU()),
+        ("conv0", _conv(3, 8, 3, 1, 1, bias=True)),
+        ("bn0", nn.BatchNorm2d(8)),
+        ("relu0", nn.ReLU()),
+        ("conv1", _conv(8, 16, 3, 2, 1, bias=True)),
+        ("bn1", nn.BatchNorm2d(16)),
+        ("relu1", nn.ReLU()),
         ("flatten", nn.Flatten()),
-        ("fc0", nn.Linear(16 * 8 * 8, 32)), ("bn2", nn.BatchNorm1d(32)), ("relu2", nn.ReLU()),
+        ("fc0", nn.Linear(16 * 8 * 8, 32)),
+        ("bn2", nn.BatchNorm1d(32)),
+        ("relu2", nn.ReLU()),
         ("fc1", nn.Linear(32, NUM_CLASSES)),
     )
 
 
 def resnet_small() -> nn.Sequential:
     block1 = Residual(
-        _seq(("conv0", _conv(8, 16, 3, 2, 1)), ("bn0", nn.BatchNorm2d(16)), ("relu0", nn.ReLU()),
-             ("conv1", _conv(16, 16, 3, 1, 1)), ("bn1", nn.BatchNorm2d(16))),
+        _seq(
+            ("conv0", _conv(8, 16, 3, 2, 1)),
+            ("bn0", nn.BatchNorm2d(16)),
+            ("relu0", nn.ReLU()),
+            ("conv1", _conv(16, 16, 3, 1, 1)),
+            ("bn1", nn.BatchNorm2d(16)),
+        ),
         _seq(("conv", _conv(8, 16, 1, 2, 0)), ("bn", nn.BatchNorm2d(16))),
     )
     block2 = Residual(
-        _seq(("conv0", _conv(16, 16, 3, 1, 1)), ("bn0", nn.BatchNorm2d(16)), ("relu0", nn.ReLU()),
-             ("conv1", _conv(16, 16, 3, 1, 1)), ("bn1", nn.BatchNorm2d(16))),
+        _seq(
+            ("conv0", _conv(16, 16, 3, 1, 1)),
+            ("bn0", nn.BatchNorm2d(16)),
+            ("relu0", nn.ReLU()),
+            ("conv1", _conv(16, 16, 3, 1, 1)),
+            ("bn1", nn.BatchNorm2d(16)),
+        ),
         None,
     )
     return _seq(("stem", _stem()), ("block1", block1), ("block2", block2), ("head", _head(16, 8)))
@@ -68,9 +86,16 @@ def resnet_small() -> nn.Sequential:
 
 def resnext_small() -> nn.Sequential:
     block1 = Residual(
-        _seq(("conv0", _conv(8, 8, 1)), ("bn0", nn.BatchNorm2d(8)), ("relu0", nn.ReLU()),
-             ("conv1", _conv(8, 8, 3, 2, 1, groups=2)), ("bn1", nn.BatchNorm2d(8)), ("relu1", nn.ReLU()),
-             ("conv2", _conv(8, 16, 1)), ("bn2", nn.BatchNorm2d(16))),
+        _seq(
+            ("conv0", _conv(8, 8, 1)),
+            ("bn0", nn.BatchNorm2d(8)),
+            ("relu0", nn.ReLU()),
+            ("conv1", _conv(8, 8, 3, 2, 1, groups=2)),
+            ("bn1", nn.BatchNorm2d(8)),
+            ("relu1", nn.ReLU()),
+            ("conv2", _conv(8, 16, 1)),
+            ("bn2", nn.BatchNorm2d(16)),
+        ),
         _seq(("conv", _conv(8, 16, 1, 2, 0)), ("bn", nn.BatchNorm2d(16))),
     )
     return _seq(("stem", _stem()), ("block1", block1), ("head", _head(16, 8)))
@@ -79,12 +104,19 @@ def resnext_small() -> nn.Sequential:
 def mlp_mnist() -> nn.Sequential:
     return _seq(
         ("flatten", nn.Flatten()),
-        ("fc0", nn.Linear(784, 64)), ("bn0", nn.BatchNorm1d(64)), ("relu0", nn.ReLU()),
+        ("fc0", nn.Linear(784, 64)),
+        ("bn0", nn.BatchNorm1d(64)),
+        ("relu0", nn.ReLU()),
         ("fc1", nn.Linear(64, NUM_CLASSES)),
     )
 
 
-BUILDERS = {"cnn_small": cnn_small, "resnet_small": resnet_small, "resnext_small": resnext_small, "mlp_mnist": mlp_mnist}
+BUILDERS = {
+    "cnn_small": cnn_small,
+    "resnet_small": resnet_small,
+    "resnext_small": resnext_small,
+    "mlp_mnist": mlp_mnist,
+}
 
 
 def load_arrays(name: str) -> dict[str, Any]:

@@ -13,17 +13,46 @@ SYNTHETIC = {"name": "cifar10", "source": "synthetic", "synthetic": True, "n_tra
 
 def epoch_record(epoch: int, phase: str, **train: float) -> dict[str, Any]:
     """One metrics.jsonl record; ``train`` overrides the train-split values (test mirrors train)."""
-    split = {"ce": 1.0, "err": 0.5, "robust_loss": 2.0, "verified_err": 0.8, "loss": 2.0, "l_tightness": 0.5,
-             "l_relu": 0.2, "l_std": 0.0, "reg": 0.7, "active": 0.2, "inactive": 0.7, "unstable": 0.1,
-             "log_tightness_ratio": 5.0, **train}
-    return {"epoch": epoch, "phase": phase, "eps": 0.0, "lr": 5e-4, "epoch_time": 1.0, "resumed": False,
-            "train": {**split, "grad_norm": 1.0}, "test": dict(split)}
+    split = {
+        "ce": 1.0,
+        "err": 0.5,
+        "robust_loss": 2.0,
+        "verified_err": 0.8,
+        "loss": 2.0,
+        "l_tightness": 0.5,
+        "l_relu": 0.2,
+        "l_std": 0.0,
+        "reg": 0.7,
+        "active": 0.2,
+        "inactive": 0.7,
+        "unstable": 0.1,
+        "log_tightness_ratio": 5.0,
+        **train,
+    }
+    return {
+        "epoch": epoch,
+        "phase": phase,
+        "eps": 0.0,
+        "lr": 5e-4,
+        "epoch_time": 1.0,
+        "resumed": False,
+        "train": {**split, "grad_norm": 1.0},
+        "test": dict(split),
+    }
 
 
-def write_run(run_dir: Path, *, status: str = "completed", standard: float = 0.5, verified: float = 0.7,
-              last: tuple[float, float] | None = None, epoch_time: dict[str, float | None] | None = None,
-              total_time: float = 100.0, data: dict[str, Any] | None = None,
-              metrics: list[dict[str, Any]] | None = None) -> Path:
+def write_run(
+    run_dir: Path,
+    *,
+    status: str = "completed",
+    standard: float = 0.5,
+    verified: float = 0.7,
+    last: tuple[float, float] | None = None,
+    epoch_time: dict[str, float | None] | None = None,
+    total_time: float = 100.0,
+    data: dict[str, Any] | None = None,
+    metrics: list[dict[str, Any]] | None = None,
+) -> Path:
     """Write ``result.json`` (errors as fractions) and ``metrics.jsonl`` into ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     last_std, last_ver = last if last is not None else (standard, verified)
@@ -37,8 +66,11 @@ def write_run(run_dir: Path, *, status: str = "completed", standard: float = 0.5
         "data": data or SYNTHETIC,
     }
     (run_dir / "result.json").write_text(json.dumps(result), encoding="utf-8")
-    records = metrics if metrics is not None else [epoch_record(e, p) for e, p in
-                                                   enumerate(["eps0", "ramp", "ramp", "target"], start=1)]
+    records = (
+        metrics
+        if metrics is not None
+        else [epoch_record(e, p) for e, p in enumerate(["eps0", "ramp", "ramp", "target"], start=1)]
+    )
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return run_dir
 
@@ -49,10 +81,18 @@ def schedule(phases: tuple[int, int, int]) -> dict[str, Any]:
     return {"start": eps0 + 1, "length": ramp, "epochs": eps0 + ramp + target, "milestones": []}
 
 
-def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], str]], scale: str = "smoke", *,
-                   phases: tuple[int, int, int] | None = None, paper_phases: tuple[int, int, int] | None = None,
-                   scale_note: str | None = None, not_run: list[dict[str, Any]] | None = None,
-                   differences: list[dict[str, Any]] | None = None) -> Path:
+def write_manifest(
+    path: Path,
+    target: str,
+    entries: list[tuple[dict[str, Any], str]],
+    scale: str = "smoke",
+    *,
+    phases: tuple[int, int, int] | None = None,
+    paper_phases: tuple[int, int, int] | None = None,
+    scale_note: str | None = None,
+    not_run: list[dict[str, Any]] | None = None,
+    differences: list[dict[str, Any]] | None = None,
+) -> Path:
     """A manifest listing ``(key, run_dir)`` entries (run_dir relative to the workflow root), repeats numbered.
 
     ``phases`` / ``paper_phases``: every run's schedule at this scale and the paper's; ``not_run``: row
@@ -62,7 +102,12 @@ def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], 
     for key, run_dir in entries:
         repeat = counts.get(json.dumps(key, sort_keys=True), 0)
         counts[json.dumps(key, sort_keys=True)] = repeat + 1
-        entry = {"key": key, "repeat": repeat, "run_dir": run_dir, "spec": {"schedule": schedule(phases)} if phases else {}}
+        entry = {
+            "key": key,
+            "repeat": repeat,
+            "run_dir": run_dir,
+            "spec": {"schedule": schedule(phases)} if phases else {},
+        }
         if paper_phases:
             entry["paper_schedule"] = schedule(paper_phases)
         runs.append(entry)
@@ -81,6 +126,8 @@ def write_manifest(path: Path, target: str, entries: list[tuple[dict[str, Any], 
 def write_producer(path: Path, name: str, targets: list[str], rows: list[dict[str, Any]], **parameters: Any) -> Path:
     """A producer's document (as fastcert.method.analysis.produce writes it), made by hand."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"producer": name, "for": targets, "function": "by_hand", "parameters": parameters,
-                                "rows": rows}), encoding="utf-8")
+    path.write_text(
+        json.dumps({"producer": name, "for": targets, "function": "by_hand", "parameters": parameters, "rows": rows}),
+        encoding="utf-8",
+    )
     return path

@@ -208,7 +208,11 @@ LAYERS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], bool]] = {
     "conv_groups": (lambda: nn.Conv2d(4, 6, (3, 2), stride=(1, 2), groups=2), (3, 4, 5, 6), True),
     # 1x1 strided convolutions run on the subsampled grid on CPU (fastcert.method.bounds.ops.ConvOp)
     "conv1x1_stride2": (lambda: nn.Conv2d(3, 2, 1, stride=2), (3, 3, 7, 7), True),
-    "conv1x1_stride_pad": (lambda: nn.Conv2d(2, 4, 1, stride=(2, 3), padding=1, groups=2, bias=False), (3, 2, 6, 7), True),
+    "conv1x1_stride_pad": (
+        lambda: nn.Conv2d(2, 4, 1, stride=(2, 3), padding=1, groups=2, bias=False),
+        (3, 2, 6, 7),
+        True,
+    ),
     "bn1d": (lambda: nn.BatchNorm1d(5), (4, 5), True),
     "bn2d": (lambda: nn.BatchNorm2d(3), (4, 3, 3, 3), True),
     "bn2d_no_affine": (lambda: nn.BatchNorm2d(3, affine=False), (4, 3, 3, 3), True),

@@ -25,13 +25,18 @@ REL_TOL_F64 = 1e-9  # we agree to ~1e-15; the issue asks for 1e-4
 REL_TOL_F32 = 1e-4
 # Full CROWN costs a backward pass per hidden neuron; these run by default, the rest are slow.
 FAST_DENSE = {
-    ("cnn_small", "eval", "eps_small"), ("resnext_small", "eval", "eps_small"),
-    ("mlp_mnist", "eval", "eps_small"), ("mlp_mnist", "train", "eps_small"),
-    ("mlp_mnist", "eval", "eps_large"), ("mlp_mnist", "train", "eps_large"),
+    ("cnn_small", "eval", "eps_small"),
+    ("resnext_small", "eval", "eps_small"),
+    ("mlp_mnist", "eval", "eps_small"),
+    ("mlp_mnist", "train", "eps_small"),
+    ("mlp_mnist", "eval", "eps_large"),
+    ("mlp_mnist", "train", "eps_large"),
 }
 SLOW = (
     pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("FASTCERT_SLOW") != "1", reason="slow (full CROWN, float64): set FASTCERT_SLOW=1"),
+    pytest.mark.skipif(
+        os.environ.get("FASTCERT_SLOW") != "1", reason="slow (full CROWN, float64): set FASTCERT_SLOW=1"
+    ),
 )
 
 
@@ -45,7 +50,9 @@ def assert_close(got: Tensor, ref: Tensor, what: str, tol: float = REL_TOL_F64) 
     assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
 
 
-def margins(name: str, arrays: dict[str, Any], mode: str, eps: str, method: str, dtype: torch.dtype = torch.float64) -> BoundPass:
+def margins(
+    name: str, arrays: dict[str, Any], mode: str, eps: str, method: str, dtype: torch.dtype = torch.float64
+) -> BoundPass:
     model = load_model(name, arrays, dtype).train(mode == "train")
     box = fixture_tensor(arrays, f"{eps}/x_L", dtype), fixture_tensor(arrays, f"{eps}/x_U", dtype)
     x, spec = fixture_tensor(arrays, "x", dtype), fixture_tensor(arrays, "C", dtype)
@@ -120,7 +127,9 @@ def test_crown_matches_auto_lirpa_dense(name: str, mode: str, eps: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("eps", EPS)
-def test_crown_ibp_is_tighter_than_ibp_where_auto_lirpa_is(fixture: tuple[str, dict[str, Any]], mode: str, eps: str) -> None:
+def test_crown_ibp_is_tighter_than_ibp_where_auto_lirpa_is(
+    fixture: tuple[str, dict[str, Any]], mode: str, eps: str
+) -> None:
     """CROWN-IBP lower bounds are not intersected with IBP, so they can be looser (resnext_small,
     large eps, README §5); wherever auto_LiRPA's CROWN-IBP margin bound is >= its IBP one, ours is too."""
     name, arrays = fixture
@@ -190,9 +199,16 @@ def test_relu_backward_does_not_depend_on_the_slicing(monkeypatch: pytest.Monkey
 def _toy_net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 3),
+        nn.Conv2d(2, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, groups=2),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
     ).double()
 
 
@@ -267,10 +283,20 @@ def test_gradients_match_finite_differences(method: str) -> None:
     """The bounds are differentiable in the weights and BN parameters (train-mode statistics
     included), and autograd's gradient is the true one."""
     torch.manual_seed(1)
-    model = nn.Sequential(
-        nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.BatchNorm2d(2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(8, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3),
-    ).double().train()
+    model = (
+        nn.Sequential(
+            nn.Conv2d(1, 2, 3, stride=2, padding=1),
+            nn.BatchNorm2d(2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(8, 4),
+            nn.BatchNorm1d(4),
+            nn.ReLU(),
+            nn.Linear(4, 3),
+        )
+        .double()
+        .train()
+    )
     x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
     C = spec_matrix(torch.tensor([0, 2, 1]), 3, dtype=torch.float64)
     names = ("0.weight", "1.weight", "4.weight", "7.bias")

@@ -63,8 +63,14 @@ def test_fused_bounds_match_auto_lirpa(fixture: tuple[str, dict[str, Any]], mode
 def _net(classes: int) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, classes),
+        nn.Conv2d(1, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, classes),
     ).double()
 
 
@@ -89,7 +95,9 @@ def test_fused_bound_is_sound() -> None:
         return torch.logsumexp(logits - logits.gather(1, y.unsqueeze(1)), dim=1)
 
     generator = torch.Generator().manual_seed(2)
-    reached = [loss(x_lower + torch.rand(x.shape, generator=generator, dtype=x.dtype) * (x_upper - x_lower)) for _ in range(50)]
+    reached = [
+        loss(x_lower + torch.rand(x.shape, generator=generator, dtype=x.dtype) * (x_upper - x_lower)) for _ in range(50)
+    ]
     point = x.clone().requires_grad_(True)
     for _ in range(10):  # signed-gradient ascent on the loss itself
         (grad,) = torch.autograd.grad(loss(point).sum(), point)
@@ -138,7 +146,14 @@ def test_fused_pass_costs_one_spec_whatever_the_classes(monkeypatch: pytest.Monk
 def _objective(model: nn.Module, eps_fraction: float, training: bool, loss_fusion: bool) -> Any:
     x, y = _batch(4)
     return crown_ibp_objective(
-        model, x, y, x - 0.1, x + 0.1, num_classes=4, eps_fraction=eps_fraction, training=training,
+        model,
+        x,
+        y,
+        x - 0.1,
+        x + 0.1,
+        num_classes=4,
+        eps_fraction=eps_fraction,
+        training=training,
         loss_fusion=loss_fusion,
     )
 
@@ -153,7 +168,9 @@ def _references(model: nn.Module) -> tuple[Tensor, Tensor, Tensor, Any, Any]:
     traversal = bound_pass(copy_, x, x - 0.1, x + 0.1, C=C)
     assert traversal.context is not None
     floor = SLOPE_FLOOR if model.training else 0.0
-    fused_crown = fused_crown_ibp(BackwardPass(copy_, traversal.context, x - 0.1, x + 0.1), y, ibp.lower, ibp.upper, floor)
+    fused_crown = fused_crown_ibp(
+        BackwardPass(copy_, traversal.context, x - 0.1, x + 0.1), y, ibp.lower, ibp.upper, floor
+    )
     return ibp.lower, crown.lower, ibp.clean, fused_crown, fused_ibp(ibp.lower, ibp.upper)
 
 

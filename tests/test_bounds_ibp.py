@@ -89,8 +89,11 @@ def test_float32_margins_match(fixture: tuple[str, dict[str, Any]], mode: str) -
     model = load_model(name, arrays, torch.float32).train(mode == "train")
     f32 = torch.float32
     result = bound_pass(
-        model, fixture_tensor(arrays, "x", f32), fixture_tensor(arrays, "eps_large/x_L", f32),
-        fixture_tensor(arrays, "eps_large/x_U", f32), C=fixture_tensor(arrays, "C", f32),
+        model,
+        fixture_tensor(arrays, "x", f32),
+        fixture_tensor(arrays, "eps_large/x_L", f32),
+        fixture_tensor(arrays, "eps_large/x_U", f32),
+        C=fixture_tensor(arrays, "C", f32),
     )
     assert result.lower.dtype == f32
     assert_close(result.lower, fixture_tensor(arrays, f"{mode}/eps_large/ibp/margin_lb"), "margin lb f32")
@@ -136,16 +139,30 @@ def test_train_mode_statistics_and_running_stats(fixture: tuple[str, dict[str, A
 # --- BN semantics on small random networks ----------------------------------------------------
 def small_bn_net(momentum: float | None, centralize: bool, unitize: bool) -> nn.Sequential:
     def bn2(c: int) -> nn.Module:
-        return PartialBatchNorm2d(c, centralize=centralize, unitize=unitize) if not (centralize and unitize) else nn.BatchNorm2d(c)
+        return (
+            PartialBatchNorm2d(c, centralize=centralize, unitize=unitize)
+            if not (centralize and unitize)
+            else nn.BatchNorm2d(c)
+        )
 
     def bn1(c: int) -> nn.Module:
-        return PartialBatchNorm1d(c, centralize=centralize, unitize=unitize) if not (centralize and unitize) else nn.BatchNorm1d(c)
+        return (
+            PartialBatchNorm1d(c, centralize=centralize, unitize=unitize)
+            if not (centralize and unitize)
+            else nn.BatchNorm1d(c)
+        )
 
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), bn2(4), nn.ReLU(),
+        nn.Conv2d(2, 4, 3, padding=1),
+        bn2(4),
+        nn.ReLU(),
         Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), bn2(4))),
-        nn.Flatten(), nn.Linear(4 * 5 * 5, 6), bn1(6), nn.ReLU(), nn.Linear(6, 3),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 6),
+        bn1(6),
+        nn.ReLU(),
+        nn.Linear(6, 3),
     ).double()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -176,7 +193,9 @@ def test_clean_logits_and_running_stats_follow_torch(momentum: float | None, cen
 
 
 def test_bn_without_running_stats_or_affine_uses_batch_statistics() -> None:
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False, track_running_stats=False), nn.ReLU()).double()
+    model = nn.Sequential(
+        nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False, track_running_stats=False), nn.ReLU()
+    ).double()
     model.eval()
     x = torch.randn(5, 3, dtype=torch.float64)
     result = bound_pass(model, x, x, x)
@@ -309,9 +328,15 @@ def test_plan_is_cached_and_recompiled_when_modules_change() -> None:
 def tiny_train_net() -> nn.Sequential:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(),
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
         Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2))),
-        nn.Flatten(), nn.Linear(2 * 3 * 3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3),
+        nn.Flatten(),
+        nn.Linear(2 * 3 * 3, 4),
+        nn.BatchNorm1d(4),
+        nn.ReLU(),
+        nn.Linear(4, 3),
     ).double()
     for bn in bn_modules(model).values():
         nn.init.uniform_(bn.weight, -1.5, 1.5)
@@ -332,8 +357,10 @@ def test_bounds_are_differentiable_through_train_mode_bn_statistics() -> None:
         result = bound_pass(model, x, x - 0.05, x + 0.05, C=C)
         lower, upper = result.pre_activation[-1]
         return (
-            (probes[0] * result.lower).sum() + (probes[1] * result.upper).sum()
-            + (probes[2][:, :1] * result.clean).sum() + (lower * upper).sum()
+            (probes[0] * result.lower).sum()
+            + (probes[1] * result.upper).sum()
+            + (probes[2][:, :1] * result.clean).sum()
+            + (lower * upper).sum()
         )
 
     model.zero_grad()
@@ -418,7 +445,9 @@ from fastcert.method.losses import robust_ce, spec_matrix
 
 def gradients(method):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(4, 4, 1, stride=2, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 10))
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 1, stride=2, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 10)
+    )
     x = torch.rand(64, 4, 64, 64)
     y = torch.arange(64) % 10
     for _ in range(3):
@@ -441,7 +470,9 @@ def test_strided_pointwise_conv_gradients_on_cpu_do_not_hit_the_onednn_heap_bug(
     """oneDNN 3.13 corrupts the heap in the weight gradient of a channels-last 1×1 stride-2 conv with
     few channels at 64×64 (the process aborts): run in a subprocess so that a regression fails this
     test instead of killing the suite. Gradients must equal the non-oneDNN kernels'."""
-    result = subprocess.run([sys.executable, "-c", STRIDED_POINTWISE_SCRIPT], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", STRIDED_POINTWISE_SCRIPT], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])
 
 
@@ -450,9 +481,16 @@ def test_cpu_traversal_and_crown_coefficients_stay_channels_last(monkeypatch: py
     ambiguous (torch then picks NCHW for some results): the transposed convolutions of the CROWN
     pass get channels-last coefficients (2-3x faster in oneDNN; benchmarks/README.md)."""
     model = nn.Sequential(
-        nn.Conv2d(1, 1, 3, padding=1), nn.BatchNorm2d(1), nn.ReLU(),
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 1, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3),
+        nn.Conv2d(1, 1, 3, padding=1),
+        nn.BatchNorm2d(1),
+        nn.ReLU(),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 1, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
     ).eval()
     x = torch.rand(2, 1, 8, 8)
     transposed_inputs: list[torch.Tensor] = []

@@ -91,8 +91,19 @@ def test_verify_reproduces_the_test_errors_of_the_run(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "verify.json"
-    code = main(["verify", "--checkpoint", str(trained / "checkpoint_last.pt"), "--method", "ibp",
-                 "--out", str(target), "--batch-size", "16"])
+    code = main(
+        [
+            "verify",
+            "--checkpoint",
+            str(trained / "checkpoint_last.pt"),
+            "--method",
+            "ibp",
+            "--out",
+            str(target),
+            "--batch-size",
+            "16",
+        ]
+    )
     assert code == 0
     written = json.loads(target.read_text())
     assert json.loads(capsys.readouterr().out) == written
@@ -184,8 +195,11 @@ def test_a_run_whose_data_fails_to_load_leaves_no_directory(
     monkeypatch.delenv("FASTCERT_DATA_MIRROR", raising=False)
     empty_root = tmp_path / "no-data"
     empty_root.mkdir()
-    raw = {**SPEC, "dataset": "cifar10", "data": {"source": "auto", "root": str(empty_root), "train_size": 64,
-                                                  "test_size": 40}}
+    raw = {
+        **SPEC,
+        "dataset": "cifar10",
+        "data": {"source": "auto", "root": str(empty_root), "train_size": 64, "test_size": 40},
+    }
     out = tmp_path / "out"
     assert main(["train", "--spec", str(write(tmp_path / "run.yaml", raw)), "--out", str(out)]) == 2
     one_error_line(capsys, "train")
@@ -238,8 +252,10 @@ def test_verify_on_a_damaged_checkpoint_fails_with_one_line_naming_it(
 def test_verify_to_an_unwritable_out_fails_with_one_line(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["verify", "--checkpoint", str(trained / "checkpoint_last.pt"), "--method", "ibp",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(["verify", "--checkpoint", str(trained / "checkpoint_last.pt"), "--method", "ibp", "--out", str(tmp_path)])
+        == 2
+    )
     assert f"--out {tmp_path}: cannot write" in one_error_line(capsys, "verify")
 
 

@@ -51,12 +51,27 @@ def test_layer_bounds_are_sound(layer: str, mode: str, method: str) -> None:
 def _mixed_net() -> nn.Sequential:
     """Strided, grouped and dilated convs, both residual kinds, BN in both dims, a hidden FC."""
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2), nn.BatchNorm2d(4), nn.ReLU(),
-                               nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))),
-        Residual(nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6)),
-                 nn.Sequential(nn.Conv2d(4, 6, 1, stride=2), nn.BatchNorm2d(6))),
-        nn.Flatten(), nn.Linear(6 * 2 * 2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 4),
+        nn.Conv2d(2, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        Residual(
+            nn.Sequential(
+                nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.Conv2d(4, 4, 1),
+                nn.BatchNorm2d(4),
+            )
+        ),
+        Residual(
+            nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6)),
+            nn.Sequential(nn.Conv2d(4, 6, 1, stride=2), nn.BatchNorm2d(6)),
+        ),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 8),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Linear(8, 4),
     )
 
 

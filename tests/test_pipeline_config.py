@@ -64,8 +64,11 @@ def test_a_misspelled_key_in_a_nested_list_names_its_path(tmp_path: Path) -> Non
     group["repeatz"] = group.pop("repeats")
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(experiments))
-    with pytest.raises(ExperimentError, match=r"bad.yaml: targets.table2.groups\[0\]: unknown key 'repeatz' "
-                       r"\(did you mean 'repeats'\?\)"):
+    with pytest.raises(
+        ExperimentError,
+        match=r"bad.yaml: targets.table2.groups\[0\]: unknown key 'repeatz' "
+        r"\(did you mean 'repeats'\?\)",
+    ):
         load_checked(str(path), SCHEMAS / "experiments.schema.yaml")
 
 

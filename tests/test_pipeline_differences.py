@@ -15,8 +15,16 @@ from fastcert.pipeline.scales import scale_root
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = yaml.safe_load((REPO / "config" / "experiments.yaml").read_text())
-PAPER = {"description": "paper", "max_repeats": None, "threads": 4, "width": 1.0, "schedule_factor": 1.0,
-         "time_factor": 1.0, "spec": {}, "datasets": {}}
+PAPER = {
+    "description": "paper",
+    "max_repeats": None,
+    "threads": 4,
+    "width": 1.0,
+    "schedule_factor": 1.0,
+    "time_factor": 1.0,
+    "spec": {},
+    "datasets": {},
+}
 
 
 def specs(target: str, variants: tuple[str, ...] = (), **key: Any) -> list[dict[str, Any]]:
@@ -35,7 +43,8 @@ def test_wide_resnet_baselines_keep_the_authors_constructor_init_and_ours_uses_i
     varied = specs("table1", ("wrn-baseline-init",), model="Wide-ResNet", method="Vanilla IBP")
     assert {s["init"] for s in varied} == {"xavier_uniform"}
     assert {s["init"] for s in specs("table1", ("wrn-baseline-init",), model="CNN-7", method="Vanilla IBP")} == {
-        "default"}
+        "default"
+    }
 
 
 def test_tinyimagenet_follows_the_papers_text_and_the_readme_recipe_is_a_variant() -> None:
@@ -58,8 +67,11 @@ def test_table9_mnist_trains_50_epochs_and_cifar_160() -> None:
 def test_figure6_has_no_batchnorm_and_shares_table4_row1() -> None:
     assert {(s["method"], s["bn"]) for s in specs("figure6")} == {("vanilla", "none")}
     expansion = expand_targets(EXPERIMENTS, PAPER, "paper", "experiments.yaml")
-    row1 = {e["run_dir"] for e in expansion.manifests["table4"] if e["key"]["config"] == 1
-            and e["key"]["schedule_total"] == 70 and e["repeat"] == 0}
+    row1 = {
+        e["run_dir"]
+        for e in expansion.manifests["table4"]
+        if e["key"]["config"] == 1 and e["key"]["schedule_total"] == 70 and e["repeat"] == 0
+    }
     assert row1 <= set(expansion.run_dirs("figure6"))
     assert {s["bn"] for s in specs("figure6", ("figure6-bn",))} == {"full"}
 
@@ -94,8 +106,9 @@ def test_an_unknown_or_idle_variant_is_an_error_naming_it() -> None:
 def test_manifests_name_the_differences_of_their_target_and_which_choice_ran() -> None:
     expansion = expand_targets(EXPERIMENTS, PAPER, "paper", "experiments.yaml", ("figure6-bn",))
     figure6 = manifest_document(expansion, "figure6", "paper", PAPER)["differences"]
-    assert figure6 == [{"name": "figure6-bn", "setting": EXPERIMENTS["differences"]["figure6-bn"]["setting"],
-                        "variant": True}]
+    assert figure6 == [
+        {"name": "figure6-bn", "setting": EXPERIMENTS["differences"]["figure6-bn"]["setting"], "variant": True}
+    ]
     table2 = manifest_document(expansion, "table2", "paper", PAPER)["differences"]
     assert [(d["name"], d["variant"]) for d in table2] == [("tinyimagenet-recipe", False)]
     assert "differences" not in manifest_document(expansion, "table3", "paper", PAPER)
@@ -109,4 +122,7 @@ def test_every_difference_names_existing_targets() -> None:
 def test_variants_have_their_own_output_folders() -> None:
     assert scale_root("results", "paper") == "results"
     assert scale_root("results", "paper", ["figure6-bn"]) == "results/figure6-bn"
-    assert scale_root("reports", "smoke", ["figure6-bn", "table9-mnist-epochs"]) == "reports/smoke+figure6-bn+table9-mnist-epochs"
+    assert (
+        scale_root("reports", "smoke", ["figure6-bn", "table9-mnist-epochs"])
+        == "reports/smoke+figure6-bn+table9-mnist-epochs"
+    )

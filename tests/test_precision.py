@@ -38,7 +38,9 @@ def settings() -> dict[str, Any]:
     }
     if NEW_API:
         for name, knob in {
-            "generic": torch.backends, "cuda": torch.backends.cudnn, "mkldnn": torch.backends.mkldnn,
+            "generic": torch.backends,
+            "cuda": torch.backends.cudnn,
+            "mkldnn": torch.backends.mkldnn,
             **precision._knobs(),
         }.items():
             getters[name] = lambda knob=knob: knob.fp32_precision

@@ -55,8 +55,11 @@ def table5_document(tmp_path_factory) -> Path:
 
 def test_table5_gains_match_the_closed_forms(table5_document):
     document = json.loads(table5_document.read_text())
-    assert (document["producer"], document["for"], document["parameters"]["trials"]) == ("table5_gains",
-                                                                                         ["table5"], 100)
+    assert (document["producer"], document["for"], document["parameters"]["trials"]) == (
+        "table5_gains",
+        ["table5"],
+        100,
+    )
     rows = {(row["key"]["init"], row["key"]["n"]): row["values"] for row in document["rows"]}
     assert len(rows) == 6 * 4 == len(document["rows"])
     for (label, n), values in rows.items():
@@ -69,8 +72,12 @@ def test_table5_gains_match_the_closed_forms(table5_document):
 
 def test_table5_from_the_document_agrees_with_every_printed_value(table5_document):
     # the paper's values fit sqrt(6n)/4 for Kaiming (uniform), not its printed sqrt(3/4)·sqrt(n)
-    table = build_target("table5", load_paper(ROOT / "config" / "paper_results.yaml"), Manifest("table5", "smoke", []),
-                         producers=[load_producer(table5_document)])
+    table = build_target(
+        "table5",
+        load_paper(ROOT / "config" / "paper_results.yaml"),
+        Manifest("table5", "smoke", []),
+        producers=[load_producer(table5_document)],
+    )
     rows = [row for row in table.rows if row.kind == "run"]
     assert len(rows) == 24 and all(row.n_text == "1/1" for row in rows)
     for row in rows:
@@ -102,5 +109,6 @@ def test_bad_declarations_are_named():
     with pytest.raises(ValueError, match=r"config/producers.yaml: x.function 'nope' is not one of"):
         produce("x", {"function": "nope", "parameters": {}})
     with pytest.raises(ValueError, match=r"x.parameters do not fit difference_gains: .*trial"):
-        produce("x", {"function": "difference_gains", "parameters": {"schemes": {}, "fan_ins": [], "trial": 1,
-                                                                       "seed": 0}})
+        produce(
+            "x", {"function": "difference_gains", "parameters": {"schemes": {}, "fan_ins": [], "trial": 1, "seed": 0}}
+        )

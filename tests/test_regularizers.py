@@ -139,9 +139,7 @@ def test_relu_loss_gradient_matches_finite_differences() -> None:
     assert lower.grad.abs().sum() > 0 and upper.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(
-    "bounds", [NO_INACTIVE, ALL_UNSTABLE, NO_ACTIVE, NO_ACTIVE_FLAT, FLAT_INACTIVE]
-)
+@pytest.mark.parametrize("bounds", [NO_INACTIVE, ALL_UNSTABLE, NO_ACTIVE, NO_ACTIVE_FLAT, FLAT_INACTIVE])
 def test_relu_loss_edge_case_gradients_are_finite_and_zero(bounds: Layer) -> None:
     # Skipped layers and the constant outcomes (α or β forced to 0) carry no gradient, and
     # the 1e-12 clamp keeps 1/α finite when α = 0.
@@ -259,7 +257,10 @@ def reference_terms(
         active, inactive = lower > 0, upper < 0
         deviation = (c - c.mean()) ** 2
         active_sum, inactive_sum = torch.where(active, c, zero).sum(), -torch.where(inactive, c, zero).sum()
-        active_var, inactive_var = torch.where(active, deviation, zero).sum(), torch.where(inactive, deviation, zero).sum()
+        active_var, inactive_var = (
+            torch.where(active, deviation, zero).sum(),
+            torch.where(inactive, deviation, zero).sum(),
+        )
         alpha = active_sum / torch.where(inactive_sum == 0, one, inactive_sum)
         beta = active_var / torch.where(inactive_var == 0, one, inactive_var)
         alpha = torch.minimum(alpha, 1 / alpha.clamp(min=1e-12))
@@ -291,7 +292,12 @@ def mixed_layers() -> list[Layer]:
         transposed,
         random_layer(generator, (4, 10), 1e4, spread=3.0),
         random_layer(generator, (41,), 0.2),
-        LAYER_A, NO_INACTIVE, ALL_UNSTABLE, NO_ACTIVE, NO_ACTIVE_FLAT, FLAT_INACTIVE,
+        LAYER_A,
+        NO_INACTIVE,
+        ALL_UNSTABLE,
+        NO_ACTIVE,
+        NO_ACTIVE_FLAT,
+        FLAT_INACTIVE,
         layer([-1.0, -1.0, -1.0], [3.0, 3.0, 3.0]),  # constant centers: std 0, relu 0/0
     ]
 
@@ -423,7 +429,9 @@ def test_mixed_dtypes_are_rejected() -> None:
 
 
 @pytest.mark.parametrize("chunk", [None, 4])
-def test_warmup_regularizer_with_counts_is_both_calls_in_one(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+def test_warmup_regularizer_with_counts_is_both_calls_in_one(
+    monkeypatch: pytest.MonkeyPatch, chunk: int | None
+) -> None:
     if chunk is not None:
         monkeypatch.setattr(regularizers, "_CPU_CHUNK", chunk)
     layers = mixed_layers()
@@ -431,7 +439,9 @@ def test_warmup_regularizer_with_counts_is_both_calls_in_one(monkeypatch: pytest
     total, parts = warmup_regularizer(X_LOWER, X_UPPER, separate, terms=("relu", "std"), tau=3.0)
     state = relu_state(separate)
     total.backward()
-    total_2, parts_2, counts_2 = warmup_regularizer_with_counts(X_LOWER, X_UPPER, together, terms=("relu", "std"), tau=3.0)
+    total_2, parts_2, counts_2 = warmup_regularizer_with_counts(
+        X_LOWER, X_UPPER, together, terms=("relu", "std"), tau=3.0
+    )
     total_2.backward()
     assert counts_2.state() == state
     assert total_2.item() == total.item()

@@ -68,10 +68,13 @@ def _inputs(root: Path) -> dict:
         tables.append(tex)
     metrics = [epoch_record(e, "ramp", active=0.1 * e) for e in (1, 2, 3)]
     write_run(root / "runs/f", metrics=metrics)
-    figure_manifest = write_manifest(root / "results/manifests/figure2.json", "figure2",
-                                     [({"setting": "Vanilla IBP"}, "runs/f")], scale_note=NOTE,
-                                     differences=[{"name": "figure2-schedule", "setting": FIGURE2_SETTING,
-                                                   "variant": True}])
+    figure_manifest = write_manifest(
+        root / "results/manifests/figure2.json",
+        "figure2",
+        [({"setting": "Vanilla IBP"}, "runs/f")],
+        scale_note=NOTE,
+        differences=[{"name": "figure2-schedule", "setting": FIGURE2_SETTING, "variant": True}],
+    )
     figure = root / "results/figures/figure2.pdf"
     save(draw("figure2", load_manifest(figure_manifest, root)), {"pdf": str(figure)})
     return {"tables": tables, "figures": [figure], "manifests": [*manifests, figure_manifest]}
@@ -80,15 +83,20 @@ def _inputs(root: Path) -> dict:
 @pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
 def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     output = tmp_path / "reports" / "report.pdf"
-    summaries = build_report(**_inputs(tmp_path), paper_path=PAPER_PATH, output=output, root=tmp_path,
-                             scales_path=SCALES_PATH, experiments_path=EXPERIMENTS_PATH)
+    summaries = build_report(
+        **_inputs(tmp_path),
+        paper_path=PAPER_PATH,
+        output=output,
+        root=tmp_path,
+        scales_path=SCALES_PATH,
+        experiments_path=EXPERIMENTS_PATH,
+    )
     assert [s.name for s in summaries] == ["table1", "table3"]
     assert output.read_bytes().startswith(b"%PDF")
     assert not list(output.parent.glob("*.tmp"))
     if not shutil.which("pdftotext"):
         return
-    text = subprocess.run(["pdftotext", "-layout", str(output), "-"], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run(["pdftotext", "-layout", str(output), "-"], capture_output=True, text=True, check=True).stdout
     lines = [" ".join(line.split()) for line in text.splitlines()]
     assert "Where the reproduction agrees with the paper" in text
     assert any(line.startswith("Table 1 3 1 62 0 ±1 synthetic CIFAR-10") for line in lines), lines[:60]
@@ -106,13 +114,21 @@ def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     # the settings that differ from the paper's text, generated from config/experiments.yaml, with the
     # choice this report's runs made, and the figure's caption pointing there
     joined = " ".join(lines)
-    section = joined[joined.index("Settings that differ from the paper Where"):]
-    for setting in ("Initialization of the Wide-ResNet baselines", "TinyImageNet: lambda0", FIGURE2_SETTING,
-                    "Figure 6 (ReLU states against the warmup length): BatchNorm", "Table 9 (other radii)"):
+    section = joined[joined.index("Settings that differ from the paper Where") :]
+    for setting in (
+        "Initialization of the Wide-ResNet baselines",
+        "TinyImageNet: lambda0",
+        FIGURE2_SETTING,
+        "Figure 6 (ReLU states against the warmup length): BatchNorm",
+        "Table 9 (other radii)",
+    ):
         assert setting in section, setting
     assert section.count("This report ran the variant.") == 1
     assert "kaiming_normal_(mode=’fan_out’)" in section or "kaiming_normal_(mode='fan_out')" in section
-    assert f"Settings that differ from the paper’s text (report, “Settings that differ from the paper”): {FIGURE2_SETTING} (variant figure2-schedule)" in joined
+    assert (
+        "Settings that differ from the paper’s text (report, “Settings that differ from the paper”): "
+        f"{FIGURE2_SETTING} (variant figure2-schedule)" in joined
+    )
 
 
 def test_report_needs_a_manifest_per_table(tmp_path):
@@ -126,5 +142,6 @@ def test_scales_file_without_cost_is_named(tmp_path):
     scales = tmp_path / "scales.yaml"
     scales.write_text("paper: {description: full, shows: everything}\n")
     with pytest.raises(ValueError, match=r"scales.yaml: scale 'paper' lacks cost"):
-        build_report(**_inputs(tmp_path), paper_path=PAPER_PATH, output=tmp_path / "r.pdf", root=tmp_path,
-                     scales_path=scales)
+        build_report(
+            **_inputs(tmp_path), paper_path=PAPER_PATH, output=tmp_path / "r.pdf", root=tmp_path, scales_path=scales
+        )

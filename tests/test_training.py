@@ -51,8 +51,15 @@ def tiny_model(seed: int = 0, init: str = "ibp") -> nn.Module:
 
 
 def config(**overrides: Any) -> TrainConfig:
-    base = {"eps_train": EPS, "eps_test": EPS, "start": 2, "length": 2, "epochs": 4, "milestones": (3,),
-            "batch_size": 16}
+    base = {
+        "eps_train": EPS,
+        "eps_test": EPS,
+        "start": 2,
+        "length": 2,
+        "epochs": 4,
+        "milestones": (3,),
+        "batch_size": 16,
+    }
     return TrainConfig(**{**base, **overrides})
 
 
@@ -63,14 +70,17 @@ class Recorder:
         self.calls: list[dict[str, Any]] = []
 
     def __call__(self, model, x, y, x_lower, x_upper, *, num_classes, eps_fraction, training):
-        self.calls.append({
-            "half_width": float((x_upper - x_lower).max()) / 2,
-            "size": len(y),
-            "eps_fraction": eps_fraction,
-            "training": training,
-        })
-        return ibp_objective(model, x, y, x_lower, x_upper, num_classes=num_classes,
-                             eps_fraction=eps_fraction, training=training)
+        self.calls.append(
+            {
+                "half_width": float((x_upper - x_lower).max()) / 2,
+                "size": len(y),
+                "eps_fraction": eps_fraction,
+                "training": training,
+            }
+        )
+        return ibp_objective(
+            model, x, y, x_lower, x_upper, num_classes=num_classes, eps_fraction=eps_fraction, training=training
+        )
 
 
 def test_each_batch_gets_the_schedule_eps_and_natural_batches_skip_bounds(data) -> None:
@@ -95,7 +105,11 @@ def test_natural_batches_get_tiny_bounds_when_regularizers_are_on(data) -> None:
     train_split, test_split, info = data
     recorder = Recorder()
     history = train(
-        tiny_model(), train_split, test_split, info, config(epochs=2, regularizers=TERMS),
+        tiny_model(),
+        train_split,
+        test_split,
+        info,
+        config(epochs=2, regularizers=TERMS),
         objective=recorder,
     ).history
     first_epoch = [c for c in recorder.calls if c["training"]][:4]
@@ -113,12 +127,19 @@ def test_grad_accumulation_is_one_step_over_per_sub_batch_forwards(data) -> None
     model = tiny_model()
     reference = copy.deepcopy(model)
     recorder = Recorder()
-    train(model, subset, test_split, info, config(**{**cfg.__dict__, "epochs": 1}),
-          generator=torch.Generator().manual_seed(3), objective=recorder)
+    train(
+        model,
+        subset,
+        test_split,
+        info,
+        config(**{**cfg.__dict__, "epochs": 1}),
+        generator=torch.Generator().manual_seed(3),
+        objective=recorder,
+    )
     assert not [c for c in recorder.calls if c["training"]]  # epoch 1 is natural: plain forwards
 
     # The same step by hand: each half its own forward (own BN statistics), loss / 2, one step.
-    (x, y), = subset.batches(32, shuffle=True, augment=True, generator=torch.Generator().manual_seed(3))
+    ((x, y),) = subset.batches(32, shuffle=True, augment=True, generator=torch.Generator().manual_seed(3))
     optimizer = torch.optim.Adam(reference.parameters(), lr=cfg.lr, weight_decay=0.0)
     reference.train()
     for xs, ys in zip(x.chunk(2), y.chunk(2)):
@@ -199,19 +220,26 @@ def test_records_are_complete_and_evaluation_matches_verify(data) -> None:
     errors = verify(model, test_split, info, EPS, batch_size=16)
     assert errors["standard_err"] == last["test"]["err"]
     assert errors["verified_err"] == last["test"]["verified_err"]
-    assert result.last == {"epoch": 4, "standard_err": last["test"]["err"],
-                           "verified_err": last["test"]["verified_err"]}
+    assert result.last == {
+        "epoch": 4,
+        "standard_err": last["test"]["err"],
+        "verified_err": last["test"]["verified_err"],
+    }
 
 
 def test_best_epoch_is_the_lowest_verified_error_at_eps_max(data) -> None:
     train_split, test_split, info = data
-    result = train(tiny_model(), train_split, test_split, info,
-                   config(start=1, length=1, epochs=4, milestones=(), lr=3e-3))
+    result = train(
+        tiny_model(), train_split, test_split, info, config(start=1, length=1, epochs=4, milestones=(), lr=3e-3)
+    )
     target = [r for r in result.history if r["phase"] == "target"]
     assert [r["epoch"] for r in target] == [2, 3, 4]
     best = min(target, key=lambda r: r["test"]["verified_err"])  # first of equal minima
-    assert result.best == {"epoch": best["epoch"], "standard_err": best["test"]["err"],
-                           "verified_err": best["test"]["verified_err"]}
+    assert result.best == {
+        "epoch": best["epoch"],
+        "standard_err": best["test"]["err"],
+        "verified_err": best["test"]["verified_err"],
+    }
 
 
 def test_a_non_finite_loss_raises_diverged_with_the_epoch(data) -> None:
@@ -239,8 +267,9 @@ def test_non_finite_test_metrics_become_null_and_are_listed(data) -> None:
         out = ibp_objective(model, x, y, x_lower, x_upper, **kwargs)
         return out if kwargs["training"] else out._replace(robust_loss=out.robust_loss * math.inf)
 
-    record = train(tiny_model(), train_split, test_split, info, config(start=1, length=1, epochs=2),
-                   objective=overflowing_test).history[-1]
+    record = train(
+        tiny_model(), train_split, test_split, info, config(start=1, length=1, epochs=2), objective=overflowing_test
+    ).history[-1]
     assert record["test"]["robust_loss"] is None and record["test"]["loss"] is None
     assert record["nonfinite"] == ["test.robust_loss", "test.loss"]
     assert record["train"]["robust_loss"] is not None
@@ -273,8 +302,14 @@ def test_every_test_pass_logs_the_tightness_ratio_at_eps_at_least_1e_6(data, nam
     train_split, test_split, info = data
     model = tiny_model(init=init)
     snapshots: list[dict[str, torch.Tensor]] = []
-    history = train(model, train_split, test_split, info, config(epochs=2, **overrides),
-                    on_epoch_end=lambda record, state, best: snapshots.append(copy.deepcopy(state["model"]))).history
+    history = train(
+        model,
+        train_split,
+        test_split,
+        info,
+        config(epochs=2, **overrides),
+        on_epoch_end=lambda record, state, best: snapshots.append(copy.deepcopy(state["model"])),
+    ).history
     assert history[0]["eval_eps"] == 0
     assert (history[1]["eval_eps"] >= training.NATURAL_BOUND_EPS) == ("below" not in name)
     for record, weights in zip(history, snapshots):
@@ -294,8 +329,9 @@ def test_the_tightness_pass_changes_nothing_else(data, monkeypatch) -> None:
 
     def run() -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
         model = tiny_model(init="default")
-        history = train(model, train_split, test_split, info, config(epochs=2),
-                        generator=torch.Generator().manual_seed(5)).history
+        history = train(
+            model, train_split, test_split, info, config(epochs=2), generator=torch.Generator().manual_seed(5)
+        ).history
         return history, model.state_dict()
 
     with_stat, weights = run()
@@ -346,9 +382,17 @@ def test_interrupt_and_resume_from_state_is_bit_identical(data) -> None:
             states.append(copy.deepcopy(state))
 
         try:
-            train(tiny_model(), train_split, test_split, info, cfg,
-                  generator=torch.Generator().manual_seed(5), on_epoch_end=on_epoch_end,
-                  start_state=start_state, should_stop=lambda: len(records) == stop_after)
+            train(
+                tiny_model(),
+                train_split,
+                test_split,
+                info,
+                cfg,
+                generator=torch.Generator().manual_seed(5),
+                on_epoch_end=on_epoch_end,
+                start_state=start_state,
+                should_stop=lambda: len(records) == stop_after,
+            )
         except Interrupted as stop:
             assert stop.completed_epochs == stop_after
         return records, states
@@ -386,8 +430,13 @@ def test_an_epoch_reads_the_device_a_fixed_number_of_times(data, monkeypatch) ->
     counts = []
     for batch_size in (32, 8):  # 2 and 8 training batches, 2 and 6 test batches
         reads["n"] = 0
-        train(tiny_model(), train_split, test_split, info,
-              config(start=1, length=1, epochs=1, batch_size=batch_size, regularizers=TERMS))
+        train(
+            tiny_model(),
+            train_split,
+            test_split,
+            info,
+            config(start=1, length=1, epochs=1, batch_size=batch_size, regularizers=TERMS),
+        )
         counts.append(reads["n"])
     assert counts[0] == counts[1] > 0
 
@@ -409,8 +458,16 @@ def test_training_on_learnable_data_reduces_verified_error(method: str) -> None:
     train_split, test_split, info = load_dataset("mnist", source="synthetic", train_size=512, test_size=200)
     ours = method == "ours"
     model = tiny_model(init="ibp" if ours else "default")
-    cfg = TrainConfig(eps_train=0.02, eps_test=0.02, start=1, length=2, epochs=4, batch_size=32, lr=3e-3,
-                      regularizers=TERMS if ours else ())
+    cfg = TrainConfig(
+        eps_train=0.02,
+        eps_test=0.02,
+        start=1,
+        length=2,
+        epochs=4,
+        batch_size=32,
+        lr=3e-3,
+        regularizers=TERMS if ours else (),
+    )
     before = verify(model, test_split, info, 0.02)["verified_err"]
     result = train(model, train_split, test_split, info, cfg, generator=torch.Generator().manual_seed(0))
     assert before == 1.0

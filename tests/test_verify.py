@@ -10,10 +10,11 @@ from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, share
 from torch import nn
 
 from fastcert.method.bounds import BOUND_METHODS, bound_pass
-from fastcert.run.data import load_dataset
 from fastcert.method.losses import certified, spec_matrix
 from fastcert.method.perturbation import input_box
+from fastcert.run.data import load_dataset
 from fastcert.run.verify import verify
+
 
 @pytest.fixture(scope="module")
 def setup():  # type: ignore[no-untyped-def]
@@ -21,8 +22,13 @@ def setup():  # type: ignore[no-untyped-def]
     _, test, info = load_dataset("mnist", source="synthetic", train_size=20, test_size=40, seed=0)
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 4, stride=4), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * 7 * 7, 16), nn.ReLU(), nn.Linear(16, 10),
+        nn.Conv2d(1, 4, 4, stride=4),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 7 * 7, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
     )
     with torch.no_grad():  # settle the running stats on the data
         model.train()

@@ -29,21 +29,35 @@ import yaml
 from workflow_builders import copy_workflow, snakemake
 
 EXPECTED_RUNS = {
-    "table1": 99, "table2": 18, "table3": 15, "table4": 80, "table5": 0, "table6": 10,
-    "table7": 75, "table8": 20, "table9": 12, "table10": 25,
-    "figure1": 0, "figure2": 3, "figure3": 5, "figure4": 5, "figure6": 2, "figure7": 2,
+    "table1": 99,
+    "table2": 18,
+    "table3": 15,
+    "table4": 80,
+    "table5": 0,
+    "table6": 10,
+    "table7": 75,
+    "table8": 20,
+    "table9": 12,
+    "table10": 25,
+    "figure1": 0,
+    "figure2": 3,
+    "figure3": 5,
+    "figure4": 5,
+    "figure6": 2,
+    "figure7": 2,
 }
 DISTINCT_RUNS = 226
 CONDA_LINT = "Specify a conda environment or container for each rule."
 # Lints deliberately accepted: every rule runs in the fastcert environment itself (the workflow
 # imports fastcert.run.spec to parse), so a per-rule conda env would only duplicate it.
-ACCEPTED_LINTS = {(rule, CONDA_LINT) for rule in ("run_spec", "train", "manifest", "produce", "table", "figure", "report_pdf",
-                                                  "plan")}
+ACCEPTED_LINTS = {
+    (rule, CONDA_LINT) for rule in ("run_spec", "train", "manifest", "produce", "table", "figure", "report_pdf", "plan")
+}
 
 
 def job_counts(output: str) -> dict[str, int]:
     """The first "Job stats" table of a snakemake run as {rule: count}."""
-    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    lines = output[output.index("Job stats:") :].splitlines()[3:]
     counts = {}
     for line in lines:
         fields = line.split()
@@ -100,7 +114,8 @@ def test_a_run_needed_by_several_tables_is_one_directory(paper: Path) -> None:
     def ours_cnn7_cifar160(target: str, **extra: Any) -> set[str]:
         wanted = {"dataset": "CIFAR-10", "schedule_total": 160, **extra}
         return {
-            e["run_dir"] for e in manifest(paper, target)["runs"]
+            e["run_dir"]
+            for e in manifest(paper, target)["runs"]
             if all(e["key"].get(k) == v for k, v in wanted.items())
         }
 
@@ -165,7 +180,9 @@ def test_smoke_scale_shrinks_every_run_but_keeps_every_row(paper: Path, tmp_path
     for target in EXPECTED_RUNS:
         small = manifest(smoke, target, "smoke")
         assert small["scale"] == "smoke" and "1 repeat" in small["scale_description"]
-        full = {json.dumps(e["key"], sort_keys=True): e["spec"] for e in manifest(paper, target)["runs"] if e["repeat"] == 0}
+        full = {
+            json.dumps(e["key"], sort_keys=True): e["spec"] for e in manifest(paper, target)["runs"] if e["repeat"] == 0
+        }
         assert {e["repeat"] for e in small["runs"]} <= {0}
         assert sorted(json.dumps(e["key"], sort_keys=True) for e in small["runs"]) == sorted(full)
         for entry in small["runs"]:
@@ -208,8 +225,10 @@ def train_jobs(output: str) -> list[dict[str, str]]:
             lines.append(line.strip())
         fields = dict(line.split(": ", 1) for line in lines)
         jobs.append(
-            {**dict(item.split("=", 1) for item in fields["wildcards"].split(", ")),
-             **dict(item.split("=", 1) for item in fields["resources"].split(", "))}
+            {
+                **dict(item.split("=", 1) for item in fields["wildcards"].split(", ")),
+                **dict(item.split("=", 1) for item in fields["resources"].split(", ")),
+            }
         )
     return jobs
 
@@ -254,7 +273,10 @@ def _misspelled_spec_key(experiments: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (_misspell_repeats, ["config/bad.yaml: targets.table2.groups[0]: unknown key 'repeatz' (did you mean 'repeats'?)"]),
+        (
+            _misspell_repeats,
+            ["config/bad.yaml: targets.table2.groups[0]: unknown key 'repeatz' (did you mean 'repeats'?)"],
+        ),
         (_unknown_method, ["targets.table1.groups[0].axes.method", "unknown level 'Ours+'"]),
         (_misspelled_spec_key, ["targets.table10.groups[0]", "lambda0=0.1", "lamda0: unknown key"]),
     ],
@@ -270,7 +292,10 @@ def test_bad_experiments_entry_is_rejected_naming_the_key(tmp_path: Path, edit: 
     [
         ("scale=huge", "config scale: unknown scale 'huge' (valid: paper, smoke, cpu, demo)"),
         ("scale=smok", "config scale: unknown scale 'smok' (did you mean 'smoke'?)"),
-        ("scal=smoke", "config (config/config.yaml and --config): top level: unknown key 'scal' (did you mean 'scale'?)"),
+        (
+            "scal=smoke",
+            "config (config/config.yaml and --config): top level: unknown key 'scal' (did you mean 'scale'?)",
+        ),
     ],
 )
 def test_bad_config_key_or_scale_is_one_line_with_the_nearest_valid_name(

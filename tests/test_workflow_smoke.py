@@ -128,8 +128,14 @@ def test_diverged_run_completes_its_job_and_a_crash_fails_it(tmp_path: Path, mon
     fake_fastcert(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     result = snakemake(
-        workdir, "--cores", "1", *SMOKE, "--keep-going", "--",
-        f"{crashing}/result.json", f"{diverging}/result.json",
+        workdir,
+        "--cores",
+        "1",
+        *SMOKE,
+        "--keep-going",
+        "--",
+        f"{crashing}/result.json",
+        f"{diverging}/result.json",
     )
     assert result.returncode != 0  # the crash fails its job (after the retries) ...
     assert not (workdir / crashing / "result.json").exists()

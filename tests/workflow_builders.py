@@ -33,5 +33,9 @@ def snakemake(workdir: Path, *args: str, hang_guard_s: float = 1200) -> subproce
     """
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=hang_guard_s,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=hang_guard_s,
     )

@@ -32,14 +32,20 @@ Row = dict[str, dict[str, Any]]
 def difference_gains(schemes: dict[str, str], fan_ins: list[int], trials: int, seed: int) -> list[Row]:
     """Table 5: per initialization (``label -> scheme``) and fan-in ``n``, the closed-form gain
     ``n/2 · E|W|`` (None where there is none) and the empirical mean over ``trials`` draws."""
-    return [{"key": {"init": label, "n": n},
-             "values": {"closed_form": closed_form_gain(scheme, n),
-                        "gain": empirical_gain(scheme, n, trials=trials, seed=seed)}}
-            for label, scheme in schemes.items() for n in fan_ins]
+    return [
+        {
+            "key": {"init": label, "n": n},
+            "values": {
+                "closed_form": closed_form_gain(scheme, n),
+                "gain": empirical_gain(scheme, n, trials=trials, seed=seed),
+            },
+        }
+        for label, scheme in schemes.items()
+        for n in fan_ins
+    ]
 
 
-def init_bound_widths(model: dict[str, Any], schemes: dict[str, str], eps: float, batch: int,
-                      seed: int) -> list[Row]:
+def init_bound_widths(model: dict[str, Any], schemes: dict[str, str], eps: float, batch: int, seed: int) -> list[Row]:
     """Figure 1: ``Ê(Δ_i)`` of every layer ``i`` (0 = the input box) of an untrained model, one IBP pass
     on ``batch`` uniformly random images at radius ``eps``, per initialization (``label -> scheme``).
 
@@ -63,12 +69,16 @@ def init_bound_widths(model: dict[str, Any], schemes: dict[str, str], eps: float
         with torch.no_grad():
             out = bound_pass(net, x, x_lower, x_upper)
         widths = [float(input_tightness(x_lower, x_upper))] + layer_tightness(out.pre_activation)
-        rows += [{"key": {"init": label, "layer": layer}, "values": {"width": width}}
-                 for layer, width in enumerate(widths)]
+        rows += [
+            {"key": {"init": label, "layer": layer}, "values": {"width": width}} for layer, width in enumerate(widths)
+        ]
     return rows
 
 
-PRODUCERS: dict[str, Callable[..., list[Row]]] = {"difference_gains": difference_gains, "init_bound_widths": init_bound_widths}
+PRODUCERS: dict[str, Callable[..., list[Row]]] = {
+    "difference_gains": difference_gains,
+    "init_bound_widths": init_bound_widths,
+}
 
 
 def produce(name: str, declaration: dict[str, Any], where: str = "config/producers.yaml") -> dict[str, Any]:
@@ -82,5 +92,10 @@ def produce(name: str, declaration: dict[str, Any], where: str = "config/produce
         signature(PRODUCERS[function]).bind(**parameters)
     except TypeError as err:
         raise ValueError(f"{where}: {name}.parameters do not fit {function}: {err}") from None
-    return {"producer": name, "for": list(declaration.get("for", [])), "function": function,
-            "parameters": parameters, "rows": PRODUCERS[function](**parameters)}
+    return {
+        "producer": name,
+        "for": list(declaration.get("for", [])),
+        "function": function,
+        "parameters": parameters,
+        "rows": PRODUCERS[function](**parameters),
+    }

@@ -60,9 +60,7 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _collect_residual_inputs(
-    module: nn.Module, prefix: str, fed_by_residual: bool, found: list[str]
-) -> bool:
+def _collect_residual_inputs(module: nn.Module, prefix: str, fed_by_residual: bool, found: list[str]) -> bool:
     """Append names of Conv/Linear layers reading a Residual's output; return whether ``module``'s
     own output is a Residual output (i.e. ``ReLU(Add(...))``)."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -72,9 +70,7 @@ def _collect_residual_inputs(
     if isinstance(module, Residual):
         _collect_residual_inputs(module.branch, _join(prefix, "branch"), fed_by_residual, found)
         if module.shortcut is not None:
-            _collect_residual_inputs(
-                module.shortcut, _join(prefix, "shortcut"), fed_by_residual, found
-            )
+            _collect_residual_inputs(module.shortcut, _join(prefix, "shortcut"), fed_by_residual, found)
         return True
     if isinstance(module, nn.Sequential):
         state = fed_by_residual

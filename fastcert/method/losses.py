@@ -14,9 +14,7 @@ from torch import Tensor
 REDUCTIONS = ("mean", "none")
 
 
-def spec_matrix(
-    labels: Tensor, num_classes: int, dtype: torch.dtype | None = None
-) -> Tensor:
+def spec_matrix(labels: Tensor, num_classes: int, dtype: torch.dtype | None = None) -> Tensor:
     """Return C [B, K−1, K] whose rows are ``e_y − e_j`` for every j ≠ y, j increasing.
 
     ``C @ logits`` are the margins ``z_y − z_j``; all of them positive means correctly classified.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
 from torch import Tensor, nn
 
 from fastcert.method.affine import batchnorm_affine, channel_view

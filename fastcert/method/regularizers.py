@@ -40,9 +40,7 @@ _EXACT_COUNT = 1 << 24  # float32 counts a chunk of 0/1 values this long exactly
 _CPU_CHUNK = 1 << 18  # elements per slice on CPU (see _spans)
 
 
-def _check(
-    pre_activation: Sequence[Bounds], tau: float | None = None, name: str = "pre_activation"
-) -> None:
+def _check(pre_activation: Sequence[Bounds], tau: float | None = None, name: str = "pre_activation") -> None:
     """Shapes pair up; one floating dtype and one device throughout (the sums share buffers)."""
     if len(pre_activation) == 0:
         raise ValueError(f"{name} is empty: the model has no ReLU to regularize")
@@ -51,10 +49,7 @@ def _check(
         raise ValueError(f"{name}: bounds must be floating point, got {first.dtype}")
     for i, (lower, upper) in enumerate(pre_activation):
         if lower.shape != upper.shape:
-            raise ValueError(
-                f"{name}[{i}]: lower {tuple(lower.shape)} and upper "
-                f"{tuple(upper.shape)} differ in shape"
-            )
+            raise ValueError(f"{name}[{i}]: lower {tuple(lower.shape)} and upper {tuple(upper.shape)} differ in shape")
         for tensor in (lower, upper):
             if tensor.dtype != first.dtype or tensor.device != first.device:
                 raise ValueError(
@@ -138,9 +133,7 @@ def _relu_counts(lower: Tensor, upper: Tensor, scratch: Tensor) -> Tensor:
     return part.double().sum(0)
 
 
-def _layer_moments(
-    lower: Tensor, upper: Tensor, centers: bool, scratch: Tensor
-) -> tuple[Tensor, Tensor]:
+def _layer_moments(lower: Tensor, upper: Tensor, centers: bool, scratch: Tensor) -> tuple[Tensor, Tensor]:
     """``([Σ(u − l), Σx, Σ_A x, Σ_I x, Σ d², Σ_A d², Σ_I d²], [|A|, |I|])`` of a flat layer, with
     ``d = x − mean(x)``, in one pass over the bounds; the counts are exact (float64 sums of exact
     slice counts). Without ``centers`` only ``Σ(u − l)`` is computed (the counts are 0).
@@ -233,9 +226,7 @@ class _BoundSums(torch.autograd.Function):
             n_active, n_inactive = count.to(sums.dtype)
             mean = total / n
             variance = square * _variance_scale(n)
-            rows.append(
-                torch.stack([width, active / 2, -inactive / 2, active_sq / 4, inactive_sq / 4, variance])
-            )
+            rows.append(torch.stack([width, active / 2, -inactive / 2, active_sq / 4, inactive_sq / 4, variance]))
             moments.append(torch.stack([mean, active - n_active * mean, inactive - n_inactive * mean]))
         ctx.centers = centers
         ctx.save_for_backward(*bounds)
@@ -260,10 +251,18 @@ class _BoundSums(torch.autograd.Function):
             g_active, g_inactive, g_active_sq, g_inactive_sq, g_var = grad[j, 1:]
             mean, active_dev, inactive_dev = ctx.moments[j]  # mean(x), Σ_A d, Σ_I d
             shift = g_width - (g_active_sq * active_dev + g_inactive_sq * inactive_dev) / (2 * n)
-            coef = torch.stack([
-                mean, g_active / 2, -g_inactive / 2, g_active_sq / 2, g_inactive_sq / 2,
-                2 * _variance_scale(n) * g_var, shift, 2 * g_width,
-            ])
+            coef = torch.stack(
+                [
+                    mean,
+                    g_active / 2,
+                    -g_inactive / 2,
+                    g_active_sq / 2,
+                    g_inactive_sq / 2,
+                    2 * _variance_scale(n) * g_var,
+                    shift,
+                    2 * g_width,
+                ]
+            )
             grads += _layer_grads(lower, upper, coef, scratch)
         return tuple(grads)
 
@@ -301,9 +300,7 @@ def _tightness(width0: Tensor, sums: _LayerSums, tau: float) -> Tensor:
     return (F.relu(tau - width0 / sums.mean_half_width.clamp(min=_CLAMP)) / tau).mean()
 
 
-def tightness_loss(
-    x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds], tau: float = 0.5
-) -> Tensor:
+def tightness_loss(x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds], tau: float = 0.5) -> Tensor:
     """``(1/m) Σ_i ReLU(τ − Ê(Δ0)/max(Ê(Δi), 1e−12)) / τ``: penalizes layers that widen bounds."""
     _check(pre_activation, tau)
     width0 = input_tightness(x_lower, x_upper)
@@ -333,7 +330,10 @@ def _relu(sums: _LayerSums, tau: float) -> Tensor:
     A term that is still not finite (non-finite bounds) is not counted either.
     """
     active_sum, inactive_sum, active_var, inactive_var = (
-        sums.active_sum, sums.inactive_sum, sums.active_var, sums.inactive_var
+        sums.active_sum,
+        sums.inactive_sum,
+        sums.active_var,
+        sums.inactive_var,
     )
     zero = active_sum.new_zeros(())
     alpha = _flip(active_sum / _safe(inactive_sum))
@@ -435,9 +435,7 @@ def layer_tightness(pre_activation: Sequence[Bounds]) -> list[float]:
         return _layer_sums(pre_activation, centers=False).mean_half_width.tolist()
 
 
-def log_tightness_ratio(
-    x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds]
-) -> float:
+def log_tightness_ratio(x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds]) -> float:
     """``log(Ê(Δm)/Ê(Δ0))`` with m the last ReLU layer (Table 6): bound growth through the net."""
     return log_tightness_ratio_tensor(x_lower, x_upper, pre_activation).item()
 

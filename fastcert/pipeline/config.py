@@ -58,8 +58,11 @@ def describe(error: ValidationError) -> list[str]:
     where = key_path(error.absolute_path) or "top level"
     # the isinstance checks narrow jsonschema's types (a validator's errors always carry a schema, and
     # an enum is a list); anything else gets the generic message
-    if (error.validator == "additionalProperties" and isinstance(error.instance, dict)
-            and isinstance(error.schema, Mapping)):
+    if (
+        error.validator == "additionalProperties"
+        and isinstance(error.instance, dict)
+        and isinstance(error.schema, Mapping)
+    ):
         known = error.schema.get("properties", {})
         extra = [key for key in error.instance if key not in known]
         return [f"{where}: unknown key {key!r}{nearest(str(key), known)}" for key in extra]

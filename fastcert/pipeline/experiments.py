@@ -101,19 +101,23 @@ def chosen_variants(experiments: dict[str, Any], names: Sequence[str], where: st
     differences = experiments.get("differences", {})
     for name in names:
         if name not in differences:
-            raise ExperimentError(f"{where}: unknown variant {name!r}{nearest(name, differences)}; "
-                                  f"variants are the names under `differences` of the experiments file")
+            raise ExperimentError(
+                f"{where}: unknown variant {name!r}{nearest(name, differences)}; "
+                f"variants are the names under `differences` of the experiments file"
+            )
     return {name: differences[name] for name in names}
 
 
 def _matches(spec: dict[str, Any], match: dict[str, Any]) -> bool:
     """A row's paper-scale spec has every ``match`` key's value (or one of a list of values)."""
-    return all(spec.get(key) in value if isinstance(value, list) else spec.get(key) == value
-               for key, value in match.items())
+    return all(
+        spec.get(key) in value if isinstance(value, list) else spec.get(key) == value for key, value in match.items()
+    )
 
 
-def with_variants(target: str, spec: dict[str, Any], variants: dict[str, dict[str, Any]],
-                  changed: set[str]) -> dict[str, Any]:
+def with_variants(
+    target: str, spec: dict[str, Any], variants: dict[str, dict[str, Any]], changed: set[str]
+) -> dict[str, Any]:
     """A row's paper-scale spec with every chosen variant of its target laid over it (``changed``
     collects the variants that changed a row, so that one that changes nothing is reported)."""
     for name, difference in variants.items():
@@ -130,8 +134,13 @@ def selected(patterns: list[dict[str, Any]] | None, key: dict[str, Any]) -> list
     return [index for index, pattern in enumerate(patterns or ()) if all(key.get(k) == v for k, v in pattern.items())]
 
 
-def check_only(only: dict[str, list[dict[str, Any]]], experiments: dict[str, Any], matched: set[tuple[str, int]],
-               keys: dict[str, set[str]], where: str) -> None:
+def check_only(
+    only: dict[str, list[dict[str, Any]]],
+    experiments: dict[str, Any],
+    matched: set[tuple[str, int]],
+    keys: dict[str, set[str]],
+    where: str,
+) -> None:
     """Every target an ``only`` filter names exists, and each of its patterns selects at least one row
     (a misspelled key or value would otherwise silently run nothing)."""
     for target, patterns in only.items():
@@ -151,7 +160,10 @@ def run_id(spec: RunSpec) -> str:
 
 
 def expand_targets(
-    experiments: dict[str, Any], scale: dict[str, Any], scale_name: str, experiments_path: str,
+    experiments: dict[str, Any],
+    scale: dict[str, Any],
+    scale_name: str,
+    experiments_path: str,
     variants: Sequence[str] = (),
 ) -> Expansion:
     """Manifest entries per target and the distinct runs they need, at the given scale.
@@ -195,8 +207,13 @@ def expand_targets(
                     rid = run_id(resolved)
                     runs[rid] = resolved
                     entries.append(
-                        {"key": key, "repeat": repeat, "run_dir": f"{RUNS_DIR}/{rid}", "spec": resolved.to_dict(),
-                         "paper_schedule": spec["schedule"]}
+                        {
+                            "key": key,
+                            "repeat": repeat,
+                            "run_dir": f"{RUNS_DIR}/{rid}",
+                            "spec": resolved.to_dict(),
+                            "paper_schedule": spec["schedule"],
+                        }
                     )
         manifests[target] = entries
         not_run[target] = skipped
@@ -204,8 +221,10 @@ def expand_targets(
         check_only(only, experiments, matched, keys, f"scale {scale_name}")
     unused = [name for name in chosen if name not in changed]
     if unused:
-        raise ExperimentError(f"config variants: {', '.join(unused)} changes no run at scale {scale_name!r} "
-                              f"(no row of its targets matches its `match`, or its targets are not run)")
+        raise ExperimentError(
+            f"config variants: {', '.join(unused)} changes no run at scale {scale_name!r} "
+            f"(no row of its targets matches its `match`, or its targets are not run)"
+        )
     return Expansion(runs, manifests, not_run, target_differences(experiments, variants))
 
 

@@ -7,9 +7,8 @@ spec it expands.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from fastcert.phases import phase_counts
@@ -45,9 +44,7 @@ def squeeze_schedule(schedule: dict[str, Any], factor: float) -> dict[str, Any]:
     counts = phase_counts(schedule["start"], schedule["length"], schedule["epochs"])
     eps0, ramp, target = (math.ceil(n * factor) if n > 0 else 0 for n in counts)
     epochs = eps0 + ramp + target
-    milestones = sorted(
-        {min(epochs, max(1, round(m * epochs / schedule["epochs"]))) for m in schedule["milestones"]}
-    )
+    milestones = sorted({min(epochs, max(1, round(m * epochs / schedule["epochs"]))) for m in schedule["milestones"]})
     return {"start": eps0 + 1, "length": ramp, "epochs": epochs, "milestones": milestones}
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from fastcert.io import read_json, read_jsonl
 from fastcert.phases import phase_counts
-from fastcert.run.data.catalog import DATASETS
 from fastcert.reporting.latex import escape
+from fastcert.run.data.catalog import DATASETS
 
 STATUSES = ("completed", "diverged", "interrupted", "missing")
 
@@ -78,8 +78,10 @@ class Manifest:
         """One sentence for a caption pointing to the report's section on these settings ('' if none)."""
         if not self.differences:
             return ""
-        named = "; ".join(f"{escape(d['setting'])} ({'variant' if d['variant'] else 'default'} "
-                          f"\\texttt{{{escape(d['name'])}}})" for d in self.differences)
+        named = "; ".join(
+            f"{escape(d['setting'])} ({'variant' if d['variant'] else 'default'} \\texttt{{{escape(d['name'])}}})"
+            for d in self.differences
+        )
         return f"Settings that differ from the paper's text (report, ``Settings that differ from the paper''): {named}."
 
     @property
@@ -101,9 +103,11 @@ class Producer:
     @property
     def settings_text(self) -> str:
         """The scalar parameters, ``trials 100, seed 0``, for captions (lists and mappings left out)."""
-        return ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
-                         for name, value in self.parameters.items()
-                         if isinstance(value, (int, float, str)) and not isinstance(value, bool))
+        return ", ".join(
+            f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+            for name, value in self.parameters.items()
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        )
 
 
 def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
@@ -128,8 +132,9 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         records = read_jsonl(path)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON line ({err})") from err
-    by_epoch = {int(_require(record, "epoch", f"{path}: record {index}")): record
-                for index, record in enumerate(records)}
+    by_epoch = {
+        int(_require(record, "epoch", f"{path}: record {index}")): record for index, record in enumerate(records)
+    }
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
@@ -163,8 +168,15 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     for index, key in enumerate(not_run):
         if not isinstance(key, dict):
             raise ValueError(f"{path}: not_run[{index}] must be a row-key mapping, got {type(key).__name__}")
-    return Manifest(str(_require(data, "target", str(path))), str(_require(data, "scale", str(path))), runs,
-                    data.get("scale_description"), data.get("scale_note"), not_run, data.get("differences") or [])
+    return Manifest(
+        str(_require(data, "target", str(path))),
+        str(_require(data, "scale", str(path))),
+        runs,
+        data.get("scale_description"),
+        data.get("scale_note"),
+        not_run,
+        data.get("differences") or [],
+    )
 
 
 def load_producer(path: str | os.PathLike) -> Producer:
@@ -175,8 +187,13 @@ def load_producer(path: str | os.PathLike) -> Producer:
         for name in ("key", "values"):
             if not isinstance(_require(row, name, f"{path}: rows[{index}]"), dict):
                 raise ValueError(f"{path}: rows[{index}]: {name!r} must be a mapping")
-    return Producer(str(_require(data, "producer", str(path))), str(_require(data, "function", str(path))),
-                    dict(_require(data, "parameters", str(path))), rows, tuple(_require(data, "for", str(path))))
+    return Producer(
+        str(_require(data, "producer", str(path))),
+        str(_require(data, "function", str(path))),
+        dict(_require(data, "parameters", str(path))),
+        rows,
+        tuple(_require(data, "for", str(path))),
+    )
 
 
 def _dataset_text(data: dict[str, Any]) -> str:

@@ -56,35 +56,39 @@ FIGURES: dict[str, dict[str, Any]] = {
         "kind": "producer",
         "title": r"Bound width per layer at initialization",
         "caption": r"$\log \hat{E}(\Delta_i)$ of every layer $i$ (0 = input; the classifier omitted) of an "
-                   r"untrained CNN-7 without BN on CIFAR-10-shaped random images at $\varepsilon = 8/255$, "
-                   r"for each initialization (one IBP pass; producer \texttt{figure1\_widths} of "
-                   r"\texttt{config/producers.yaml}).",
+        r"untrained CNN-7 without BN on CIFAR-10-shaped random images at $\varepsilon = 8/255$, "
+        r"for each initialization (one IBP pass; producer \texttt{figure1\_widths} of "
+        r"\texttt{config/producers.yaml}).",
         "paper": "The paper shows the bound width growing steeply with depth under Xavier initialization "
-                 "(certified bounds explode at initialization); IBP initialization keeps it stable.",
+        "(certified bounds explode at initialization); IBP initialization keeps it stable.",
         # one line per value of the row key ``series``: ``x`` (a row key) against log of value ``y``
-        "series": "init", "x": "layer", "y": "width",
+        "series": "init",
+        "x": "layer",
+        "y": "width",
     },
     "figure2": {
         "kind": "curves",
         "title": "ReLU neuron states during training (train set)",
         "caption": r"Ratios of active and unstable ReLU neurons (train-set mean per epoch, mean over "
-                   r"layers) of CNN-7 on CIFAR-10, 70-epoch schedule (1+20+49: the setting inferred from "
-                   r"App. B.5, see ``Settings that differ from the paper''); the vanilla settings are not "
-                   r"regularized and ``w/o BN'' has no BN.",
+        r"layers) of CNN-7 on CIFAR-10, 70-epoch schedule (1+20+49: the setting inferred from "
+        r"App. B.5, see ``Settings that differ from the paper''); the vanilla settings are not "
+        r"regularized and ``w/o BN'' has no BN.",
         "paper": "The paper shows Vanilla IBP without BN ending with very few active or unstable neurons "
-                 "(most are inactive), more so with the shorter warmup; full BN and the regularizers "
-                 "keep more neurons active.",
-        "panels": [{"split": "train", "field": "active", "label": "Active ReLU neurons"},
-                   {"split": "train", "field": "unstable", "label": "Unstable ReLU neurons"}],
+        "(most are inactive), more so with the shorter warmup; full BN and the regularizers "
+        "keep more neurons active.",
+        "panels": [
+            {"split": "train", "field": "active", "label": "Active ReLU neurons"},
+            {"split": "train", "field": "unstable", "label": "Unstable ReLU neurons"},
+        ],
     },
     "figure3": {
         "kind": "curves",
         "title": r"$\mathcal{L}_{\mathrm{tightness}}$ during warmup (train set)",
         "caption": r"$\mathcal{L}_{\mathrm{tightness}}$ during warmup (train-set mean per epoch), CNN-7 on "
-                   r"CIFAR-10; it is optimized only by the settings with regularizers, and only plotted "
-                   r"for the others.",
+        r"CIFAR-10; it is optimized only by the settings with regularizers, and only plotted "
+        r"for the others.",
         "paper": "The paper shows L_tightness descending faster with the regularizers, and faster still "
-                 "early on with IBP initialization; Vanilla IBP without BN ends high.",
+        "early on with IBP initialization; Vanilla IBP without BN ends high.",
         "panels": [{"split": "train", "field": "l_tightness", "label": r"$\mathcal{L}_{\mathrm{tightness}}$"}],
         "warmup_only": True,
     },
@@ -92,9 +96,9 @@ FIGURES: dict[str, dict[str, Any]] = {
         "kind": "curves",
         "title": r"$\mathcal{L}_{\mathrm{relu}}$ during warmup (train set)",
         "caption": r"$\mathcal{L}_{\mathrm{relu}}$ during warmup (train-set mean per epoch), same runs as "
-                   r"Figure 3.",
+        r"Figure 3.",
         "paper": "The paper shows L_relu kept under control when it is optimized and growing otherwise, "
-                 "extremely large for Vanilla IBP without BN in later epochs.",
+        "extremely large for Vanilla IBP without BN in later epochs.",
         "panels": [{"split": "train", "field": "l_relu", "label": r"$\mathcal{L}_{\mathrm{relu}}$"}],
         "warmup_only": True,
     },
@@ -102,10 +106,10 @@ FIGURES: dict[str, dict[str, Any]] = {
         "kind": "versus",
         "title": "Active and unstable ReLU neurons against warmup length",
         "caption": r"Ratio of active plus unstable ReLU neurons (train set, final epoch, mean over layers) "
-                   r"of CNN-7 without BN trained with Vanilla IBP on CIFAR-10, against the warmup (ramp) "
-                   r"length (no BN: Sec.~3.2.2, see ``Settings that differ from the paper'').",
+        r"of CNN-7 without BN trained with Vanilla IBP on CIFAR-10, against the warmup (ramp) "
+        r"length (no BN: Sec.~3.2.2, see ``Settings that differ from the paper'').",
         "paper": "The paper's axis spans 0.00-0.08: fewer active and unstable neurons (more inactive ones) "
-                 "with shorter warmup.",
+        "with shorter warmup.",
         "x": {"key": "warmup_length", "label": "Warmup length (epochs)"},
         "y": {"split": "train", "fields": ["active", "unstable"], "label": "Active & unstable ReLU neurons"},
     },
@@ -113,11 +117,11 @@ FIGURES: dict[str, dict[str, Any]] = {
         "kind": "curves",
         "title": "Training verified error, ResNeXt on TinyImageNet",
         "caption": r"Training verified error (\%, train-set mean per epoch) of ResNeXt on TinyImageNet with "
-                   r"and without IBP initialization; it can rise during warmup as $\varepsilon$ grows.",
-        "paper": "The paper shows IBP initialization reaching lower verified errors, especially in early "
-                 "epochs.",
-        "panels": [{"split": "train", "field": "verified_err", "label": "Training verified error (%)",
-                    "percent": True}],
+        r"and without IBP initialization; it can rise during warmup as $\varepsilon$ grows.",
+        "paper": "The paper shows IBP initialization reaching lower verified errors, especially in early epochs.",
+        "panels": [
+            {"split": "train", "field": "verified_err", "label": "Training verified error (%)", "percent": True}
+        ],
     },
 }
 
@@ -196,9 +200,13 @@ _DASHES = ("-", "--", "-.", ":")
 def _style(index: int, points: int) -> dict[str, Any]:
     """Colour, marker and dash of series ``index``: curves that lie on top of each other stay
     distinguishable (a marker every few points on long curves, so markers do not merge into a band)."""
-    return {"color": f"C{index % 10}", "marker": _MARKERS[index % len(_MARKERS)],
-            "linestyle": _DASHES[index % len(_DASHES)], "markevery": max(1, points // 12),
-            "markerfacecolor": "none" if index % 2 else None}
+    return {
+        "color": f"C{index % 10}",
+        "marker": _MARKERS[index % len(_MARKERS)],
+        "linestyle": _DASHES[index % len(_DASHES)],
+        "markevery": max(1, points // 12),
+        "markerfacecolor": "none" if index % 2 else None,
+    }
 
 
 def _paint_curves(fig: Figure, spec: dict[str, Any], manifest: Manifest, producers: Sequence[Producer]) -> None:

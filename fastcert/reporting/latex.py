@@ -118,8 +118,7 @@ def pdflatex_available() -> bool:
     return shutil.which("pdflatex") is not None
 
 
-def compile_pdf(tex: str, output: str | os.PathLike, files: dict[str, Path] | None = None,
-                passes: int = 2) -> None:
+def compile_pdf(tex: str, output: str | os.PathLike, files: dict[str, Path] | None = None, passes: int = 2) -> None:
     """Compile the document ``tex`` with pdflatex in a temporary folder and move the PDF to ``output``.
 
     ``files`` maps names used inside ``tex`` (``\\input{table1.tex}``) to files copied next to it,
@@ -139,7 +138,11 @@ def compile_pdf(tex: str, output: str | os.PathLike, files: dict[str, Path] | No
         for _ in range(passes):
             proc = subprocess.run(
                 ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "document.tex"],
-                cwd=workdir, env=env, capture_output=True, text=True, errors="replace",
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                errors="replace",
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"pdflatex failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
@@ -152,11 +155,17 @@ def _environment() -> jinja2.Environment:
     # LaTeX is full of braces and percent signs, so the template delimiters are << >> and <% %>.
     return jinja2.Environment(
         loader=jinja2.PackageLoader("fastcert.reporting", "templates"),
-        block_start_string="<%", block_end_string="%>",
-        variable_start_string="<<", variable_end_string=">>",
-        comment_start_string="<#", comment_end_string="#>",
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-        autoescape=False, undefined=jinja2.StrictUndefined,
+        block_start_string="<%",
+        block_end_string="%>",
+        variable_start_string="<<",
+        variable_end_string=">>",
+        comment_start_string="<#",
+        comment_end_string="#>",
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
     )
 
 

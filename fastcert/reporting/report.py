@@ -108,9 +108,16 @@ def _disagreement(group: str, label: list[str], metric: dict, cell: Cell) -> Dis
     assert cell.delta is not None and cell.tolerance_rule is not None
     digits = metric["digits"]
     paper = fmt_number(float(cell.paper), digits) + (
-        f"$\\pm${fmt_number(cell.paper_std, digits)}" if cell.paper_std is not None else "")
-    return Disagreement(f"{group}: {' '.join(label)}", metric["header"], fmt_number(cell.ours, digits), paper,
-                        fmt_delta(cell.delta, digits), f"outside {cell.tolerance_rule}")
+        f"$\\pm${fmt_number(cell.paper_std, digits)}" if cell.paper_std is not None else ""
+    )
+    return Disagreement(
+        f"{group}: {' '.join(label)}",
+        metric["header"],
+        fmt_number(cell.ours, digits),
+        paper,
+        fmt_delta(cell.delta, digits),
+        f"outside {cell.tolerance_rule}",
+    )
 
 
 def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
@@ -124,11 +131,19 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
     return dict(sorted(named.items(), key=lambda item: _number(item[0])))
 
 
-def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.PathLike],
-                 manifests: list[str | os.PathLike], paper_path: str | os.PathLike, output: str | os.PathLike,
-                 producers: Sequence[str | os.PathLike] = (), scales_path: str | os.PathLike | None = None,
-                 experiments_path: str | os.PathLike | None = None,
-                 checkpoint: str = DEFAULT_CHECKPOINT, root: str | os.PathLike | None = None) -> list[TableSummary]:
+def build_report(
+    *,
+    tables: list[str | os.PathLike],
+    figures: list[str | os.PathLike],
+    manifests: list[str | os.PathLike],
+    paper_path: str | os.PathLike,
+    output: str | os.PathLike,
+    producers: Sequence[str | os.PathLike] = (),
+    scales_path: str | os.PathLike | None = None,
+    experiments_path: str | os.PathLike | None = None,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    root: str | os.PathLike | None = None,
+) -> list[TableSummary]:
     """Write ``output`` (PDF): every table and figure, the agreement summary and, given ``scales_path``
     (config/scales.yaml), what each scale shows and costs, and given ``experiments_path``
     (config/experiments.yaml), the settings that differ from the paper's text; return the summary."""
@@ -140,8 +155,17 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
     for name in table_files:
         if name not in loaded:
             raise ValueError(f"no manifest for {name} among the report's inputs")
-        summaries.append(summarize(build_target(name, paper, loaded[name], checkpoint=checkpoint,
-                                                producers=[d for d in documents if name in d.targets])))
+        summaries.append(
+            summarize(
+                build_target(
+                    name,
+                    paper,
+                    loaded[name],
+                    checkpoint=checkpoint,
+                    producers=[d for d in documents if name in d.targets],
+                )
+            )
+        )
     figure_entries = []
     for name in figure_files:
         if name not in loaded:
@@ -150,14 +174,20 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
     files = {f"tables/{name}.tex": path for name, path in table_files.items()}
     files.update({f"figures/{name}.pdf": path for name, path in figure_files.items()})
     tex = render_template(
-        "report.tex.j2", preamble=PREAMBLE, version=escape(__version__), scales=_scales(loaded),
+        "report.tex.j2",
+        preamble=PREAMBLE,
+        version=escape(__version__),
+        scales=_scales(loaded),
         notes=[escape(note) for note in sorted({m.scale_note for m in loaded.values() if m.scale_note})],
         scale_rows=_scale_rows(scales_path, {m.scale for m in loaded.values()}),
         differences=_difference_rows(experiments_path, loaded),
-        summaries=summaries, tables=[{"name": n, "number": _number(n)} for n in table_files],
-        figures=figure_entries, checkpoint=checkpoint,
-        totals={k: sum(getattr(s, k) for s in summaries)
-                for k in ("agree", "disagree", "without_ours", "not_compared")},
+        summaries=summaries,
+        tables=[{"name": n, "number": _number(n)} for n in table_files],
+        figures=figure_entries,
+        checkpoint=checkpoint,
+        totals={
+            k: sum(getattr(s, k) for s in summaries) for k in ("agree", "disagree", "without_ours", "not_compared")
+        },
     )
     compile_pdf(tex, output, files=files)
     return summaries
@@ -166,9 +196,14 @@ def build_report(*, tables: list[str | os.PathLike], figures: list[str | os.Path
 def _figure_entry(name: str, manifest: Manifest) -> dict[str, str | int]:
     spec = FIGURES[name]
     note = scale_note(name, manifest)
-    return {"name": name, "number": _number(name), "caption": f"{spec['caption']} {manifest.differences_text()}".strip(),
-            "provenance": escape(provenance(name, manifest)), "paper": escape(spec["paper"]),
-            "note": f"\\textbf{{{escape(note)}}} " if note else ""}
+    return {
+        "name": name,
+        "number": _number(name),
+        "caption": f"{spec['caption']} {manifest.differences_text()}".strip(),
+        "provenance": escape(provenance(name, manifest)),
+        "paper": escape(spec["paper"]),
+        "note": f"\\textbf{{{escape(note)}}} " if note else "",
+    }
 
 
 def _scale_rows(path: str | os.PathLike | None, used: set[str]) -> list[dict[str, Any]]:
@@ -183,8 +218,15 @@ def _scale_rows(path: str | os.PathLike | None, used: set[str]) -> list[dict[str
         missing = [key for key in ("description", "shows", "cost") if key not in scale]
         if missing:
             raise ValueError(f"{path}: scale {name!r} lacks {', '.join(missing)}")
-        rows.append({"name": escape(name), "current": name in used, "description": escape(scale["description"]),
-                     "shows": escape(scale["shows"]), "cost": escape(scale["cost"])})
+        rows.append(
+            {
+                "name": escape(name),
+                "current": name in used,
+                "description": escape(scale["description"]),
+                "shows": escape(scale["shows"]),
+                "cost": escape(scale["cost"]),
+            }
+        )
     return rows
 
 
@@ -205,10 +247,19 @@ def _difference_rows(path: str | os.PathLike | None, manifests: dict[str, Manife
     rows: list[dict[str, str | bool]] = []
     for name, item in (experiments.get("differences") or {}).items():
         targets = ", ".join(_target_label(target) for target in item["targets"])
-        rows.append({"name": escape(name), "setting": escape(item["setting"]), "kind": escape(_KINDS[item["kind"]]),
-                     "paper": escape(item["paper"]), "default": escape(item["default"]),
-                     "evidence": escape(" ".join(item["evidence"].split())), "targets": targets,
-                     "variant": escape(item["variant"]["description"]), "used": name in chosen})
+        rows.append(
+            {
+                "name": escape(name),
+                "setting": escape(item["setting"]),
+                "kind": escape(_KINDS[item["kind"]]),
+                "paper": escape(item["paper"]),
+                "default": escape(item["default"]),
+                "evidence": escape(" ".join(item["evidence"].split())),
+                "targets": targets,
+                "variant": escape(item["variant"]["description"]),
+                "used": name in chosen,
+            }
+        )
     return rows
 
 

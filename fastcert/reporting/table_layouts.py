@@ -41,36 +41,68 @@ _PERCENT = {"kind": "abs", "value": 1.0}
 def _errors() -> list[dict[str, Any]]:
     """Standard and verified error (%) from a run's result.json checkpoint entry."""
     return [
-        {"name": "standard", "header": "Standard", "paper": "standard", "paper_std": "standard_std",
-         "source": {"from": "result", "field": "standard_err", "percent": True}, "digits": 2},
-        {"name": "verified", "header": "Verified", "paper": "verified", "paper_std": "verified_std",
-         "source": {"from": "result", "field": "verified_err", "percent": True}, "digits": 2},
+        {
+            "name": "standard",
+            "header": "Standard",
+            "paper": "standard",
+            "paper_std": "standard_std",
+            "source": {"from": "result", "field": "standard_err", "percent": True},
+            "digits": 2,
+        },
+        {
+            "name": "verified",
+            "header": "Verified",
+            "paper": "verified",
+            "paper_std": "verified_std",
+            "source": {"from": "result", "field": "verified_err", "percent": True},
+            "digits": 2,
+        },
     ]
 
 
 def _timing() -> list[dict[str, Any]]:
     """Per-epoch time in each ε phase and the total (seconds): never compared, hardware differs."""
-    phases = [("eps0", "epoch_time_eps_0", r"$\varepsilon=0$"),
-              ("ramp", "epoch_time_eps_ramp", r"$0<\varepsilon<\varepsilon_{t}$"),
-              ("target", "epoch_time_eps_target", r"$\varepsilon=\varepsilon_{t}$")]
-    metrics = [{"name": phase, "header": header, "paper": paper,
-                "source": {"from": "epoch_time", "phase": phase}, "digits": 1, "compare": False}
-               for phase, paper, header in phases]
-    metrics.append({"name": "total", "header": "Total", "paper": "total_time",
-                    "source": {"from": "total_time"}, "digits": 1, "compare": False})
+    phases = [
+        ("eps0", "epoch_time_eps_0", r"$\varepsilon=0$"),
+        ("ramp", "epoch_time_eps_ramp", r"$0<\varepsilon<\varepsilon_{t}$"),
+        ("target", "epoch_time_eps_target", r"$\varepsilon=\varepsilon_{t}$"),
+    ]
+    metrics = [
+        {
+            "name": phase,
+            "header": header,
+            "paper": paper,
+            "source": {"from": "epoch_time", "phase": phase},
+            "digits": 1,
+            "compare": False,
+        }
+        for phase, paper, header in phases
+    ]
+    metrics.append(
+        {
+            "name": "total",
+            "header": "Total",
+            "paper": "total_time",
+            "source": {"from": "total_time"},
+            "digits": 1,
+            "compare": False,
+        }
+    )
     return metrics
 
 
 _SCHEDULE = "{schedule_total} ({schedule_phases})"
-_TIMING_NOTE = (r"Times in seconds: per-epoch wall-clock time in each $\varepsilon$ phase and the run's "
-                r"measured total for its own schedule. The paper's times are estimates on one "
-                r"NVIDIA RTX 2080 Ti; ours come from different hardware, so they are shown side by side "
-                r"but not compared.")
+_TIMING_NOTE = (
+    r"Times in seconds: per-epoch wall-clock time in each $\varepsilon$ phase and the run's "
+    r"measured total for its own schedule. The paper's times are estimates on one "
+    r"NVIDIA RTX 2080 Ti; ours come from different hardware, so they are shown side by side "
+    r"but not compared."
+)
 
 LAYOUTS: dict[str, dict[str, Any]] = {
     "table1": {
         "caption": r"Standard and verified error (\%) on MNIST ($\varepsilon_t=0.4$) and CIFAR-10 "
-                   r"($\varepsilon_t=8/255$), all models with BN after every layer.",
+        r"($\varepsilon_t=8/255$), all models with BN after every layer.",
         "match": ["dataset", "schedule_total", "schedule_phases", "model", "method"],
         "group": ["dataset", "schedule_total", "schedule_phases"],
         "group_label": "{dataset}",
@@ -79,7 +111,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "metrics": _errors(),
         "best": {"label": "Ours (best)", "of": "Ours", "by": "verified"},
         "literature": {
-            "rows": "literature_rows", "group_label": "{dataset}: literature (quoted from the paper)",
+            "rows": "literature_rows",
+            "group_label": "{dataset}: literature (quoted from the paper)",
             "label": "{label}; warmup {warmup}, {schedule_total} epochs",
             "paper": {"standard": "standard", "verified": "verified"},
         },
@@ -87,7 +120,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     },
     "table2": {
         "caption": r"Standard and verified error (\%) on TinyImageNet ($\varepsilon_t=1/255$), "
-                   r"all models with BN after every layer.",
+        r"all models with BN after every layer.",
         "match": ["dataset", "schedule_total", "schedule_phases", "model", "method"],
         "group": ["dataset", "schedule_total", "schedule_phases"],
         "group_label": "{dataset}",
@@ -98,7 +131,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     },
     "table3": {
         "caption": r"Training time of CNN-7 on CIFAR-10: short warmup (ours) against the literature's "
-                   r"long schedules (quoted).",
+        r"long schedules (quoted).",
         "paper_filter": {"section": "short_warmup"},
         "match": ["dataset", "model", "method"],
         "group": [],
@@ -107,31 +140,41 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "columns": [["method", "Method"]],
         "metrics": _timing(),
         "literature": {
-            "rows": "rows", "filter": {"section": "literature"},
+            "rows": "rows",
+            "filter": {"section": "literature"},
             "group_label": "Literature, total of the full schedule (quoted from the paper)",
             "label": "{method} ({reference}), {epochs} epochs",
-            "paper": {"eps0": "epoch_time_eps_0", "ramp": "epoch_time_eps_ramp",
-                      "target": "epoch_time_eps_target", "total": "total_time"},
+            "paper": {
+                "eps0": "epoch_time_eps_0",
+                "ramp": "epoch_time_eps_ramp",
+                "target": "epoch_time_eps_target",
+                "total": "total_time",
+            },
         },
         "notes": _TIMING_NOTE,
     },
     "table4": {
         "caption": r"Ablation, CNN-7 on CIFAR-10 ($\varepsilon_t=8/255$): BN after convolutions, BN after "
-                   r"the hidden FC layer, IBP initialization, $\mathcal{L}_{\mathrm{tightness}}$, "
-                   r"$\mathcal{L}_{\mathrm{relu}}$; standard and verified error (\%).",
+        r"the hidden FC layer, IBP initialization, $\mathcal{L}_{\mathrm{tightness}}$, "
+        r"$\mathcal{L}_{\mathrm{relu}}$; standard and verified error (\%).",
         "match": ["schedule_total", "bn_conv", "bn_fc", "ibp_init", "l_tightness", "l_relu"],
         "group": ["schedule_total"],
         "group_label": "CIFAR-10, CNN-7",
         "paper_epochs": "{schedule_total}",
-        "columns": [["bn_conv", "BN-Conv"], ["bn_fc", "BN-FC"], ["ibp_init", "IBP init"],
-                    ["l_tightness", r"$\mathcal{L}_{\mathrm{tight}}$"], ["l_relu", r"$\mathcal{L}_{\mathrm{relu}}$"]],
+        "columns": [
+            ["bn_conv", "BN-Conv"],
+            ["bn_fc", "BN-FC"],
+            ["ibp_init", "IBP init"],
+            ["l_tightness", r"$\mathcal{L}_{\mathrm{tight}}$"],
+            ["l_relu", r"$\mathcal{L}_{\mathrm{relu}}$"],
+        ],
         "metrics": _errors(),
         "tolerance": _PERCENT,
     },
     "table5": {
         "caption": r"Difference gain $E(\Delta_i)/E(\Delta_{i-1})$ of weight initializations at fan-in "
-                   r"$n_i$: our closed form and our empirical mean over random trials, against the "
-                   r"paper's empirical values.",
+        r"$n_i$: our closed form and our empirical mean over random trials, against the "
+        r"paper's empirical values.",
         "observations": "producer",
         "match": ["method", "n"],
         "aliases": {"method": ["init"]},
@@ -140,29 +183,40 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "columns": [["n", "$n_i$"]],
         "expand_paper": {"key": "n", "values": [27, 576, 1152, 32768], "field": "gain_n{}", "into": "gain"},
         "metrics": [
-            {"name": "closed_form", "header": "Closed form", "paper": None,
-             "source": {"from": "producer", "field": "closed_form"}, "digits": 2, "compare": False},
-            {"name": "gain", "header": "Empirical", "paper": "gain",
-             "source": {"from": "producer", "field": "gain"}, "digits": 2},
+            {
+                "name": "closed_form",
+                "header": "Closed form",
+                "paper": None,
+                "source": {"from": "producer", "field": "closed_form"},
+                "digits": 2,
+                "compare": False,
+            },
+            {
+                "name": "gain",
+                "header": "Empirical",
+                "paper": "gain",
+                "source": {"from": "producer", "field": "gain"},
+                "digits": 2,
+            },
         ],
         "tolerance": {"kind": "rel", "value": 0.03},
         "show_n": False,
         "notes": r"Our closed forms are $\frac{n}{2}E|W|$ of each distribution over the fan-in: "
-                 r"Xavier (uniform) $U(\pm 1/\sqrt{n})$ (PyTorch's default), Xavier (Gaussian) "
-                 r"$N(0, 1/n)$, Kaiming (uniform) $U(\pm\sqrt{6/n})$, Kaiming (Gaussian) "
-                 r"$N(0, 2/n)$, IBP $N(0, 2\pi/n^2)$; orthogonal has none. The paper prints "
-                 r"$\sqrt{3/4}\sqrt{n_i}$ for Kaiming (uniform), but its own empirical values fit "
-                 r"$\sqrt{6n}/4$. No data and no training are involved.",
+        r"Xavier (uniform) $U(\pm 1/\sqrt{n})$ (PyTorch's default), Xavier (Gaussian) "
+        r"$N(0, 1/n)$, Kaiming (uniform) $U(\pm\sqrt{6/n})$, Kaiming (Gaussian) "
+        r"$N(0, 2/n)$, IBP $N(0, 2\pi/n^2)$; orthogonal has none. The paper prints "
+        r"$\sqrt{3/4}\sqrt{n_i}$ for Kaiming (uniform), but its own empirical values fit "
+        r"$\sqrt{6n}/4$. No data and no training are involved.",
     },
     "table6": {
         "caption": r"$\log(\hat{E}(\Delta_m)/\hat{E}(\Delta_0))$ of CNN-7 (full BN) on CIFAR-10 in the first "
-                   r"training epochs, with and without IBP initialization: test-set mean over batches of the "
-                   r"model at the end of the epoch (eval mode), from IBP bounds at "
-                   r"$\varepsilon_{\mathrm{stat}}=\max(\varepsilon, 10^{-6})$ in pixel units, $m$ the last "
-                   r"ReLU's input; natural log (the paper does not state its base). Epoch 1 has "
-                   r"$\varepsilon=0$: $10^{-6}$ is the authors' \texttt{--min-eps-reg}, the only "
-                   r"$\varepsilon$ at which their code bounds an $\varepsilon=0$ batch "
-                   r"(\texttt{certified.py} \texttt{cert()}, commit 50560c6).",
+        r"training epochs, with and without IBP initialization: test-set mean over batches of the "
+        r"model at the end of the epoch (eval mode), from IBP bounds at "
+        r"$\varepsilon_{\mathrm{stat}}=\max(\varepsilon, 10^{-6})$ in pixel units, $m$ the last "
+        r"ReLU's input; natural log (the paper does not state its base). Epoch 1 has "
+        r"$\varepsilon=0$: $10^{-6}$ is the authors' \texttt{--min-eps-reg}, the only "
+        r"$\varepsilon$ at which their code bounds an $\varepsilon=0$ batch "
+        r"(\texttt{certified.py} \texttt{cert()}, commit 50560c6).",
         "match": ["ibp_init", "epoch"],
         "group": ["ibp_init"],
         "group_label": "{ibp_init}",
@@ -170,16 +224,19 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "columns": [["epoch", "Epoch"]],
         "expand_runs": {"epoch": [1, 2, 3, 4]},
         "metrics": [
-            {"name": "log_tightness_ratio", "header": r"$\log(\hat{E}(\Delta_m)/\hat{E}(\Delta_0))$",
-             "paper": "log_tightness_ratio",
-             "source": {"from": "metrics", "split": "test", "field": "log_tightness_ratio", "epoch": "key"},
-             "digits": 2},
+            {
+                "name": "log_tightness_ratio",
+                "header": r"$\log(\hat{E}(\Delta_m)/\hat{E}(\Delta_0))$",
+                "paper": "log_tightness_ratio",
+                "source": {"from": "metrics", "split": "test", "field": "log_tightness_ratio", "epoch": "key"},
+                "digits": 2,
+            },
         ],
         "tolerance": {"kind": "abs", "value": 0.5},
     },
     "table7": {
         "caption": r"Training time on every dataset and model: per-epoch time in each $\varepsilon$ phase "
-                   r"and total, 70-epoch (MNIST), 160-epoch (CIFAR-10) and 80-epoch (TinyImageNet) schedules.",
+        r"and total, 70-epoch (MNIST), 160-epoch (CIFAR-10) and 80-epoch (TinyImageNet) schedules.",
         "match": ["dataset", "model", "method"],
         "group": ["dataset"],
         "group_label": "{dataset}",
@@ -189,29 +246,38 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     },
     "table8": {
         "caption": r"BN ablation, CNN-7 on CIFAR-10 ($\varepsilon_t=8/255$, 160 epochs): with or without "
-                   r"BN's centralization and unitization; active and inactive ReLU neurons (\%, train-set "
-                   r"mean over the final epoch's batches and over layers, as the authors' train meter) and "
-                   r"standard and verified error (\%).",
+        r"BN's centralization and unitization; active and inactive ReLU neurons (\%, train-set "
+        r"mean over the final epoch's batches and over layers, as the authors' train meter) and "
+        r"standard and verified error (\%).",
         "match": ["centralization", "unitization"],
         "group": [],
         "group_label": "CIFAR-10, CNN-7",
         "paper_epochs": "160 (1+80+79)",
         "columns": [["centralization", "Centr."], ["unitization", "Unit."]],
         "metrics": [
-            {"name": "active_relu", "header": "Active", "paper": "active_relu", "paper_std": "active_relu_std",
-             "source": {"from": "metrics", "split": "train", "field": "active", "epoch": "last", "percent": True},
-             "digits": 2},
-            {"name": "inactive_relu", "header": "Inactive", "paper": "inactive_relu",
-             "paper_std": "inactive_relu_std",
-             "source": {"from": "metrics", "split": "train", "field": "inactive", "epoch": "last", "percent": True},
-             "digits": 2},
+            {
+                "name": "active_relu",
+                "header": "Active",
+                "paper": "active_relu",
+                "paper_std": "active_relu_std",
+                "source": {"from": "metrics", "split": "train", "field": "active", "epoch": "last", "percent": True},
+                "digits": 2,
+            },
+            {
+                "name": "inactive_relu",
+                "header": "Inactive",
+                "paper": "inactive_relu",
+                "paper_std": "inactive_relu_std",
+                "source": {"from": "metrics", "split": "train", "field": "inactive", "epoch": "last", "percent": True},
+                "digits": 2,
+            },
             *_errors(),
         ],
         "tolerance": _PERCENT,
     },
     "table9": {
         "caption": r"Other perturbation radii, CNN-7: standard and verified error (\%) on MNIST "
-                   r"($\varepsilon_t = 0.1, 0.3$) and CIFAR-10 ($\varepsilon_t = 2/255, 16/255$).",
+        r"($\varepsilon_t = 0.1, 0.3$) and CIFAR-10 ($\varepsilon_t = 2/255, 16/255$).",
         "match": ["dataset", "eps_target", "method"],
         "aliases": {"eps_target": ["eps", "eps_test"]},
         "group": ["dataset", "eps_target"],
@@ -222,7 +288,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
     },
     "table10": {
         "caption": r"Sensitivity to $\lambda_0$ (Ours), CNN-7 on CIFAR-10 ($\varepsilon_t=8/255$), "
-                   r"160-epoch schedule: standard and verified error (\%).",
+        r"160-epoch schedule: standard and verified error (\%).",
         "match": ["lambda0"],
         "group": [],
         "group_label": "CIFAR-10, CNN-7, Ours",

@@ -221,8 +221,9 @@ def _match_key(layout: dict[str, Any], key: dict[str, Any], where: str) -> dict[
             continue
         found = next((alias for alias in (name, *aliases.get(name, ())) if alias in key), None)
         if found is None:
-            raise ValueError(f"{where} has no key {name!r} (needed to pair it with the paper's rows); "
-                             f"its key has {sorted(key)}")
+            raise ValueError(
+                f"{where} has no key {name!r} (needed to pair it with the paper's rows); its key has {sorted(key)}"
+            )
         matched[name] = key[found]
     return matched
 
@@ -242,8 +243,11 @@ def run_observations(name: str, manifest: Manifest, checkpoint: str = DEFAULT_CH
         base = _match_key(layout, run.key, f"manifest {manifest.target}: run {run.run_dir}")
         for extra in _expansions(layout):
             key = {**base, **extra}
-            values = ({metric["name"]: extract(metric["source"], run, key, checkpoint) for metric in layout["metrics"]}
-                      if run.usable else {})
+            values = (
+                {metric["name"]: extract(metric["source"], run, key, checkpoint) for metric in layout["metrics"]}
+                if run.usable
+                else {}
+            )
             observations.append(Observation(key, run.status, values, run.phases, run.paper_phases))
     for index, declared in enumerate(manifest.not_run):
         base = _match_key(layout, declared, f"manifest {manifest.target}: not_run[{index}]")
@@ -261,8 +265,10 @@ def producer_observations(name: str, producer: Producer) -> list[Observation]:
         for metric in layout["metrics"]:
             source = metric["source"]
             if source["from"] != "producer":
-                raise ValueError(f"table {name}: metric {metric['name']!r} reads {source['from']!r}, "
-                                 f"but the table's observations come from a producer")
+                raise ValueError(
+                    f"table {name}: metric {metric['name']!r} reads {source['from']!r}, "
+                    f"but the table's observations come from a producer"
+                )
             if source["field"] not in row["values"]:
                 raise ValueError(f"{where}: no value {source['field']!r}; it has {sorted(row['values'])}")
             value = row["values"][source["field"]]
@@ -280,12 +286,16 @@ def paper_rows(layout: dict[str, Any], paper_table: dict[str, Any], name: str) -
     source = layout.get("paper_rows", "rows")
     if source not in paper_table:
         raise ValueError(f"paper results {name}: no {source!r}")
-    rows = [row for row in paper_table[source]
-            if all(row.get(k) == v for k, v in layout.get("paper_filter", {}).items())]
+    rows = [
+        row for row in paper_table[source] if all(row.get(k) == v for k, v in layout.get("paper_filter", {}).items())
+    ]
     melt = layout.get("expand_paper")
     if melt:
-        rows = [{**row, melt["key"]: value, melt["into"]: row[melt["field"].format(value)]}
-                for row in rows for value in melt["values"]]
+        rows = [
+            {**row, melt["key"]: value, melt["into"]: row[melt["field"].format(value)]}
+            for row in rows
+            for value in melt["values"]
+        ]
     for index, row in enumerate(rows):
         missing = [k for k in layout["match"] if k not in row]
         if missing:
@@ -305,18 +315,25 @@ def load_paper(path: str | os.PathLike) -> dict[str, Any]:
 # cells
 
 
-def _aggregate(observations: Sequence[Observation], ids: list[tuple[Any, ...]],
-               metrics: list[str]) -> dict[tuple[tuple[Any, ...], str], tuple[float, float | None]]:
+def _aggregate(
+    observations: Sequence[Observation], ids: list[tuple[Any, ...]], metrics: list[str]
+) -> dict[tuple[tuple[Any, ...], str], tuple[float, float | None]]:
     """(mean, sample std or None) per (row id, metric) over completed observations with a value."""
     codes = {row_id: code for code, row_id in enumerate(dict.fromkeys(ids))}
-    records = [{"row": codes[ids[i]], "metric": m, "value": v}
-               for i, obs in enumerate(observations) if obs.status == "completed"
-               for m, v in obs.values.items() if v is not None and m in metrics]
+    records = [
+        {"row": codes[ids[i]], "metric": m, "value": v}
+        for i, obs in enumerate(observations)
+        if obs.status == "completed"
+        for m, v in obs.values.items()
+        if v is not None and m in metrics
+    ]
     frame = pd.DataFrame.from_records(records, columns=["row", "metric", "value"])
     stats = frame.groupby(["row", "metric"])["value"].agg(["mean", "std"])
     by_code = {code: row_id for row_id, code in codes.items()}
-    return {(by_code[code], metric): (float(mean), None if pd.isna(std) else float(std))
-            for (code, metric), (mean, std) in stats.iterrows()}
+    return {
+        (by_code[code], metric): (float(mean), None if pd.isna(std) else float(std))
+        for (code, metric), (mean, std) in stats.iterrows()
+    }
 
 
 def _missing_note(observations: Sequence[Observation]) -> str:
@@ -370,9 +387,18 @@ def _paper_cell(metric: dict[str, Any], paper: dict[str, Any] | None) -> tuple[A
     return paper.get(metric["paper"]), (paper.get(std_key) if std_key else None)
 
 
-def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observation], *,
-                scale: str, data: str, checkpoint: str = DEFAULT_CHECKPOINT, provenance: str | None = None,
-                scale_note: str | None = None, differences: str = "") -> Table:
+def build_table(
+    name: str,
+    paper: dict[str, Any],
+    observations: Sequence[Observation],
+    *,
+    scale: str,
+    data: str,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    provenance: str | None = None,
+    scale_note: str | None = None,
+    differences: str = "",
+) -> Table:
     """Pair our observations with the paper's rows of table ``name`` (see the module docstring)."""
     if name not in LAYOUTS:
         raise ValueError(f"unknown table {name!r}; known: {', '.join(LAYOUTS)}")
@@ -404,8 +430,10 @@ def build_table(name: str, paper: dict[str, Any], observations: Sequence[Observa
     group_observations: dict[tuple[str, str | None], list[Observation]] = {}
     for row_id, (_, key, paper_row) in rows_by_id.items():
         values = {**(paper_row or {}), **key}
-        groups[row_id] = (_fill(layout["group_label"], values, labels),
-                          _fill(layout["paper_epochs"], values, labels) if layout.get("paper_epochs") else None)
+        groups[row_id] = (
+            _fill(layout["group_label"], values, labels),
+            _fill(layout["paper_epochs"], values, labels) if layout.get("paper_epochs") else None,
+        )
         group_observations.setdefault(groups[row_id], []).extend(by_id.get(row_id, []))
     headers = {group: _with_epochs(*group, found) for group, found in group_observations.items()}
     rows = []
@@ -444,9 +472,13 @@ def _with_epochs(group: str, paper_text: str | None, observations: Sequence[Obse
     return f"{group}: {ran_text} epochs here" + (f" (paper: {paper_text})" if paper_text else "")
 
 
-def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
-                stats: dict[tuple[tuple[Any, ...], str], tuple[float, float | None]],
-                metrics: list[dict[str, Any]], paper_row: dict[str, Any] | None) -> tuple[list[Cell], str]:
+def _mean_cells(
+    row_id: tuple[Any, ...],
+    observations: list[Observation],
+    stats: dict[tuple[tuple[Any, ...], str], tuple[float, float | None]],
+    metrics: list[dict[str, Any]],
+    paper_row: dict[str, Any] | None,
+) -> tuple[list[Cell], str]:
     cells = []
     for metric in metrics:
         paper_value, paper_std = _paper_cell(metric, paper_row)
@@ -460,10 +492,12 @@ def _mean_cells(row_id: tuple[Any, ...], observations: list[Observation],
     return cells, f"{completed}/{listed}" if listed else "---"
 
 
-def _best_cells(observations: list[Observation], by: str, metrics: list[dict[str, Any]],
-                paper_row: dict[str, Any] | None) -> tuple[list[Cell], str]:
-    candidates = [(score, obs) for obs in observations
-                  if obs.status == "completed" and (score := obs.values.get(by)) is not None]
+def _best_cells(
+    observations: list[Observation], by: str, metrics: list[dict[str, Any]], paper_row: dict[str, Any] | None
+) -> tuple[list[Cell], str]:
+    candidates = [
+        (score, obs) for obs in observations if obs.status == "completed" and (score := obs.values.get(by)) is not None
+    ]
     chosen = min(candidates, key=lambda pair: pair[0])[1] if candidates else None
     cells = []
     for metric in metrics:
@@ -474,8 +508,12 @@ def _best_cells(observations: list[Observation], by: str, metrics: list[dict[str
     return cells, f"best of {len(candidates)}" if candidates else "---"
 
 
-def _literature_rows(layout: dict[str, Any], paper_table: dict[str, Any], metrics: list[dict[str, Any]],
-                     labels: dict[str, dict[Any, str]]) -> list[Row]:
+def _literature_rows(
+    layout: dict[str, Any],
+    paper_table: dict[str, Any],
+    metrics: list[dict[str, Any]],
+    labels: dict[str, dict[Any, str]],
+) -> list[Row]:
     spec = layout.get("literature")
     if not spec:
         return []
@@ -497,15 +535,21 @@ def _grouped(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda row: order[row.group])
 
 
-def _caption(layout: dict[str, Any], scale: str, data: str, checkpoint: str, provenance: str | None,
-             scale_note: str | None) -> str:
+def _caption(
+    layout: dict[str, Any], scale: str, data: str, checkpoint: str, provenance: str | None, scale_note: str | None
+) -> str:
     parts = [f"\\textbf{{{escape(scale_note)}}}"] if scale_note else []
-    parts += [layout["caption"],
-              provenance or (f"Reproduction at scale \\texttt{{{escape(scale)}}} on {escape(data)}; "
-                            f"ours: mean $\\pm$ sample std over completed repeats ({checkpoint} checkpoint), "
-                            f"$n$ = completed/listed runs (diverged, interrupted or missing runs are named, "
-                            f"never averaged)."),
-             f"Paper: the values printed in {PAPER}, quoted."]
+    parts += [
+        layout["caption"],
+        provenance
+        or (
+            f"Reproduction at scale \\texttt{{{escape(scale)}}} on {escape(data)}; "
+            f"ours: mean $\\pm$ sample std over completed repeats ({checkpoint} checkpoint), "
+            f"$n$ = completed/listed runs (diverged, interrupted or missing runs are named, "
+            f"never averaged)."
+        ),
+        f"Paper: the values printed in {PAPER}, quoted.",
+    ]
     if any(m.get("compare", True) and m.get("paper") for m in layout["metrics"]):
         parts.append(r"$\Delta$ = ours $-$ paper.")
     if layout.get("best"):
@@ -513,8 +557,10 @@ def _caption(layout: dict[str, Any], scale: str, data: str, checkpoint: str, pro
     if layout.get("literature"):
         parts.append(r"Literature rows are quoted from the paper ($^\dagger$: concurrent work).")
     if layout.get("show_n", True):
-        parts.append(r"---: no run declared for this row, or not printed in the paper; "
-                     r"\textit{not run at this scale}: declared, but left out at this scale.")
+        parts.append(
+            r"---: no run declared for this row, or not printed in the paper; "
+            r"\textit{not run at this scale}: declared, but left out at this scale."
+        )
     if layout.get("notes"):
         parts.append(layout["notes"])
     return " ".join(parts)
@@ -544,10 +590,16 @@ def _render_latex(table: Table) -> str:
             groups.append({"label": row.group, "lines": []})
         groups[-1]["lines"].append(_latex_line(row, layout, key_columns, widths))
     return render_template(
-        "table.tex.j2", name=table.name, caption=table.caption,
+        "table.tex.j2",
+        name=table.name,
+        caption=table.caption,
         colspec="l" * len(layout["columns"]) + ("r" if show_n else "") + "r" * sum(widths),
-        header_top=header_top, header=header, cmidrules="".join(cmidrules), groups=groups,
-        ncols=key_columns + sum(widths))
+        header_top=header_top,
+        header=header,
+        cmidrules="".join(cmidrules),
+        groups=groups,
+        ncols=key_columns + sum(widths),
+    )
 
 
 def _metric_width(metric: dict[str, Any]) -> int:
@@ -584,33 +636,69 @@ def _latex_line(row: Row, layout: dict[str, Any], key_columns: int, widths: list
 # one call per target
 
 
-def build_target(name: str, paper: dict[str, Any], manifest: Manifest, *, checkpoint: str = DEFAULT_CHECKPOINT,
-                 producers: Sequence[Producer] = ()) -> Table:
+def build_target(
+    name: str,
+    paper: dict[str, Any],
+    manifest: Manifest,
+    *,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    producers: Sequence[Producer] = (),
+) -> Table:
     """Table ``name`` from its manifest's runs or, where its layout says ``observations: producer``,
     from the one producer document it is given (its manifest then lists no runs)."""
     if name not in LAYOUTS:
         raise ValueError(f"unknown table {name!r}; known: {', '.join(LAYOUTS)}")
     if LAYOUTS[name].get("observations", "runs") == "producer":
         if len(producers) != 1:
-            raise ValueError(f"table {name} reads one producer's document (config/producers.yaml lists it "
-                             f"'for: [{name}]'), got {len(producers)}")
+            raise ValueError(
+                f"table {name} reads one producer's document (config/producers.yaml lists it "
+                f"'for: [{name}]'), got {len(producers)}"
+            )
         (producer,) = producers
-        provenance = (f"Scale \\texttt{{{escape(manifest.scale_text)}}}: computed without data or training by "
-                      f"\\texttt{{{escape('fastcert.method.analysis.' + producer.function)}}} "
-                      f"(producer \\texttt{{{escape(producer.name)}}}: {escape(producer.settings_text)}), "
-                      f"so identical at every scale.")
-        return build_table(name, paper, producer_observations(name, producer), scale=manifest.scale_text,
-                           data="no data", checkpoint=checkpoint, provenance=provenance)
-    return build_table(name, paper, run_observations(name, manifest, checkpoint), scale=manifest.scale_text,
-                       data=data_description(manifest.runs), checkpoint=checkpoint, scale_note=manifest.scale_note,
-                       differences=manifest.differences_text())
+        provenance = (
+            f"Scale \\texttt{{{escape(manifest.scale_text)}}}: computed without data or training by "
+            f"\\texttt{{{escape('fastcert.method.analysis.' + producer.function)}}} "
+            f"(producer \\texttt{{{escape(producer.name)}}}: {escape(producer.settings_text)}), "
+            f"so identical at every scale."
+        )
+        return build_table(
+            name,
+            paper,
+            producer_observations(name, producer),
+            scale=manifest.scale_text,
+            data="no data",
+            checkpoint=checkpoint,
+            provenance=provenance,
+        )
+    return build_table(
+        name,
+        paper,
+        run_observations(name, manifest, checkpoint),
+        scale=manifest.scale_text,
+        data=data_description(manifest.runs),
+        checkpoint=checkpoint,
+        scale_note=manifest.scale_note,
+        differences=manifest.differences_text(),
+    )
 
 
-def render_target(name: str, *, paper_path: str | os.PathLike, manifest_path: str | os.PathLike,
-                  tex_path: str | os.PathLike, checkpoint: str = DEFAULT_CHECKPOINT,
-                  root: str | os.PathLike | None = None, producer_paths: Sequence[str | os.PathLike] = ()) -> Table:
+def render_target(
+    name: str,
+    *,
+    paper_path: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    tex_path: str | os.PathLike,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    root: str | os.PathLike | None = None,
+    producer_paths: Sequence[str | os.PathLike] = (),
+) -> Table:
     """Build table ``name`` (see :func:`build_target`) and write its LaTeX atomically."""
-    table = build_target(name, load_paper(paper_path), load_manifest(manifest_path, root), checkpoint=checkpoint,
-                         producers=[load_producer(path) for path in producer_paths])
+    table = build_target(
+        name,
+        load_paper(paper_path),
+        load_manifest(manifest_path, root),
+        checkpoint=checkpoint,
+        producers=[load_producer(path) for path in producer_paths],
+    )
     atomic_write_text(tex_path, table.to_latex())
     return table

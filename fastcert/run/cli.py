@@ -37,16 +37,20 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train_cmd.add_argument("--spec", required=True, type=Path, metavar="RUN.yaml",
-                           help="run spec, see docs/architecture.md")
-    train_cmd.add_argument("--out", required=True, type=Path, metavar="DIR",
-                           help="run directory (created if missing)")
+    train_cmd.add_argument(
+        "--spec", required=True, type=Path, metavar="RUN.yaml", help="run spec, see docs/architecture.md"
+    )
+    train_cmd.add_argument("--out", required=True, type=Path, metavar="DIR", help="run directory (created if missing)")
     train_cmd.add_argument("--device", help="override the spec's device (auto, cpu, cuda, cuda:N)")
     bar = train_cmd.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="progress bar per epoch (default: when stderr is a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false",
-                     help="one plain log line per epoch only")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="progress bar per epoch (default: when stderr is a terminal)",
+    )
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="one plain log line per epoch only")
 
     verify_cmd = commands.add_parser(
         "verify",
@@ -61,8 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument("--eps", type=float, help="ε in pixel units (default: the spec's eps_test)")
     verify_cmd.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here (atomically)")
     verify_cmd.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    verify_cmd.add_argument("--test-size", type=int, metavar="N",
-                            help="verify a class-balanced subset of N test examples (full CROWN is slow)")
+    verify_cmd.add_argument(
+        "--test-size",
+        type=int,
+        metavar="N",
+        help="verify a class-balanced subset of N test examples (full CROWN is slow)",
+    )
     batches = ", ".join(f"{method} {size}" for method, size in DEFAULT_BATCH.items())
     verify_cmd.add_argument("--batch-size", type=int, help=f"examples per bound pass (default: {batches})")
     return parser

@@ -63,6 +63,7 @@ from fastcert.io import (
 )
 from fastcert.method.init import initialize
 from fastcert.method.models import build
+from fastcert.method.precision import FLOAT32, label
 from fastcert.run.data import DatasetInfo, Split, load_dataset
 from fastcert.run.data.splits import seeded_generator
 from fastcert.run.exits import (
@@ -74,7 +75,6 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
-from fastcert.method.precision import FLOAT32, label
 from fastcert.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
@@ -90,8 +90,19 @@ CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
 CHECKPOINT_KEYS = ("format", "train_state_format", "kind", "epoch", "best", "model", "spec", "spec_hash")
 RUN_FILES = (SPEC_FILE, METRICS_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
 __all__ = [
-    "EXIT_CODES_HELP", "EXIT_COMPLETED", "EXIT_DIVERGED", "EXIT_ERROR", "EXIT_SIGNAL_BASE", "EXIT_USAGE",
-    "RunError", "build_model", "execute", "load_checkpoint", "load_data", "resolve_device", "train_config",
+    "EXIT_CODES_HELP",
+    "EXIT_COMPLETED",
+    "EXIT_DIVERGED",
+    "EXIT_ERROR",
+    "EXIT_SIGNAL_BASE",
+    "EXIT_USAGE",
+    "RunError",
+    "build_model",
+    "execute",
+    "load_checkpoint",
+    "load_data",
+    "resolve_device",
+    "train_config",
 ]
 
 
@@ -134,16 +145,24 @@ def train_config(spec: RunSpec) -> TrainConfig:
 def build_model(spec: RunSpec) -> torch.nn.Module:
     """The spec's architecture with its constructor init (draws from the global torch RNG)."""
     return build(
-        spec.model, spec.dataset, bn=spec.bn, width=spec.width,
-        bn_centralize=spec.bn_centralize, bn_unitize=spec.bn_unitize,
+        spec.model,
+        spec.dataset,
+        bn=spec.bn,
+        width=spec.width,
+        bn_centralize=spec.bn_centralize,
+        bn_unitize=spec.bn_unitize,
     )
 
 
 def load_data(spec: RunSpec, device: torch.device) -> tuple[Split, Split, DatasetInfo]:
     """Train/test splits and info of a spec, on ``device`` (data seed 0, see the module doc)."""
     return load_dataset(
-        spec.dataset, root=spec.data.root, source=spec.data.source,
-        train_size=spec.data.train_size, test_size=spec.data.test_size, device=device,
+        spec.dataset,
+        root=spec.data.root,
+        source=spec.data.source,
+        train_size=spec.data.train_size,
+        test_size=spec.data.test_size,
+        device=device,
     )
 
 
@@ -161,7 +180,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RunError(f"{file}: no such checkpoint file")
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 (a damaged file makes torch.load raise nearly anything:
+    except Exception as error:
         # RuntimeError, EOFError, UnpicklingError, ValueError, zipfile errors...)
         text = str(error).strip()
         reason = text.splitlines()[0].split(". ")[0][:160] if text else ""
@@ -181,7 +200,10 @@ def _git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(source), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -262,8 +284,9 @@ class _RunDir:
             raise RunError(f"{self.path}: cannot write in {existing} (permission denied); use another --out")
         spec_file = self.file(SPEC_FILE)
         if spec_file.exists():
-            recorded = _read_json_object(spec_file, "it binds the directory to one spec: restore it, "
-                                         f"or delete {self.path} to start over").get("spec_hash")
+            recorded = _read_json_object(
+                spec_file, f"it binds the directory to one spec: restore it, or delete {self.path} to start over"
+            ).get("spec_hash")
             if recorded != self.spec.hash():
                 raise RunError(
                     f"{self.path} holds a run of another spec (hash {recorded} ≠ {self.spec.hash()}); "
@@ -327,8 +350,10 @@ class _RunDir:
         except DamagedFileError:
             best = None
         if best is not None and best["spec_hash"] == self.spec.hash():
-            return (f"copy {best_file.name} (epoch {best['epoch']}) over it to resume from that epoch, "
-                    "or delete it to retrain from the start")
+            return (
+                f"copy {best_file.name} (epoch {best['epoch']}) over it to resume from that epoch, "
+                "or delete it to retrain from the start"
+            )
         return "delete it to retrain from the start"
 
     def start(self) -> dict[str, Any] | None:
@@ -397,9 +422,14 @@ class _RunDir:
             "diverged": None,
             "interrupted": None,
             **details,
-            "data": None if info is None else {
-                "name": info.name, "source": info.source, "synthetic": info.synthetic,
-                "n_train": info.n_train, "n_test": info.n_test,
+            "data": None
+            if info is None
+            else {
+                "name": info.name,
+                "source": info.source,
+                "synthetic": info.synthetic,
+                "n_train": info.n_train,
+                "n_test": info.n_test,
             },
             "precision": {"training": label(self.spec.tf32), "certification": FLOAT32},
             "provenance": prov,
@@ -528,8 +558,10 @@ def execute(
             log(f"{run_dir.path}: already completed; nothing to do")
             return EXIT_COMPLETED
         if previous["status"] == "diverged":
-            log(f"{run_dir.path}: diverged earlier ({(previous.get('diverged') or {}).get('reason')}); "
-                "delete the directory to try again")
+            log(
+                f"{run_dir.path}: diverged earlier ({(previous.get('diverged') or {}).get('reason')}); "
+                "delete the directory to try again"
+            )
             return EXIT_DIVERGED
     prov = provenance(spec, torch_device)
     flag = _StopFlag()
@@ -553,7 +585,11 @@ def execute(
             if flag():
                 raise Interrupted(len(run_dir.history))
             train(
-                model, train_split, test_split, info, config,
+                model,
+                train_split,
+                test_split,
+                info,
+                config,
                 generator=seeded_generator(spec.seed, "train-order"),
                 objective=objective_for(config),
                 on_epoch_end=on_epoch_end,
@@ -569,11 +605,15 @@ def execute(
             signum = flag.signal or signal.SIGTERM
             name = signal.Signals(signum).name
             run_dir.write_result(
-                "interrupted", prov, info,
+                "interrupted",
+                prov,
+                info,
                 interrupted={"signal": name, "completed_epochs": error.completed_epochs},
             )
-            log(f"{run_dir.path}: {name} received; state of epoch {error.completed_epochs} is saved, "
-                "rerun the same command to resume")
+            log(
+                f"{run_dir.path}: {name} received; state of epoch {error.completed_epochs} is saved, "
+                "rerun the same command to resume"
+            )
             return EXIT_SIGNAL_BASE + signum
     result = run_dir.write_result("completed", prov, info)
     log(f"{run_dir.path}: completed; best {result['best']}, last {result['last']}")

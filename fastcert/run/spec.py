@@ -48,9 +48,15 @@ _PLACEMENT_KEYS = ("device",)
 # by ``width`` and round, clamping at 1, so below half a channel here a layer would silently keep
 # one channel. Checked against fastcert.method.models by tests/test_spec.py.
 SMALLEST_LAYER = {
-    ("cnn7", "mnist"): 64, ("cnn7", "cifar10"): 64, ("cnn7", "tinyimagenet"): 64,
-    ("wide_resnet", "mnist"): 16, ("wide_resnet", "cifar10"): 16, ("wide_resnet", "tinyimagenet"): 16,
-    ("resnext", "mnist"): 32, ("resnext", "cifar10"): 32, ("resnext", "tinyimagenet"): 8,
+    ("cnn7", "mnist"): 64,
+    ("cnn7", "cifar10"): 64,
+    ("cnn7", "tinyimagenet"): 64,
+    ("wide_resnet", "mnist"): 16,
+    ("wide_resnet", "cifar10"): 16,
+    ("wide_resnet", "tinyimagenet"): 16,
+    ("resnext", "mnist"): 32,
+    ("resnext", "cifar10"): 32,
+    ("resnext", "tinyimagenet"): 8,
 }
 # Keys added after runs had been recorded: left out of the hash at their default value, so that
 # every existing run directory keeps its identity.
@@ -123,7 +129,8 @@ class RunSpec:
     def hash(self) -> str:
         """SHA-256 of the canonical JSON of everything that defines the experiment."""
         identity = {
-            k: v for k, v in self.to_dict().items()
+            k: v
+            for k, v in self.to_dict().items()
             if k not in _PLACEMENT_KEYS and not (k in _HASHED_UNLESS_DEFAULT and v == _HASHED_UNLESS_DEFAULT[k])
         }
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
@@ -264,9 +271,7 @@ _TOP_FIELDS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
-def _section(
-    path: str, raw: Any, fields: Mapping[str, Callable[[str, Any], Any]]
-) -> dict[str, Any]:
+def _section(path: str, raw: Any, fields: Mapping[str, Callable[[str, Any], Any]]) -> dict[str, Any]:
     """Check one mapping: no unknown keys, every given value through its checker."""
     if not isinstance(raw, Mapping):
         raise _fail(path or "spec", f"expected a mapping, got {_type_name(raw)}")
@@ -293,8 +298,7 @@ def _check_data(spec: RunSpec) -> None:
     if spec.data.source not in sources:
         raise _fail(
             "data.source",
-            f"{spec.data.source!r} is not available for dataset {spec.dataset}; "
-            f"valid values: {', '.join(sources)}",
+            f"{spec.data.source!r} is not available for dataset {spec.dataset}; valid values: {', '.join(sources)}",
         )
     full = DATASET_CATALOG[spec.dataset]
     for key, size, limit in (
@@ -349,9 +353,7 @@ def _check_schedule(spec: RunSpec) -> None:
         )
     late = [m for m in schedule.milestones if m > schedule.epochs]
     if late:
-        raise _fail(
-            "schedule.milestones", f"{late} lie after the last epoch (epochs = {schedule.epochs})"
-        )
+        raise _fail("schedule.milestones", f"{late} lie after the last epoch (epochs = {schedule.epochs})")
 
 
 def _check_width(spec: RunSpec) -> None:
@@ -401,7 +403,7 @@ def load(path: str | Path) -> RunSpec:
     if raw is None or raw == {}:
         raise SpecError(
             f"{file}: spec: the spec is empty; write the run's keys (at least dataset, model, method; "
-            "see docs/architecture.md \"Run spec\")"
+            'see docs/architecture.md "Run spec")'
         )
     try:
         return validate(raw)

@@ -305,7 +305,11 @@ def _batch_terms(
     bound_eps = NATURAL_BOUND_EPS if natural and train_regs else eps
     x_lower, x_upper = input_box(x, bound_eps, ctx.info.mean, ctx.info.std)
     out = ctx.objective(
-        ctx.model, x, y, x_lower, x_upper,
+        ctx.model,
+        x,
+        y,
+        x_lower,
+        x_upper,
         num_classes=ctx.info.num_classes,
         eps_fraction=sched_eps / config.eps_train,
         training=training,
@@ -395,8 +399,13 @@ def capture_rng() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "cached": cached},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
         "python": random.getstate(),
     }
 
@@ -415,9 +424,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 class _Run:
     """The mutable state of one training run: model, optimizer, counters, best epoch."""
 
-    def __init__(
-        self, model: nn.Module, config: TrainConfig, n_train: int, generator: torch.Generator
-    ) -> None:
+    def __init__(self, model: nn.Module, config: TrainConfig, n_train: int, generator: torch.Generator) -> None:
         self.model, self.config, self.generator = model, config, generator
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=0.0)
         self.lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -481,8 +488,14 @@ def _train_epoch(
         eps = run.schedule.eps(run.step)
         for xs, ys in _sub_batches(x, y, config.grad_accumulation):
             loss = _batch_terms(
-                ctx, xs, ys, eps=eps, sched_eps=eps,
-                warmup=warmup, training=True, meter=meter,
+                ctx,
+                xs,
+                ys,
+                eps=eps,
+                sched_eps=eps,
+                warmup=warmup,
+                training=True,
+                meter=meter,
             )
             watch.add(loss, f"training loss at step {run.step}")
             (loss / config.grad_accumulation).backward()
@@ -515,8 +528,14 @@ def _test_epoch(
             if should_stop():
                 raise Interrupted(completed)
             _batch_terms(
-                ctx, x, y, eps=eval_eps, sched_eps=sched_eps,
-                warmup=warmup, training=False, meter=meter,
+                ctx,
+                x,
+                y,
+                eps=eval_eps,
+                sched_eps=sched_eps,
+                warmup=warmup,
+                training=False,
+                meter=meter,
             )
     return meter.summary(SCALAR_KEYS)
 
@@ -567,8 +586,17 @@ def train(
     """
     with float32_precision(config.tf32):
         return _train(
-            model, train_split, test_split, info, config, generator=generator, objective=objective,
-            on_epoch_end=on_epoch_end, start_state=start_state, should_stop=should_stop, progress=progress,
+            model,
+            train_split,
+            test_split,
+            info,
+            config,
+            generator=generator,
+            objective=objective,
+            on_epoch_end=on_epoch_end,
+            start_state=start_state,
+            should_stop=should_stop,
+            progress=progress,
         )
 
 
@@ -632,4 +660,3 @@ def _train(
         if should_stop() and epoch < config.epochs:
             raise Interrupted(run.epoch)
     return TrainResult(history, run.best, epoch_summary(history[-1]) if history else None)
-

@@ -10,15 +10,20 @@ import logging
 from fastcert.reporting.collect import load_manifest, load_producer
 from fastcert.reporting.figures import draw, save
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
 log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
 log.setLevel(logging.INFO)
 try:
-    manifest = load_manifest(snakemake.input.manifest)  # noqa: F821
-    producers = [load_producer(path) for path in snakemake.input.producers]  # noqa: F821
-    save(draw(manifest.target, manifest, producers), {"pdf": snakemake.output.pdf, "png": snakemake.output.png})  # noqa: F821
-    log.info("wrote %s and %s from %d runs (scale %s)", snakemake.output.pdf, snakemake.output.png,  # noqa: F821
-                 len(manifest.runs), manifest.scale)
+    manifest = load_manifest(snakemake.input.manifest)
+    producers = [load_producer(path) for path in snakemake.input.producers]
+    save(draw(manifest.target, manifest, producers), {"pdf": snakemake.output.pdf, "png": snakemake.output.png})
+    log.info(
+        "wrote %s and %s from %d runs (scale %s)",
+        snakemake.output.pdf,
+        snakemake.output.png,
+        len(manifest.runs),
+        manifest.scale,
+    )
 except Exception:
     log.exception("figure failed")
     raise

@@ -21,4 +21,4 @@ def main(snakemake: Any) -> None:
 
 
 if __name__ == "__main__":
-    main(snakemake)  # noqa: F821 - injected by Snakemake's script directive
+    main(snakemake)

@@ -2,8 +2,9 @@
 of them it shares with other targets (trained once for all), and the estimated device-hours (GPU-hours
 at paper scale; CPU-core-hours at the CPU scales, from the scale's time_factor).
 
-Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`, `results/<scale>/plan.tsv` at a scale other than paper); it reads only the
-manifests (no training needed) and the per-run estimates the workflow computed from each run spec.
+Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`, `results/<scale>/plan.tsv`
+at a scale other than paper); it reads only the manifests (no training needed) and the per-run
+estimates the workflow computed from each run spec.
 """
 
 from collections import Counter
@@ -45,7 +46,13 @@ def plan_rows(runs: dict[str, set[str]], hours: dict[str, float]) -> list[dict[s
         )
     every = set(users)
     rows.append(
-        {"target": "all", "runs": len(every), "own": len(every), "shared": 0, "device_hours": sum(hours[run] for run in every)}
+        {
+            "target": "all",
+            "runs": len(every),
+            "own": len(every),
+            "shared": 0,
+            "device_hours": sum(hours[run] for run in every),
+        }
     )
     return rows
 
@@ -81,4 +88,4 @@ def main(snakemake: Any) -> None:
 
 
 if __name__ == "__main__":
-    main(snakemake)  # noqa: F821 - injected by Snakemake's script directive
+    main(snakemake)

@@ -11,15 +11,18 @@ import torch
 from fastcert.io import atomic_write_json
 from fastcert.method.analysis import produce
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
 log = logging.getLogger("fastcert.workflow")
 log.setLevel(logging.INFO)
 try:
-    torch.set_num_threads(snakemake.threads)  # noqa: F821
-    document = produce(snakemake.wildcards.producer, snakemake.params.declaration,  # noqa: F821
-                       where=snakemake.params.where)  # noqa: F821
-    atomic_write_json(snakemake.output[0], document)  # noqa: F821
-    log.info("wrote %s: %d rows", snakemake.output[0], len(document["rows"]))  # noqa: F821
+    torch.set_num_threads(snakemake.threads)
+    document = produce(
+        snakemake.wildcards.producer,
+        snakemake.params.declaration,
+        where=snakemake.params.where,
+    )
+    atomic_write_json(snakemake.output[0], document)
+    log.info("wrote %s: %d rows", snakemake.output[0], len(document["rows"]))
 except Exception:
     log.exception("producer failed")
     raise

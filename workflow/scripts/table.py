@@ -11,20 +11,20 @@ import logging
 from fastcert.io import read_json
 from fastcert.reporting.tables import render_target
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")  # noqa: F821
+logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
 log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
 log.setLevel(logging.INFO)
 try:
-    target = read_json(snakemake.input.manifest)["target"]  # noqa: F821
+    target = read_json(snakemake.input.manifest)["target"]
     table = render_target(
         target,
-        paper_path=snakemake.input.paper,  # noqa: F821
-        manifest_path=snakemake.input.manifest,  # noqa: F821
-        tex_path=snakemake.output[0],  # noqa: F821
-        checkpoint=snakemake.config["tables"]["checkpoint"],  # noqa: F821
-        producer_paths=list(snakemake.input.producers),  # noqa: F821
+        paper_path=snakemake.input.paper,
+        manifest_path=snakemake.input.manifest,
+        tex_path=snakemake.output[0],
+        checkpoint=snakemake.config["tables"]["checkpoint"],
+        producer_paths=list(snakemake.input.producers),
     )
-    log.info("wrote %s: %d rows, scale %s, data: %s", snakemake.output[0], len(table.rows), table.scale, table.data)  # noqa: F821
+    log.info("wrote %s: %d rows, scale %s, data: %s", snakemake.output[0], len(table.rows), table.scale, table.data)
 except Exception:
     log.exception("table failed")
     raise

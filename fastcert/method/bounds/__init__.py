@@ -28,6 +28,15 @@ from .fusion import FusedBound, fused_crown_ibp, fused_ibp
 from .plan import Plan, compile_plan, plan_for
 
 __all__ = [
-    "BOUND_METHODS", "BackwardPass", "BoundPass", "FusedBound", "Plan", "bound_pass", "compile_plan",
-    "compute_bounds", "fused_crown_ibp", "fused_ibp", "plan_for",
+    "BOUND_METHODS",
+    "BackwardPass",
+    "BoundPass",
+    "FusedBound",
+    "Plan",
+    "bound_pass",
+    "compile_plan",
+    "compute_bounds",
+    "fused_crown_ibp",
+    "fused_ibp",
+    "plan_for",
 ]

@@ -120,7 +120,9 @@ class BackwardPass:
         return torch.cat(lowers, 1).view((batch,) + shape), torch.cat(uppers, 1).view((batch,) + shape)
 
 
-def refine(model: nn.Module, ibp: BoundPass, x_lower: Tensor, x_upper: Tensor, C: Tensor | None, method: str) -> BoundPass:
+def refine(
+    model: nn.Module, ibp: BoundPass, x_lower: Tensor, x_upper: Tensor, C: Tensor | None, method: str
+) -> BoundPass:
     """Replace the bounds of an IBP traversal by CROWN-IBP or CROWN bounds of the logits / ``C @ logits``.
 
     ``pre_activation`` of the result holds the intermediate bounds used (IBP for CROWN-IBP,
@@ -157,6 +159,8 @@ def _value_shapes(plan: Plan, input_shape: tuple[int, ...]) -> list[tuple[int, .
 def _concretize(A: Tensor, center: Tensor, radius: Tensor, offset: Tensor | None) -> Tensor:
     """``min over the box of Σ A·x + offset = A·center − |A|·radius + offset``, [B, M]."""
     flat = A.flatten(2)
-    value = torch.matmul(flat, center.flatten(1).unsqueeze(-1)) - torch.matmul(flat.abs(), radius.flatten(1).unsqueeze(-1))
+    value = torch.matmul(flat, center.flatten(1).unsqueeze(-1)) - torch.matmul(
+        flat.abs(), radius.flatten(1).unsqueeze(-1)
+    )
     value = value.squeeze(-1)
     return value if offset is None else value + offset

@@ -199,7 +199,9 @@ class ConvOp(Op):
         else:
             output_padding = tuple(
                 size - ((out - 1) * s - 2 * p + d * (k - 1) + 1)
-                for size, out, s, p, d, k in zip(in_shape[1:], A.shape[3:], m.stride, padding, m.dilation, m.kernel_size)
+                for size, out, s, p, d, k in zip(
+                    in_shape[1:], A.shape[3:], m.stride, padding, m.dilation, m.kernel_size
+                )
             )
             A_in = F.conv_transpose2d(flat, m.weight, None, m.stride, padding, output_padding, m.groups, m.dilation)
         offset = None if m.bias is None else torch.matmul(_sum_trailing(A, keep=3), m.bias)
@@ -296,11 +298,22 @@ class BatchNormOp(Op):
         if flow.radius is None:
             scale, shift = self.affine(ctx.clean(flow))
             ctx.bn_affine[self.index] = (scale, shift)
-            return Flow(torch.addcmul(channel_view(shift, flow.stack), flow.stack, channel_view(scale, flow.stack)), None)
+            return Flow(
+                torch.addcmul(channel_view(shift, flow.stack), flow.stack, channel_view(scale, flow.stack)), None
+            )
         batch_stats, momentum = self._mode(ctx.clean(flow))
         stack, radius, scale, shift = interval_batch_norm(
-            flow.stack, flow.radius, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-            ctx.batch, batch_stats, momentum, bn.eps, *self._switches(),
+            flow.stack,
+            flow.radius,
+            bn.weight,
+            bn.bias,
+            bn.running_mean,
+            bn.running_var,
+            ctx.batch,
+            batch_stats,
+            momentum,
+            bn.eps,
+            *self._switches(),
         )
         ctx.bn_affine[self.index] = (scale, shift)
         return Flow(stack, radius)
@@ -358,7 +371,9 @@ class FlattenOp(Op):
 
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         (shape,) = shapes
-        return tuple(torch.empty((1,) + shape, device="meta").flatten(self.module.start_dim, self.module.end_dim).shape[1:])
+        return tuple(
+            torch.empty((1,) + shape, device="meta").flatten(self.module.start_dim, self.module.end_dim).shape[1:]
+        )
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
         """CROWN: coefficients take the input's shape back."""
@@ -398,8 +413,9 @@ class BackwardContext:
     used (an equality for affine ops). A batch dimension of 1 stands for coefficients shared by
     every example (they stay so until the first ReLU, which makes them per example).
     ``bn_affine``: each BatchNorm's ``(scale, shift)`` by op index, taken from the traversal being
-    refined, so that CROWN uses the very statistics of its clean logits. ``relu_bounds``: ``(lower, upper)`` of each ReLU's input by op index (IBP for
-    CROWN-IBP; CROWN bounds for full CROWN). ``shapes``: every plan value's shape without batch.
+    refined, so that CROWN uses the very statistics of its clean logits. ``relu_bounds``:
+    ``(lower, upper)`` of each ReLU's input by op index (IBP for CROWN-IBP; CROWN bounds for full CROWN).
+    ``shapes``: every plan value's shape without batch.
     """
 
     bn_affine: dict[int, tuple[Tensor, Tensor]]

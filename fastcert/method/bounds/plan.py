@@ -21,8 +21,7 @@ from fastcert.method.models import Residual
 from .ops import AddOp, BatchNormOp, ConvOp, FlattenOp, LinearOp, Op, ReluOp
 
 SUPPORTED = (
-    "Linear, Conv2d (zero padding), BatchNorm1d/2d, ReLU, Flatten (batch dim kept), Identity, "
-    "Sequential, Residual"
+    "Linear, Conv2d (zero padding), BatchNorm1d/2d, ReLU, Flatten (batch dim kept), Identity, Sequential, Residual"
 )
 
 _LEAF_OPS: tuple[tuple[type[nn.Module], type[Op]], ...] = (

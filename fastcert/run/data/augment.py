@@ -19,9 +19,7 @@ import torch
 from torch import Tensor
 
 
-def draw_augmentation(
-    n: int, padding: int, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor]:
+def draw_augmentation(n: int, padding: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Draw per-example flips (p=0.5) and crop offsets in ``[0, 2*padding]`` for (row, column).
 
     Returns ``(flip [n] bool, offsets [n, 2] int64)`` on the generator's device (CPU by default).

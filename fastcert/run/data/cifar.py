@@ -72,9 +72,7 @@ def extract(archive: Path, root: Path) -> None:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise DataIntegrityError(
-                f"{archive}: extraction failed ({err}). {_download_hint(root)}."
-            ) from err
+            raise DataIntegrityError(f"{archive}: extraction failed ({err}). {_download_hint(root)}.") from err
         _verify_folder(tmp / folder, root)
         publish(tmp / folder, root / folder)
 
@@ -101,9 +99,7 @@ def _read_batches(folder: Path, names: tuple[str, ...]) -> Split:
             raise DataIntegrityError(f"{folder / name}: not a CIFAR-10 batch ({err})") from err
     x, y = torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
     if len(x) != len(y) or int(y.min()) < 0 or int(y.max()) >= spec.num_classes:
-        raise DataIntegrityError(
-            f"{folder}: {len(x)} images, {len(y)} labels or labels out of range"
-        )
+        raise DataIntegrityError(f"{folder}: {len(x)} images, {len(y)} labels or labels out of range")
     return Split(TensorStore(x), y, spec.mean, spec.std, spec.padding)
 
 

@@ -28,9 +28,9 @@ def known_md5() -> dict[str, str]:
     from torchvision.datasets import CIFAR10, MNIST
 
     return {
-        **{name: md5 for name, md5 in MNIST.resources},
+        **dict(MNIST.resources),
         CIFAR10.filename: CIFAR10.tgz_md5,
-        **{name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list},
+        **dict(CIFAR10.train_list + CIFAR10.test_list),
         CIFAR10.meta["filename"]: CIFAR10.meta["md5"],
         "tiny-imagenet-200.zip": "90528d7ca1a48142e341f4ef8d21d0de",
     }
@@ -64,8 +64,7 @@ def verify_md5(path: Path, fix: str) -> None:
     actual = md5sum(path)
     if actual != expected:
         raise DataIntegrityError(
-            f"{path}: md5 {actual} does not match the expected {expected} "
-            f"(corrupted or truncated download). {fix}"
+            f"{path}: md5 {actual} does not match the expected {expected} (corrupted or truncated download). {fix}"
         )
 
 

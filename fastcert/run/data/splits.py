@@ -44,9 +44,7 @@ class TensorStore:
 
     def __init__(self, images: Tensor) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(
-                f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}"
-            )
+            raise ValueError(f"expected uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
         self.images = images
 
     def __len__(self) -> int:

@@ -47,8 +47,6 @@ def load(spec: DatasetSpec, n_train: int, n_test: int, seed: int) -> tuple[Split
     prototypes = _prototypes(spec, seed)
     splits = []
     for which, n in (("train", n_train), ("test", n_test)):
-        images, labels = _examples(
-            prototypes, n, seeded_generator(seed, f"synthetic-{spec.name}-{which}")
-        )
+        images, labels = _examples(prototypes, n, seeded_generator(seed, f"synthetic-{spec.name}-{which}"))
         splits.append(Split(TensorStore(images), labels, spec.mean, spec.std, spec.padding))
     return splits[0], splits[1]

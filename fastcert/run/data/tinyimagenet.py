@@ -54,9 +54,7 @@ class _ImageFiles(Dataset[Tensor]):
         except OSError as err:
             raise DataIntegrityError(f"{path}: unreadable image ({err})") from err
         if pixels.shape != (self.size, self.size, 3):
-            raise DataIntegrityError(
-                f"{path}: image of shape {pixels.shape}, expected {self.size}x{self.size}"
-            )
+            raise DataIntegrityError(f"{path}: image of shape {pixels.shape}, expected {self.size}x{self.size}")
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
 
 
@@ -119,9 +117,7 @@ def _annotations(folder: Path) -> list[tuple[str, str]]:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         fields = line.split("\t")
         if len(fields) < 2:
-            raise DataIntegrityError(
-                f"{path}:{number}: expected 'file<TAB>wnid<TAB>...', got {line!r}"
-            )
+            raise DataIntegrityError(f"{path}:{number}: expected 'file<TAB>wnid<TAB>...', got {line!r}")
         pairs.append((fields[1], fields[0]))
     return pairs
 
@@ -151,8 +147,7 @@ def samples(folder: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]
         annotated = len(_annotations(folder))
         if annotated != len(test):
             raise DataIntegrityError(
-                f"{folder / 'val'}: {len(test)} images in class folders, "
-                f"val_annotations.txt lists {annotated}"
+                f"{folder / 'val'}: {len(test)} images in class folders, val_annotations.txt lists {annotated}"
             )
     return train, test
 
@@ -174,9 +169,7 @@ def extract(archive: Path, root: Path) -> None:
                 members = [m for m in zipped.namelist() if not m.startswith(f"{FOLDER}/test/")]
                 zipped.extractall(tmp, members)
         except (zipfile.BadZipFile, OSError, EOFError) as err:
-            raise DataIntegrityError(
-                f"{archive}: extraction failed ({err}). {_download_hint(root)}."
-            ) from err
+            raise DataIntegrityError(f"{archive}: extraction failed ({err}). {_download_hint(root)}.") from err
         sort_val(tmp / FOLDER)
         samples(tmp / FOLDER)
         publish(tmp / FOLDER, root / FOLDER)
