@@ -18,14 +18,17 @@ Layout (for extending with CROWN-IBP / CROWN / loss fusion):
 * :mod:`.plan` — compiles a model into a flat list of ops with their input indices, cached per
   model; unsupported modules raise ``TypeError`` with their path.
 * :mod:`.engine` — the traversal, :func:`bound_pass` and :func:`compute_bounds`.
+* :mod:`.result` — :class:`BoundPass`, what a traversal returns (the engine and the backward passes
+  both use it; neither imports the other for it).
 * :mod:`.crown` — backward (CROWN) passes over an IBP traversal: CROWN-IBP, full CROWN.
 * :mod:`.fusion` — loss fusion: one backward pass bounds ``Σ_j exp(z_j − z_y)``.
 """
 
 from .crown import BackwardPass
-from .engine import BOUND_METHODS, BoundPass, bound_pass, compute_bounds
+from .engine import BOUND_METHODS, bound_pass, compute_bounds
 from .fusion import FusedBound, fused_crown_ibp, fused_ibp
 from .plan import Plan, compile_plan, plan_for
+from .result import BoundPass
 
 __all__ = [
     "BOUND_METHODS",

@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .ops import BackwardContext, Bounds, PassContext, ReluOp
 from .plan import Plan, plan_for
-
-if TYPE_CHECKING:
-    from .engine import BoundPass
+from .result import BoundPass
 
 REFINED_METHODS = ("crown-ibp", "crown")
 # Largest coefficient tensor (elements) one chunk of intermediate CROWN bounds may create: 64 MiB

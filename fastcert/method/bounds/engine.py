@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor, nn
 
 from .crown import refine
-from .ops import Bounds, Flow, LinearOp, PassContext, cpu_channels_last
+from .ops import Flow, LinearOp, PassContext, cpu_channels_last
 from .plan import plan_for
+from .result import BoundPass
 
 BOUND_METHODS = ("ibp", "crown-ibp", "crown")
-
-
-@dataclass
-class BoundPass:
-    """Result of :func:`bound_pass`.
-
-    ``clean``: logits [B, K] of the clean batch (train-mode BN used and updated its batch
-    statistics here). ``lower``/``upper``: bounds of the logits [B, K], or of ``C @ logits``
-    [B, M] when a spec matrix was given. ``pre_activation``: ``(lower, upper)`` of every ReLU
-    input in forward order (for the regularizers and ReLU statistics). ``context``: the traversal's
-    state (BN maps, ReLU input bounds) that a CROWN backward pass refines (:mod:`.crown`).
-    """
-
-    clean: Tensor
-    lower: Tensor
-    upper: Tensor
-    pre_activation: list[Bounds]
-    context: PassContext | None = field(default=None, repr=False)
 
 
 def bound_pass(
