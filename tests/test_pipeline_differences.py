@@ -7,24 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from workflow_builders import EXPERIMENTS, PAPER
 
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import expand_targets, manifest_document
 from fastcert.pipeline.scales import scale_root
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = yaml.safe_load((REPO / "config" / "experiments.yaml").read_text())
-PAPER = {
-    "description": "paper",
-    "max_repeats": None,
-    "threads": 4,
-    "width": 1.0,
-    "schedule_factor": 1.0,
-    "time_factor": 1.0,
-    "spec": {},
-    "datasets": {},
-}
 
 
 def specs(target: str, variants: tuple[str, ...] = (), **key: Any) -> list[dict[str, Any]]:

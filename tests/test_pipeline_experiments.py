@@ -12,23 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
+from workflow_builders import EXPERIMENTS, PAPER
 
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import expand_targets, manifest_document, run_id
 from fastcert.run.spec import validate as validate_spec
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = yaml.safe_load((REPO / "config" / "experiments.yaml").read_text())
-PAPER = {
-    "description": "paper",
-    "max_repeats": None,
-    "threads": 4,
-    "width": 1.0,
-    "schedule_factor": 1.0,
-    "time_factor": 1.0,
-    "spec": {},
-    "datasets": {},
-}
 ONE_REPEAT_SMALL = {
     **PAPER,
     "description": "small",

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PATHS = ("Snakefile", "workflow", "config")
 
@@ -39,3 +41,17 @@ def snakemake(workdir: Path, *args: str, hang_guard_s: float = 1200) -> subproce
         text=True,
         timeout=hang_guard_s,
     )
+
+
+# config/experiments.yaml as read, and the paper scale as the scales schema fills it: the engine's inputs
+EXPERIMENTS = yaml.safe_load((REPO / "config" / "experiments.yaml").read_text())
+PAPER = {
+    "description": "paper",
+    "max_repeats": None,
+    "threads": 4,
+    "width": 1.0,
+    "schedule_factor": 1.0,
+    "time_factor": 1.0,
+    "spec": {},
+    "datasets": {},
+}
