@@ -165,7 +165,8 @@ def test_spec_validation_does_not_import_torch() -> None:
 
 
 def test_every_dataset_of_the_catalog_has_a_loader_and_sources() -> None:
-    from fastcert.run.data import DATASETS, SOURCES, loading
+    from fastcert.datasets import DATASETS, SOURCES
+    from fastcert.run.data import loading
 
     assert set(SOURCES) == set(loading._LOADERS) == set(DATASETS)
     assert all("auto" in sources and "synthetic" in sources for sources in SOURCES.values())
