@@ -3,7 +3,7 @@ producers' documents (numbers computed without training, ``results/producers/<na
 
 Why a module of its own: tables, figures and the report all start from the same manifest
 (``results/manifests/<target>.json``, written by the workflow) and the same run outputs
-(``result.json``, ``metrics.jsonl``; schema in docs/architecture.md "Run outputs"). Reading them in
+(``result.json``, ``metrics.jsonl``, read by :mod:`fastcert.records`, which owns their format). Reading them in
 one place means a run that is missing, diverged or interrupted is classified the same way everywhere,
 and a malformed file fails with a message naming the file and the key.
 """
