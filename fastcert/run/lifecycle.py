@@ -475,7 +475,7 @@ def _read_json_object(path: Path, advice: str) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
         problem = f"{path}: damaged (a JSON {type(value).__name__}, not an object)"
-    raise DamagedFileError(problem + (f"; {advice}" if advice else ""))
+    raise DamagedFileError(f"{problem}; {advice}")
 
 
 class _StopFlag:
