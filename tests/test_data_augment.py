@@ -9,8 +9,8 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from fastcert.run.data import load_dataset
 from fastcert.run.data.augment import draw_augmentation, flip_crop, normalize
+from fastcert.run.data.loading import load_dataset
 
 
 def reference(image: torch.Tensor, flip: bool, top: int, left: int, padding: int) -> torch.Tensor:

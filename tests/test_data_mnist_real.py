@@ -8,8 +8,10 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from fastcert.run.data import DatasetMissingError, Split, load_dataset, mnist
-from fastcert.run.data.integrity import md5sum
+from fastcert.run.data import mnist
+from fastcert.run.data.integrity import DatasetMissingError, md5sum
+from fastcert.run.data.loading import load_dataset
+from fastcert.run.data.splits import Split
 
 # Class counts of the original MNIST files (LeCun et al.), train and test.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

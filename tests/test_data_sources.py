@@ -22,7 +22,9 @@ from data_builders import (
 )
 from torchvision.datasets import mnist as tv_mnist
 
-from fastcert.run.data import DataIntegrityError, DatasetMissingError, integrity, load_dataset, mnist
+from fastcert.run.data import integrity, mnist
+from fastcert.run.data.integrity import DataIntegrityError, DatasetMissingError
+from fastcert.run.data.loading import load_dataset
 from fastcert.run.data.splits import Split
 
 

@@ -9,7 +9,8 @@ import torch
 from data_builders import write_mnist_raw
 
 from fastcert.datasets import DATASETS
-from fastcert.run.data import integrity, load_dataset
+from fastcert.run.data import integrity
+from fastcert.run.data.loading import load_dataset
 from fastcert.run.data.splits import Split, TensorStore, balanced_subset
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from fastcert.method import precision
 from fastcert.method.precision import certification, float32_precision, tf32_in_use
-from fastcert.run.data import load_dataset
+from fastcert.run.data.loading import load_dataset
 from fastcert.run.training import TrainConfig, train
 from fastcert.run.verify import verify
 

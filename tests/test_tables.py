@@ -34,7 +34,7 @@ from fastcert.reporting.tables import (
     paper_rows,
     render_target,
 )
-from fastcert.run.data import load_dataset
+from fastcert.run.data.loading import load_dataset
 from fastcert.run.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

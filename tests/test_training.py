@@ -21,7 +21,7 @@ from fastcert.method.perturbation import input_box
 from fastcert.method.regularizers import log_tightness_ratio
 from fastcert.method.schedule import SmoothedSchedule
 from fastcert.run import training
-from fastcert.run.data import load_dataset
+from fastcert.run.data.loading import load_dataset
 from fastcert.run.training import (
     BatchBounds,
     Diverged,

@@ -12,7 +12,7 @@ from torch import nn
 from fastcert.method.bounds import BOUND_METHODS, bound_pass
 from fastcert.method.losses import certified, spec_matrix
 from fastcert.method.perturbation import input_box
-from fastcert.run.data import load_dataset
+from fastcert.run.data.loading import load_dataset
 from fastcert.run.verify import verify
 
 

@@ -84,8 +84,8 @@ from fastcert.records import (
     read_metrics,
     read_result,
 )
-from fastcert.run.data import Split, load_dataset
-from fastcert.run.data.splits import seeded_generator
+from fastcert.run.data.loading import load_dataset
+from fastcert.run.data.splits import Split, seeded_generator
 from fastcert.run.exits import (
     EXIT_CODES_HELP,
     EXIT_COMPLETED,

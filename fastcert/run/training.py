@@ -60,7 +60,7 @@ from fastcert.method.schedule import (
     regularizer_active,
 )
 from fastcert.records import EpochSummary, Phase, epoch_summary
-from fastcert.run.data import Split
+from fastcert.run.data.splits import Split
 
 NATURAL_BOUND_EPS = 1e-6  # authors' --min-eps-reg: bounds for the regularizers in ε = 0 batches
 LR_DECAY = 0.2

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from fastcert.datasets import DatasetInfo
-    from fastcert.run.data import Split
+    from fastcert.run.data.splits import Split
 
 DEFAULT_BATCH = {"ibp": 256, "crown-ibp": 64, "crown": 8}
 
