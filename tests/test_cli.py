@@ -128,12 +128,35 @@ def test_verify_with_tighter_bounds_verifies_at_least_what_ibp_verifies(
 ) -> None:
     checkpoint = str(trained / "checkpoint_last.pt")
     errors = {}
-    for name in ("ibp", method):
+    for name in ("ibp", method):  # --method: the old name of --verifier
         assert main(["verify", "--checkpoint", checkpoint, "--method", name, "--test-size", "4", "--eps", "0.002"]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["method"] == name and result["n"] == 4
+        assert list(result["verifiers"]) == [name] and result["n"] == 4
         errors[name] = result["verified_err"]
     assert errors[method] <= errors["ibp"]
+
+
+def test_verify_cascade_reports_each_verifier_and_resumes_from_its_shards(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = str(trained / "checkpoint_best.pt")
+    target = tmp_path / "cascade.json"
+    args = ["verify", "--checkpoint", checkpoint, "--verifier", "crown-ibp,ibp", "--eps", "0.02"]
+    assert main([*args, "--out", str(target), "--shard-size", "16"]) == 0
+    written = json.loads(target.read_text())
+    shards = sorted(path.name for path in (tmp_path / "cascade.json.shards").iterdir())
+    assert shards == ["shard-00000.json", "shard-00001.json", "shard-00002.json"]  # 40 examples
+    ibp, crown_ibp = written["verifiers"]["ibp"], written["verifiers"]["crown-ibp"]
+    assert ibp["tried"] == 40 and crown_ibp["tried"] == 40 - ibp["certified"] - round(written["standard_err"] * 40)
+    assert written["verified_err"] == crown_ibp["verified_err"] <= ibp["verified_err"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(target), "--shard-size", "16"]) == 0  # every shard read back
+    again = json.loads(target.read_text())
+    assert again["verifiers"] == written["verifiers"]  # the stored seconds too: nothing recomputed
+    assert main([*args, "--out", str(target), "--shard-size", "8"]) == 2
+    assert "holds a shard of another verification" in capsys.readouterr().err
+    assert main([*args[:-3], "ibp,alpha-crown"]) == 2
+    assert "--verifier: unknown verifier 'alpha-crown'" in capsys.readouterr().err
 
 
 def test_verify_on_a_test_subset(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,8 +12,9 @@ from torch import nn
 from fastcert.method.bounds import BOUND_METHODS, bound_pass
 from fastcert.method.losses import certified, spec_matrix
 from fastcert.method.perturbation import input_box
+from fastcert.run import verify as verify_module
 from fastcert.run.data import load_dataset
-from fastcert.run.verify import verify
+from fastcert.run.verify import ShardError, verify
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def _by_hand(model: nn.Module, test, info, eps: float, method: str) -> tuple[flo
     with torch.no_grad():
         for x, y in test.batches(40, shuffle=False, augment=False):
             x_lower, x_upper = input_box(x, eps, info.mean, info.std)
-            result = bound_pass(frozen, x, x_lower, x_upper, C=spec_matrix(y, 10), method=method)
+            result = bound_pass(frozen, x, x_lower, x_upper, C=spec_matrix(y, 10), method=method, intersect_ibp=True)
             wrong += int((result.clean.argmax(1) != y).sum())
             unverified += int((~certified(result.lower)).sum())
     return wrong / len(test), unverified / len(test)
@@ -57,7 +58,8 @@ def test_verify_counts_every_example(setup, method: str) -> None:  # type: ignor
     eps = 0.002
     got = verify(model, test, info, eps, method, batch_size=16)
     standard, verified = _by_hand(model, test, info, eps, method)
-    assert got == {"standard_err": standard, "verified_err": verified, "n": 40}
+    assert (got["standard_err"], got["verified_err"], got["n"]) == (standard, verified, 40)
+    assert got["verifiers"][method]["tried"] == 40 and got["verifiers"][method]["verified_err"] == verified
     assert 0 < got["verified_err"] < 1, "the check needs some verified and some unverified examples"
     assert got["verified_err"] >= got["standard_err"]
 
@@ -66,6 +68,8 @@ def test_verify_is_batch_independent_and_leaves_the_model_alone(setup) -> None: 
     model, test, info = setup
     before = copy.deepcopy(model.state_dict())
     results = [verify(model, test, info, 0.002, "crown-ibp", batch_size=size) for size in (7, 40)]
+    for result in results:
+        result["verifiers"]["crown-ibp"]["seconds"] = 0.0
     assert results[0] == results[1]
     assert model.training
     for key, value in model.state_dict().items():
@@ -83,5 +87,63 @@ def test_tighter_methods_verify_more_and_eps_zero_verifies_the_correct(setup) ->
 
 def test_verify_rejects_an_unknown_method(setup) -> None:  # type: ignore[no-untyped-def]
     model, test, info = setup
-    with pytest.raises(ValueError, match="unknown verification method 'alpha-crown'"):
+    with pytest.raises(ValueError, match="unknown verifier 'alpha-crown'"):
         verify(model, test, info, 0.01, "alpha-crown")
+
+
+def _certified_by_hand(model: nn.Module, test, info, eps: float, method: str) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    frozen = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        ((x, y),) = test.batches(40, shuffle=False, augment=False)
+        x_lower, x_upper = input_box(x, eps, info.mean, info.std)
+        result = bound_pass(frozen, x, x_lower, x_upper, C=spec_matrix(y, 10), method=method, intersect_ibp=True)
+        return certified(result.lower)
+
+
+def test_the_cascade_certifies_what_any_verifier_certifies(setup) -> None:  # type: ignore[no-untyped-def]
+    """Cheapest first, each verifier on the examples still uncertified; the last stage is "any"."""
+    model, test, info = setup
+    eps = 0.004
+    by_hand = {method: _certified_by_hand(model, test, info, eps, method) for method in BOUND_METHODS}
+    got = verify(model, test, info, eps, "crown,ibp,crown-ibp", batch_size=16)  # order given: irrelevant
+    assert list(got["verifiers"]) == ["ibp", "crown-ibp", "crown"]
+    ibp, crown_ibp, crown = (got["verifiers"][name] for name in ("ibp", "crown-ibp", "crown"))
+    wrong = round(got["standard_err"] * 40)
+    assert ibp["tried"] == 40 and ibp["certified"] == int(by_hand["ibp"].sum())
+    assert crown_ibp["tried"] == 40 - wrong - ibp["certified"]  # misclassified ones are never tried again
+    any_certified = by_hand["ibp"] | by_hand["crown-ibp"] | by_hand["crown"]
+    assert got["verified_err"] == crown["verified_err"] == 1 - int(any_certified.sum()) / 40
+    assert crown_ibp["verified_err"] == 1 - int((by_hand["ibp"] | by_hand["crown-ibp"]).sum()) / 40
+    assert ibp["verified_err"] >= crown_ibp["verified_err"] >= crown["verified_err"]
+    assert crown["verified_err"] < ibp["verified_err"], "the check needs the later verifiers to add something"
+
+
+def test_sharded_verification_resumes_without_redoing_finished_shards(  # type: ignore[no-untyped-def]
+    setup, tmp_path, monkeypatch
+) -> None:
+    model, test, info = setup
+    shards = tmp_path / "shards"
+    whole = verify(model, test, info, 0.004, "ibp,crown-ibp")
+    first = verify(model, test, info, 0.004, "ibp,crown-ibp", shard_dir=shards, shard_size=15, shard_key={"run": "a"})
+    assert sorted(path.name for path in shards.iterdir()) == [f"shard-0000{i}.json" for i in range(3)]
+    for result in (whole, first):
+        for stage in result["verifiers"].values():
+            stage["seconds"] = 0.0
+    assert first == whole
+    (shards / "shard-00001.json").unlink()  # as if killed while verifying the second shard
+    calls = []
+    real = verify_module._verify_examples
+
+    def counting(model, split, *args):  # type: ignore[no-untyped-def]
+        calls.append(len(split))
+        return real(model, split, *args)
+
+    monkeypatch.setattr(verify_module, "_verify_examples", counting)
+    again = verify(model, test, info, 0.004, "ibp,crown-ibp", shard_dir=shards, shard_size=15, shard_key={"run": "a"})
+    assert calls == [15]  # only the missing shard
+    assert (again["standard_err"], again["verified_err"]) == (whole["standard_err"], whole["verified_err"])
+    with pytest.raises(ShardError, match="another verification"):
+        verify(model, test, info, 0.01, "ibp,crown-ibp", shard_dir=shards, shard_size=15, shard_key={"run": "a"})
+    (shards / "shard-00002.json").write_text("{not json")
+    with pytest.raises(ShardError, match=r"shard-00002\.json: not a readable verification shard"):
+        verify(model, test, info, 0.004, "ibp,crown-ibp", shard_dir=shards, shard_size=15, shard_key={"run": "a"})
