@@ -1,6 +1,9 @@
 """CROWN and CROWN-IBP intersected with IBP (``intersect_ibp=True``, what ``fastcert verify`` uses):
-sound (sampling and PGD on every model family), never looser than IBP at any ReLU input or margin,
-so every example IBP certifies stays certified, and per example independent of the rest of the batch.
+sound (sampling and PGD on every model family; Wide-ResNet and ResNeXt in the slow suite), never
+looser than IBP at any ReLU input or margin, so every example IBP certifies stays certified, and per
+example independent of the rest of the batch. (Not asserted: being at least as tight as plain
+CROWN; tighter intermediate bounds change the adaptive ReLU slopes, which usually but not always
+tightens the final bound.)
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from soundness import (
     randomize_bn,
     single_thread,  # noqa: F401  (the harness's autouse fixture, here too)
 )
-from test_crown_soundness import _mixed_net
+from test_crown_soundness import SLOW, _mixed_net
 from torch import nn
 
 from fastcert.method.bounds import bound_pass
@@ -51,7 +54,10 @@ def test_mixed_network_is_sound_and_tighter_than_ibp(mode: str, method: str) -> 
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
-@pytest.mark.parametrize(("name", "dataset"), FAMILIES)
+@pytest.mark.parametrize(
+    ("name", "dataset"),
+    [pytest.param(name, dataset, marks=() if name == "cnn7" else SLOW) for name, dataset in FAMILIES],
+)
 def test_model_bounds_are_sound(name: str, dataset: str, mode: str) -> None:
     """Full CROWN intersected with IBP on CNN-7, Wide-ResNet and ResNeXt (float32, margins)."""
     torch.manual_seed(0)
@@ -76,20 +82,19 @@ def _ibp_trained_like(name: str, dataset: str, seed: int) -> nn.Module:
 def test_never_looser_than_ibp_and_certifies_a_superset(name: str, dataset: str, method: str) -> None:
     model = _ibp_trained_like(name, dataset, seed=7)
     channels, size = (1, 28) if dataset == "mnist" else (3, 32)
-    labels = torch.tensor([0, 1, 2, 3, 4, 5])
-    x, x_lower, x_upper = random_box((len(labels), channels, size, size), 0.01, seed=8, dtype=torch.float32)
+    x = torch.randn((4, channels, size, size), generator=torch.Generator().manual_seed(8))
+    radius = torch.tensor([1e-4, 1e-3, 3e-3, 1e-2]).view(4, 1, 1, 1)  # IBP certifies the narrow boxes only
+    x_lower, x_upper = x - radius, x + radius
     with torch.no_grad():
         labels = model(x).argmax(1)  # margins around the clean prediction: some certifiable
         C = spec_matrix(labels, 10, dtype=torch.float32)
         ibp = bound_pass(model, x, x_lower, x_upper, C=C)
-        plain = bound_pass(model, x, x_lower, x_upper, C=C, method=method)
         tight = bound_pass(model, x, x_lower, x_upper, C=C, method=method, intersect_ibp=True)
     assert (tight.lower >= ibp.lower).all() and (tight.upper <= ibp.upper).all()
-    assert (tight.lower >= plain.lower).all()
     for (lower, upper), (ibp_lower, ibp_upper) in zip(tight.pre_activation, ibp.pre_activation):
         assert (lower >= ibp_lower).all() and (upper <= ibp_upper).all()
+    assert certified(ibp.lower).any() and not certified(ibp.lower).all(), "the check needs both kinds"
     assert (certified(tight.lower) >= certified(ibp.lower)).all()
-    assert (certified(tight.lower) >= certified(plain.lower)).all()
     assert (tight.lower > ibp.lower).any()  # CROWN adds something where IBP is loose
 
 
