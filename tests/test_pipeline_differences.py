@@ -112,8 +112,8 @@ def test_manifests_name_the_differences_of_their_target_and_which_choice_ran() -
         {"name": "figure6-bn", "setting": EXPERIMENTS["differences"]["figure6-bn"]["setting"], "variant": True}
     ]
     table2 = manifest_document(expansion, "table2", "paper", PAPER)["differences"]
-    assert [(d["name"], d["variant"]) for d in table2] == [("tinyimagenet-recipe", False)]
-    assert "differences" not in manifest_document(expansion, "table3", "paper", PAPER)
+    assert [(d["name"], d["variant"]) for d in table2] == [("l-std", False), ("tinyimagenet-recipe", False)]
+    assert "differences" not in manifest_document(expansion, "table5", "paper", PAPER)
 
 
 def test_every_difference_names_existing_targets() -> None:
@@ -128,3 +128,16 @@ def test_variants_have_their_own_output_folders() -> None:
         scale_root("reports", "smoke", ["figure6-bn", "table9-mnist-epochs"])
         == "reports/smoke+figure6-bn+table9-mnist-epochs"
     )
+
+
+def test_ours_trains_without_l_std_and_the_camera_ready_default_is_a_variant() -> None:
+    """Issue 22 §3: L_tightness + L_relu (the code tied to the printed numbers, and Eq. 10); the
+    camera-ready commit's default, L_std on too, is the variant `l-std`, for every Ours row that uses
+    the two regularizers and for no other row."""
+    assert {tuple(s["regularizers"]) for s in specs("table1", method="Ours")} == {("tightness", "relu")}
+    varied = specs("table1", ("l-std",), method="Ours")
+    assert {tuple(s["regularizers"]) for s in varied} == {("tightness", "relu", "std")}
+    plain_rows = {tuple(s["regularizers"]) for s in specs("table4")}
+    varied_rows = {tuple(s["regularizers"]) for s in specs("table4", ("l-std",))}
+    assert varied_rows == (plain_rows - {("tightness", "relu")}) | {("tightness", "relu", "std")}
+    assert {tuple(s["regularizers"]) for s in specs("table1", ("l-std",), method="Vanilla IBP")} == {()}
