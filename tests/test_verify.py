@@ -147,3 +147,25 @@ def test_sharded_verification_resumes_without_redoing_finished_shards(  # type: 
     (shards / "shard-00002.json").write_text("{not json")
     with pytest.raises(ShardError, match=r"shard-00002\.json: not a readable verification shard"):
         verify(model, test, info, 0.004, "ibp,crown-ibp", shard_dir=shards, shard_size=15, shard_key={"run": "a"})
+
+
+def test_verification_sizes_follow_the_free_gpu_memory_and_keep_the_cpu_defaults(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 24 item 4: fake free-memory numbers (no GPU needed); a CPU verification never asks CUDA."""
+    from fastcert.method.bounds.crown import CHUNK_ELEMENTS
+    from fastcert.run.verify import DEFAULT_BATCH, verification_sizes
+
+    assert verification_sizes(torch.device("cpu")) == (DEFAULT_BATCH, None)
+    small = verification_sizes(torch.device("cuda"), free_bytes=2**30)  # little free memory: CPU sizes
+    assert small.batch == DEFAULT_BATCH and small.chunk_elements == CHUNK_ELEMENTS
+    h100 = verification_sizes(torch.device("cuda:0"), free_bytes=78 * 2**30)
+    assert h100.batch == {name: size * 39 for name, size in DEFAULT_BATCH.items()}
+    assert h100.chunk_elements == 39 * 2**30 // 32 > CHUNK_ELEMENTS
+    huge = verification_sizes(torch.device("cuda"), free_bytes=1024 * 2**30)
+    assert huge.batch["ibp"] == 64 * DEFAULT_BATCH["ibp"]  # capped
+
+    def no_cuda(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a CPU verification asked CUDA for its memory")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_cuda)
+    model, test, info = setup
+    assert verify(model, test, info, 0.002, "ibp")["n"] == 40

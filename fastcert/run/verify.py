@@ -31,15 +31,22 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor, nn
 
     from fastcert.run.data import DatasetInfo, Split
 
 VERIFIERS = ("ibp", "crown-ibp", "crown")  # cheapest first: the cascade's order
 DEFAULT_BATCH = {"ibp": 256, "crown-ibp": 64, "crown": 8}  # examples per bound pass on a CPU
+# On a GPU: every GiB of free memory (half of it kept for temporaries and other processes) takes the
+# CPU batches once more, up to MAX_BATCH_SCALE times; CROWN's chunks take that half at ~8 live
+# float32 tensors of a chunk's size (the coefficients, their ReLU relaxation's temporaries).
+GPU_BYTES_PER_BATCH_SET = 2**30
+MAX_BATCH_SCALE = 64
+CHUNK_LIVE_TENSORS = 8
 DEFAULT_SHARD_SIZE = 1000
 
 
@@ -75,6 +82,30 @@ def parse_verifiers(names: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(name for name in VERIFIERS if name in listed)
 
 
+class Sizes(NamedTuple):
+    """Examples per bound pass of each verifier, and CROWN's chunk (None: the engine's CPU default)."""
+
+    batch: dict[str, int]
+    chunk_elements: int | None
+
+
+def verification_sizes(device: torch.device, free_bytes: int | None = None) -> Sizes:
+    """Batch sizes and CROWN chunks for ``device``: today's CPU sizes on a CPU (CUDA is not touched),
+    sizes that grow with the free memory on a GPU (``free_bytes``: measured when not given)."""
+    if device.type != "cuda":
+        return Sizes(dict(DEFAULT_BATCH), None)
+    if free_bytes is None:
+        import torch
+
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    from fastcert.method.bounds.crown import CHUNK_ELEMENTS
+
+    budget = free_bytes // 2
+    scale = min(MAX_BATCH_SCALE, max(1, budget // GPU_BYTES_PER_BATCH_SET))
+    chunk = max(CHUNK_ELEMENTS, budget // (4 * CHUNK_LIVE_TENSORS))
+    return Sizes({name: size * scale for name, size in DEFAULT_BATCH.items()}, chunk)
+
+
 def verify(
     model: nn.Module,
     split: Split,
@@ -101,7 +132,8 @@ def verify(
         raise ValueError("cannot verify on an empty split")
     if shard_size < 1:
         raise ValueError(f"shard size must be >= 1, got {shard_size}")
-    sizes = {name: batch_size or DEFAULT_BATCH[name] for name in order}
+    device_sizes = verification_sizes(split.device)
+    sizes = {name: batch_size or device_sizes.batch[name] for name in order}
     key = {"verifiers": list(order), "eps": eps, "n": len(split), "shard_size": shard_size, **(shard_key or {})}
     was_training = model.training
     model.eval()
@@ -113,7 +145,8 @@ def verify(
                 counts = _read_shard(path, key)
                 if counts is None:
                     rows = torch.arange(begin, min(begin + shard_size, len(split)))
-                    counts = _verify_examples(model, split.subset(rows), info, eps, order, sizes)
+                    subset = split.subset(rows)
+                    counts = _verify_examples(model, subset, info, eps, order, sizes, device_sizes.chunk_elements)
                     if path is not None:
                         _write_shard(path, key, counts)
                 _add(totals, counts)
@@ -123,7 +156,13 @@ def verify(
 
 
 def _verify_examples(
-    model: nn.Module, split: Split, info: DatasetInfo, eps: float, order: tuple[str, ...], sizes: dict[str, int]
+    model: nn.Module,
+    split: Split,
+    info: DatasetInfo,
+    eps: float,
+    order: tuple[str, ...],
+    sizes: dict[str, int],
+    chunk_elements: int | None,
 ) -> dict[str, Any]:
     """Counts of one shard: examples, misclassified, and per verifier tried/certified/seconds."""
     import torch
@@ -143,7 +182,8 @@ def _verify_examples(
             start = time.perf_counter()
             todo = (~(done | hopeless)).nonzero().flatten()
             for rows in todo.split(sizes[name]) if len(todo) else ():  # split() of nothing gives one empty part
-                lower, clean = _certify(model, x[rows], x_lower[rows], x_upper[rows], C[rows], name)
+                box = x[rows], x_lower[rows], x_upper[rows]
+                lower, clean = _certify(model, *box, C[rows], name, chunk_elements)
                 done[rows] |= lower
                 if stage == 0:
                     hopeless[rows] = clean != y[rows]
@@ -157,13 +197,13 @@ def _verify_examples(
 
 
 def _certify(
-    model: nn.Module, x: Tensor, x_lower: Tensor, x_upper: Tensor, C: Tensor, name: str
+    model: nn.Module, x: Tensor, x_lower: Tensor, x_upper: Tensor, C: Tensor, name: str, chunk_elements: int | None
 ) -> tuple[Tensor, Tensor]:
     """Certified mask and clean prediction of one batch under verifier ``name`` (IBP-intersected)."""
     from fastcert.method.bounds import bound_pass
     from fastcert.method.losses import certified
 
-    result = bound_pass(model, x, x_lower, x_upper, C=C, method=name, intersect_ibp=True)
+    result = bound_pass(model, x, x_lower, x_upper, C=C, method=name, intersect_ibp=True, chunk_elements=chunk_elements)
     return certified(result.lower), result.clean.argmax(1)
 
 

@@ -158,6 +158,7 @@ def refine(
     C: Tensor | None,
     method: str,
     intersect_ibp: bool = False,
+    chunk_elements: int | None = None,
 ) -> BoundPass:
     """Replace the bounds of an IBP traversal by CROWN-IBP or CROWN bounds of the logits / ``C @ logits``.
 
@@ -172,7 +173,7 @@ def refine(
         raise ValueError("refine needs the PassContext of an IBP bound_pass (BoundPass.context is None)")
     backward = BackwardPass(model, ibp.context, x_lower, x_upper)
     if method == "crown":
-        backward.tighten_intermediate(intersect_ibp=intersect_ibp)
+        backward.tighten_intermediate(chunk_elements, intersect_ibp)
     A = _output_identity(ibp.clean) if C is None else C.to(ibp.clean.dtype)
     lower, upper = backward.bounds(A)
     if intersect_ibp:

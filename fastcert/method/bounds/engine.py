@@ -21,6 +21,7 @@ def bound_pass(
     C: Tensor | None = None,
     method: str = "ibp",
     intersect_ibp: bool = False,
+    chunk_elements: int | None = None,
 ) -> BoundPass:
     """Clean forward and bounds over the box ``[x_lower, x_upper]`` in one traversal.
 
@@ -30,11 +31,12 @@ def bound_pass(
     folded into the last Linear layer when the model ends with one (tighter than applying it to
     logit intervals). ``intersect_ibp`` (CROWN-IBP, CROWN): bounds never looser than IBP's, CROWN
     run only where IBP leaves neurons unstable (:mod:`.crown`); off, CROWN is auto_LiRPA's.
+    ``chunk_elements``: CROWN's chunk size (:meth:`.crown.BackwardPass.tighten_intermediate`).
     """
     _check_method(method)
     if method != "ibp":  # CROWN-IBP / CROWN: one IBP traversal, then backward passes over it
         ibp = bound_pass(model, x, x_lower, x_upper, C=C)
-        return refine(model, ibp, x_lower, x_upper, C, method, intersect_ibp=intersect_ibp)
+        return refine(model, ibp, x_lower, x_upper, C, method, intersect_ibp, chunk_elements)
     _check_inputs(x, x_lower, x_upper, C)
     plan = plan_for(model)
     flow, stacked = _input_flow(x, x_lower, x_upper)
