@@ -145,3 +145,22 @@ def test_scales_file_without_cost_is_named(tmp_path):
         build_report(
             **_inputs(tmp_path), paper_path=PAPER_PATH, output=tmp_path / "r.pdf", root=tmp_path, scales_path=scales
         )
+
+
+def test_checkpoint_gap_measures_best_against_last_over_distinct_completed_runs(tmp_path):
+    """Issue 22 §3: the report states how far the test-set-chosen best checkpoint lies from the last."""
+    from fastcert.reporting.report import checkpoint_gap
+
+    write_run(tmp_path / "runs/a", verified=0.70, last=(0.5, 0.73))
+    write_run(tmp_path / "runs/b", verified=0.60, last=(0.5, 0.61))
+    write_run(tmp_path / "runs/c", status="diverged", verified=0.1, last=(0.5, 0.9))
+    key = {"dataset": "CIFAR-10", "schedule_total": 160, "schedule_phases": [1, 80, 79], "model": "CNN-7"}
+    entries = [
+        ({**key, "method": m}, f"runs/{r}") for m, r in (("Ours", "a"), ("Vanilla IBP", "b"), ("CROWN-IBP", "c"))
+    ]
+    manifest = load_manifest(write_manifest(tmp_path / "m/table1.json", "table1", entries), tmp_path)
+    twice = load_manifest(write_manifest(tmp_path / "m/table7.json", "table7", entries[:1]), tmp_path)
+    gap = checkpoint_gap([manifest, twice])
+    assert gap is not None and gap.runs == 2  # run a counted once, the diverged run c not at all
+    assert gap.mean == pytest.approx(2.0) and gap.largest == pytest.approx(3.0)
+    assert checkpoint_gap([]) is None

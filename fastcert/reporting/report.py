@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -131,6 +131,28 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
     return dict(sorted(named.items(), key=lambda item: _number(item[0])))
 
 
+class CheckpointGap(NamedTuple):
+    """How far the best checkpoint's verified error lies from the last one's, percentage points."""
+
+    runs: int
+    mean: float
+    largest: float
+
+
+def checkpoint_gap(manifests: Sequence[Manifest]) -> CheckpointGap | None:
+    """|best − last| verified error over the distinct completed runs of ``manifests`` (None if none):
+    the best checkpoint is chosen on the test set, so this is how much that choice can flatter."""
+    gaps = {}
+    for manifest in manifests:
+        for run in manifest.runs:
+            if run.usable and run.result is not None and run.result.get("best") and run.result.get("last"):
+                best, last = run.result["best"]["verified_err"], run.result["last"]["verified_err"]
+                gaps[run.run_dir] = 100 * abs(best - last)
+    if not gaps:
+        return None
+    return CheckpointGap(len(gaps), sum(gaps.values()) / len(gaps), max(gaps.values()))
+
+
 def build_report(
     *,
     tables: list[str | os.PathLike],
@@ -185,6 +207,7 @@ def build_report(
         tables=[{"name": n, "number": _number(n)} for n in table_files],
         figures=figure_entries,
         checkpoint=checkpoint,
+        checkpoint_gap=checkpoint_gap(list(loaded.values())),
         totals={
             k: sum(getattr(s, k) for s in summaries) for k in ("agree", "disagree", "without_ours", "not_compared")
         },
