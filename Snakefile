@@ -21,6 +21,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/producers.smk"
 include: "workflow/rules/products.smk"
 include: "workflow/rules/plan.smk"
+include: "workflow/rules/verification.smk"
 
 
 onstart:
@@ -37,6 +38,7 @@ localrules:
     figure,
     report_pdf,
     plan,
+    verification_table,
 
 
 rule all:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +170,38 @@ def test_verification_sizes_follow_the_free_gpu_memory_and_keep_the_cpu_defaults
     monkeypatch.setattr(torch.cuda, "mem_get_info", no_cuda)
     model, test, info = setup
     assert verify(model, test, info, 0.002, "ibp")["n"] == 40
+
+
+def test_the_verification_table_shows_each_verifier_beside_the_papers_ibp(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22 §2.4: the workflow's table of Table 1's models re-verified by the cascade."""
+    from run_builders import write_manifest, write_run
+
+    from fastcert.reporting.collect import load_manifest
+    from fastcert.reporting.tables import build_target, load_paper
+    from fastcert.reporting.verification import verification_table
+
+    model, test, info = setup
+    cascade = verify(model, test, info, 0.004, "ibp,crown-ibp,crown")
+    only_ibp = verify(model, test, info, 0.004, "ibp")
+    key = {"dataset": "MNIST", "schedule_total": 70, "schedule_phases": [0, 20, 50], "model": "CNN-7"}
+    entries = [({**key, "method": "Ours"}, "runs/a"), ({**key, "method": "Vanilla IBP"}, "runs/b")]
+    for name in ("a", "b"):
+        write_run(tmp_path / "runs" / name)
+    manifest = load_manifest(write_manifest(tmp_path / "table1.json", "table1", entries), tmp_path)
+    paper = load_paper(Path(__file__).resolve().parents[1] / "config" / "paper_results.yaml")
+    text = verification_table(manifest, {"a": cascade, "b": only_ibp}, paper)
+    rows = {line.split(" | ")[2]: line.strip("| ").split(" | ") for line in text.splitlines() if "| MNIST |" in line}
+    table = build_target("table1", paper, manifest)
+    paper_ours = next(
+        c.paper for r in table.rows if r.key.get("method") == "Ours" for c in r.cells if c.metric == "verified"
+    )
+    stages = cascade["verifiers"]
+    assert rows["Ours"][3:] == [
+        f"{paper_ours:.2f}",
+        *(f"{100 * stages[name]['verified_err']:.2f}" for name in ("ibp", "crown-ibp", "crown")),
+        f"{100 * cascade['verified_err']:.2f}",
+        "1",
+    ]
+    ibp = f"{100 * only_ibp['verified_err']:.2f}"
+    assert rows["Vanilla IBP"][4:] == [ibp, "—", "—", ibp, "1"]  # verifiers not run: no number
+    assert "on 40 test images per model" in text
