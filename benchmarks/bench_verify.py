@@ -38,24 +38,14 @@ Case = tuple[str, nn.Module, Tensor, Tensor, Tensor, Tensor]  # name, model, x, 
 def _cases(args: argparse.Namespace) -> list[Case]:
     generator = torch.Generator().manual_seed(args.seed)
     models: list[tuple[str, nn.Module, str, float]] = []
-    if args.checkpoint is not None:
-        from fastcert.run.lifecycle import build_model, load_checkpoint
-        from fastcert.run.spec import validate
-
-        checkpoint = load_checkpoint(args.checkpoint)
-        spec = validate(checkpoint["spec"])
-        model = build_model(spec)
-        model.load_state_dict(checkpoint["model"])
-        models.append(
-            (str(args.checkpoint), model, spec.dataset, args.eps_mnist if spec.dataset == "mnist" else args.eps_cifar)
-        )
-    else:
-        for dataset, eps in (("mnist", args.eps_mnist), ("cifar10", args.eps_cifar)):
-            torch.manual_seed(args.seed)
-            model = build("cnn7", dataset, width=args.width)
-            initialize(model, "ibp", generator)
-            models.append((f"cnn7 w={args.width} {dataset} eps={eps:g}", model, dataset, eps))
-    cases = []
+    if args.checkpoint is not None:  # the run's own model and first test images
+        return [_checkpoint_case(args)]
+    for dataset, eps in (("mnist", args.eps_mnist), ("cifar10", args.eps_cifar)):
+        torch.manual_seed(args.seed)
+        network = build("cnn7", dataset, width=args.width)
+        initialize(network, "ibp", generator)
+        models.append((f"cnn7 w={args.width} {dataset} eps={eps:g}", network, dataset, eps))
+    cases: list[Case] = []
     for name, model, dataset, eps in models:
         channels, size, _ = DATASET_SHAPES[dataset]
         x = torch.rand((args.n, channels, size, size), generator=generator)
@@ -65,6 +55,23 @@ def _cases(args: argparse.Namespace) -> list[Case]:
         C = spec_matrix(labels, 10)
         cases.append((name, model, x, (x - eps).clamp(0, 1), (x + eps).clamp(0, 1), C))
     return cases
+
+
+def _checkpoint_case(args: argparse.Namespace) -> Case:
+    from fastcert.method.perturbation import input_box
+    from fastcert.run.lifecycle import build_model, load_checkpoint, load_data
+    from fastcert.run.spec import validate
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    spec = validate(checkpoint["spec"])
+    model = build_model(spec)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    _, test, info = load_data(spec, torch.device("cpu"))
+    x, labels = next(iter(test.batches(args.n, shuffle=False, augment=False)))
+    eps = spec.eps_test if args.eps is None else args.eps
+    x_lower, x_upper = input_box(x, eps, info.mean, info.std)
+    return f"{args.checkpoint} eps={eps:g}", model, x, x_lower, x_upper, spec_matrix(labels, info.num_classes)
 
 
 def _timed(compute: Callable[[], Tensor]) -> tuple[float, Tensor]:
@@ -112,7 +119,12 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.125, help="CNN-7 width factor (default: %(default)s)")
     parser.add_argument("--eps-mnist", type=float, default=0.02, help="box radius, MNIST (default: %(default)s)")
     parser.add_argument("--eps-cifar", type=float, default=2 / 255, help="box radius, CIFAR (default: 2/255)")
-    parser.add_argument("--checkpoint", help="a fastcert checkpoint to time instead of the init-weight models")
+    parser.add_argument(
+        "--checkpoint", help="a fastcert checkpoint to time on its first test images instead of the init-weight models"
+    )
+    parser.add_argument(
+        "--eps", type=float, help="with --checkpoint: eps in pixel units (default: the spec's eps_test)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
