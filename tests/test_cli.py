@@ -43,6 +43,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_the_test_pass_batch_size_changes_no_error_and_no_identity(trained: Path, tmp_path: Path) -> None:
+    """Issue 24 item 4: the per-epoch test pass has its own batch size, a runtime setting."""
+    out = tmp_path / "run"
+    spec = str(write(tmp_path / "run.yaml", SPEC))
+    assert main(["train", "--spec", spec, "--out", str(out), "--no-progress", "--test-batch-size", "7"]) == 0
+    for ours, reference in zip(read_jsonl(out / "metrics.jsonl"), read_jsonl(trained / "metrics.jsonl"), strict=True):
+        assert ours["train"] == reference["train"]
+        assert (ours["test"]["err"], ours["test"]["verified_err"]) == (
+            reference["test"]["err"],
+            reference["test"]["verified_err"],
+        )
+    assert json.loads((out / "spec.json").read_text()) == json.loads((trained / "spec.json").read_text())
+    assert main(["train", "--spec", spec, "--out", str(tmp_path / "bad"), "--test-batch-size", "0"]) == 2
+
+
 def test_train_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--help"])

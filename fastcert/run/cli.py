@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bar per epoch (default: when stderr is a terminal)",
     )
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="one plain log line per epoch only")
+    train_cmd.add_argument(
+        "--test-batch-size",
+        type=int,
+        metavar="N",
+        help="examples per batch of the per-epoch test pass (default: the spec's batch_size; "
+        "not part of the run's identity, the errors do not depend on it)",
+    )
 
     verify_cmd = commands.add_parser(
         "verify",
@@ -99,7 +106,9 @@ def _train(args: argparse.Namespace) -> int:
         spec = validate({**spec.to_dict(), "device": args.device})
     from fastcert.run.lifecycle import execute
 
-    return execute(spec, args.out, progress=args.progress)
+    if args.test_batch_size is not None and args.test_batch_size < 1:
+        raise RunError(f"--test-batch-size must be >= 1, got {args.test_batch_size}")
+    return execute(spec, args.out, progress=args.progress, test_batch_size=args.test_batch_size)
 
 
 def _verify(args: argparse.Namespace) -> int:
