@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from workflow_builders import copy_workflow, snakemake
+from workflow_builders import REPO, copy_workflow, snakemake
 
 EXPECTED_RUNS = {
     "table1": 99,
@@ -47,12 +48,6 @@ EXPECTED_RUNS = {
     "figure7": 2,
 }
 DISTINCT_RUNS = 226
-CONDA_LINT = "Specify a conda environment or container for each rule."
-# Lints deliberately accepted: every rule runs in the fastcert environment itself (the workflow
-# imports fastcert.run.spec to parse), so a per-rule conda env would only duplicate it.
-ACCEPTED_LINTS = {
-    (rule, CONDA_LINT) for rule in ("run_spec", "train", "manifest", "produce", "table", "figure", "report_pdf", "plan")
-}
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -307,15 +302,30 @@ def test_bad_config_key_or_scale_is_one_line_with_the_nearest_valid_name(
     assert len(result.stdout) < 1500, result.stdout  # not the schema (~15 KB) after the useful line
 
 
-def test_lint_reports_only_the_accepted_findings(paper: Path) -> None:
-    result = snakemake(paper, "--lint")
-    findings, rule = set(), None
-    for line in result.stdout.splitlines():
-        if match := re.match(r"Lints for (?:rule )?(\S+)", line):
-            rule = match.group(1)
-        elif match := re.match(r"    \* (.+?):?$", line):
-            findings.add((rule, match.group(1)))
-    assert findings == ACCEPTED_LINTS, result.stdout
+def lint(workdir: Path) -> subprocess.CompletedProcess[str]:
+    """CI's `snakemake --lint` step (.ci/snakemake_lint.py) in ``workdir``."""
+    return subprocess.run(
+        [sys.executable, str(REPO / ".ci" / "snakemake_lint.py")],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_lint_passes_with_only_the_accepted_findings(paper: Path) -> None:
+    result = lint(paper)
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_lint_fails_on_a_new_finding_naming_the_rule(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    rules = workdir / "workflow" / "rules" / "plan.smk"
+    rules.write_text(rules.read_text().replace('    log:\n        f"{LOGS}/plan.log",\n', ""))
+    result = lint(workdir)
+    assert result.returncode == 1
+    assert result.stdout == "snakemake --lint: plan: No log directive defined\n"
 
 
 def test_demo_scale_trains_three_runs_and_renders_the_other_rows_as_not_run(tmp_path: Path) -> None:
