@@ -314,6 +314,26 @@ def lint(workdir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("where", ["config/config.yaml", "--configfile"])
+def test_a_key_written_twice_in_the_workflow_config_is_an_error_naming_it(tmp_path: Path, where: str) -> None:
+    workdir = copy_workflow(tmp_path)
+    if where == "--configfile":
+        (workdir / "mine.yaml").write_text("scale: smoke\ntrain:\n  gpu: 1\n  retries: 1\n  retries: 3\n")
+        result = snakemake(workdir, "--dry-run", "--configfile", "mine.yaml")
+        expected = "mine.yaml: not valid YAML: duplicate key 'retries' at line 5 (first at line 4)"
+    else:
+        config = workdir / "config" / "config.yaml"
+        lines = [*config.read_text().splitlines(), "scale: smoke"]
+        config.write_text("\n".join(lines) + "\n")
+        result = snakemake(workdir, "--dry-run")
+        first = next(number for number, line in enumerate(lines, 1) if line.startswith("scale:"))
+        duplicate = f"duplicate key 'scale' at line {len(lines)} (first at line {first})"
+        expected = f"config/config.yaml: not valid YAML: {duplicate}"
+    assert result.returncode != 0
+    assert expected in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout
+
+
 def test_lint_passes_with_only_the_accepted_findings(paper: Path) -> None:
     result = lint(paper)
     assert (result.returncode, result.stdout) == (0, "")
