@@ -24,7 +24,6 @@ from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.latex import (
     compile_pdf,
     escape,
-    pdflatex_available,
     standalone_document,
 )
 from fastcert.reporting.table_layouts import LAYOUTS
@@ -497,7 +496,7 @@ def _all_tables(tmp_path: Path) -> list[Path]:
     return paths
 
 
-@pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
+@pytest.mark.pdflatex
 def test_every_table_compiles_with_pdflatex(tmp_path):
     tables = _all_tables(tmp_path)
     body = "\n\\clearpage\n".join(f"\\input{{{path.name}}}" for path in tables)
