@@ -1,7 +1,8 @@
 """The Snakemake workflow's DAG at paper scale, checked without training anything.
 
-Expected run counts are derived from the paper (SPEC §5 and config/paper_results.yaml), not read from
-config/experiments.yaml, so a wrong expansion or a run trained twice fails here:
+Expected run counts are derived from the paper (its tables in appendix numbering,
+config/paper_results.yaml), not read from config/experiments.yaml, so a wrong expansion or a run
+trained twice fails here:
 
 * Table 1: 3 methods x (5 CNN-7 + 3 Wide-ResNet + 3 ResNeXt repeats) = 33 MNIST runs, and the same
   33 for each of the two CIFAR-10 schedules = 66 CIFAR-10 runs.

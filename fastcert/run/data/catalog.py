@@ -1,4 +1,4 @@
-"""What each dataset is (SPEC §4): shape, class count, normalization, augmentation, full sizes.
+"""What each dataset is (the paper's App. C, "Datasets"): shape, class count, normalization, augmentation, full sizes.
 
 One table so that the loaders, the synthetic stand-ins and the human labels cannot disagree about a
 dataset's constants.
