@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from fastcert import __version__
+from fastcert.records import DEFAULT_CHECKPOINT
 from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.figures import FIGURES, provenance, scale_note
 from fastcert.reporting.latex import (
@@ -37,7 +38,6 @@ from fastcert.reporting.tables import (
     load_paper,
     tolerance_text,
 )
-from fastcert.run.files import DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -145,9 +145,9 @@ def checkpoint_gap(manifests: Sequence[Manifest]) -> CheckpointGap | None:
     gaps = {}
     for manifest in manifests:
         for run in manifest.runs:
-            if run.usable and run.result is not None and run.result.get("best") and run.result.get("last"):
-                best, last = run.result["best"]["verified_err"], run.result["last"]["verified_err"]
-                gaps[run.run_dir] = 100 * abs(best - last)
+            best, last = (run.result[k] if run.usable and run.result else None for k in ("best", "last"))
+            if best and last and best["verified_err"] is not None and last["verified_err"] is not None:
+                gaps[run.run_dir] = 100 * abs(best["verified_err"] - last["verified_err"])
     if not gaps:
         return None
     return CheckpointGap(len(gaps), sum(gaps.values()) / len(gaps), max(gaps.values()))

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from fastcert.run.data import DatasetInfo, Split
+    from fastcert.datasets import DatasetInfo
+    from fastcert.run.data import Split
 
 VERIFIERS = ("ibp", "crown-ibp", "crown")  # cheapest first: the cascade's order
 DEFAULT_BATCH = {"ibp": 256, "crown-ibp": 64, "crown": 8}  # examples per bound pass on a CPU
