@@ -170,6 +170,20 @@ def test_verify_cascade_reports_each_verifier_and_resumes_from_its_shards(
     assert again["verifiers"] == written["verifiers"]  # the stored seconds too: nothing recomputed
     assert main([*args, "--out", str(target), "--shard-size", "8"]) == 2
     assert "holds a shard of another verification" in capsys.readouterr().err
+    jobs = tmp_path / "jobs.json"  # as two cluster jobs, then one that collects their shards
+    for part in ("0/2", "1/2"):
+        assert main([*args, "--out", str(jobs), "--shard-size", "16", "--part", part]) == 0
+        assert json.loads(capsys.readouterr().out)["part"] == part and not jobs.exists()
+    assert len(list((tmp_path / "jobs.json.shards").iterdir())) == 3
+    assert main([*args, "--out", str(jobs), "--shard-size", "16"]) == 0
+    collected = json.loads(jobs.read_text())
+    for name, stage in collected["verifiers"].items():
+        assert (stage["tried"], stage["certified"]) == (
+            written["verifiers"][name]["tried"],
+            written["verifiers"][name]["certified"],
+        )
+    assert main([*args, "--part", "2/2", "--out", str(jobs)]) == 2
+    assert "--part must be K/N with 0 <= K < N, got '2/2'" in capsys.readouterr().err
     assert main([*args[:-3], "ibp,alpha-crown"]) == 2
     assert "--verifier: unknown verifier 'alpha-crown'" in capsys.readouterr().err
 

@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         help="with --out: verify N examples per shard and keep each shard's counts in FILE.shards/, "
         "so that a rerun resumes where a killed one stopped (default: %(default)s)",
     )
+    verify_cmd.add_argument(
+        "--part",
+        metavar="K/N",
+        help="with --out: verify only the shards numbered K modulo N (one of N cluster jobs, K from 0) "
+        "and write no FILE; the same command without --part then collects every shard into FILE",
+    )
     return parser
 
 
@@ -133,6 +139,7 @@ def _verify(args: argparse.Namespace) -> int:
         verifiers = parse_verifiers(args.verifiers)
     except ValueError as error:
         raise RunError(f"--verifier: {error}") from None
+    part = _part(args.part, args.out)
     for flag, value in (
         ("--batch-size", args.batch_size),
         ("--test-size", args.test_size),
@@ -165,6 +172,7 @@ def _verify(args: argparse.Namespace) -> int:
             shard_dir=shard_dir,
             shard_size=args.shard_size,
             shard_key=shard_key,
+            part=part,
         )
     except ShardError as error:
         raise RunError(str(error)) from None
@@ -179,13 +187,27 @@ def _verify(args: argparse.Namespace) -> int:
         "data": {"source": info.source, "synthetic": info.synthetic},
         "spec_hash": checkpoint["spec_hash"],
     }
-    if args.out is not None:
+    if part is not None:
+        result["part"] = args.part  # a part's counts only: FILE is written by the run without --part
+    elif args.out is not None:
         try:
             atomic_write_json(args.out, result)
         except OSError as error:
             raise RunError(f"--out {args.out}: cannot write ({error.strerror or error})") from None
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _part(text: str | None, out: Path | None) -> tuple[int, int] | None:
+    """``--part K/N`` as (K, N); a one-line error for a malformed part or one without ``--out``."""
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise RunError(f"--part must be K/N with 0 <= K < N, got {text!r}")
+    if out is None:
+        raise RunError("--part needs --out (its shards go to FILE.shards/)")
+    return int(k), int(n)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

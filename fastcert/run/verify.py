@@ -117,12 +117,15 @@ def verify(
     shard_dir: Path | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     shard_key: dict[str, Any] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> Verification:
     """Standard and verified error of ``model`` on ``split`` at ``eps`` (pixel units), cascading ``verifiers``.
 
     ``batch_size`` overrides every verifier's default. ``shard_dir``: keep each shard's counts there
     (``shard_key`` identifies the verification; a folder holding another verification's shards is
-    refused). The model is put in eval mode and returned to its previous mode afterwards.
+    refused). ``part`` = (k, n): only the shards whose index is k modulo n, e.g. one of n cluster
+    jobs; a later call without it reads their shards. The model is put in eval mode and returned to
+    its previous mode afterwards.
     """
     import torch
 
@@ -133,6 +136,8 @@ def verify(
         raise ValueError("cannot verify on an empty split")
     if shard_size < 1:
         raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    if part is not None and (shard_dir is None or not 0 <= part[0] < part[1]):
+        raise ValueError(f"part {part}: needs a shard folder and 0 <= k < n")
     device_sizes = verification_sizes(split.device)
     sizes = {name: batch_size or device_sizes.batch[name] for name in order}
     key = {"verifiers": list(order), "eps": eps, "n": len(split), "shard_size": shard_size, **(shard_key or {})}
@@ -142,6 +147,8 @@ def verify(
     try:
         with torch.no_grad(), certification():
             for index, begin in enumerate(range(0, len(split), shard_size)):
+                if part is not None and index % part[1] != part[0]:
+                    continue
                 path = None if shard_dir is None else shard_dir / f"shard-{index:05d}.json"
                 counts = _read_shard(path, key)
                 if counts is None:
@@ -221,6 +228,7 @@ def _add(totals: dict[str, Any], counts: dict[str, Any]) -> None:
 
 
 def _fractions(totals: dict[str, Any], order: tuple[str, ...]) -> Verification:
+    """Errors as fractions of the examples counted (0 of none: a part without shards)."""
     n = totals["n"]
     stages: dict[str, Stage] = {}
     certified = 0
@@ -230,10 +238,16 @@ def _fractions(totals: dict[str, Any], order: tuple[str, ...]) -> Verification:
         stages[name] = {
             "tried": counts["tried"],
             "certified": counts["certified"],
-            "verified_err": (n - certified) / n,
+            "verified_err": (n - certified) / max(n, 1),
             "seconds": round(counts["seconds"], 3),
         }
-    return {"standard_err": totals["wrong"] / n, "verified_err": (n - certified) / n, "n": n, "verifiers": stages}
+    counted = max(n, 1)
+    return {
+        "standard_err": totals["wrong"] / counted,
+        "verified_err": (n - certified) / counted,
+        "n": n,
+        "verifiers": stages,
+    }
 
 
 def _read_shard(path: Path | None, key: dict[str, Any]) -> dict[str, Any] | None:
