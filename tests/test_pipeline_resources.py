@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fastcert.datasets import DATASETS
 from fastcert.pipeline.resources import (
     FLOAT_BYTES,
     FRAMEWORK_BYTES,
@@ -30,7 +31,6 @@ from fastcert.pipeline.resources import (
     runtime_minutes,
     training_memory_bytes,
 )
-from fastcert.run.data.catalog import DATASETS
 from fastcert.run.spec import validate as validate_spec
 from fastcert.vocabulary import METHODS, MODELS
 
