@@ -100,6 +100,16 @@ class PrecisionDetail(TypedDict):
     certification: str
 
 
+class GpuDetail(TypedDict):
+    """The GPU slots a local job held (fastcert.run.placement): which GPU, how many of its slots, and
+    the most runs (this one included) that held slots of it at once, seen at the start and every epoch."""
+
+    index: int
+    slots: int
+    slots_per_gpu: int
+    runs_sharing: int
+
+
 class Provenance(TypedDict):
     fastcert_version: str
     git_commit: str | None
@@ -109,6 +119,7 @@ class Provenance(TypedDict):
     device: str
     spec_hash: str
     seed: int
+    gpu: GpuDetail | None  # None: not placed by fastcert (CPU, a chosen cuda:N, SLURM, CUDA_VISIBLE_DEVICES)
 
 
 class Result(TypedDict):

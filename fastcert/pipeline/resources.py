@@ -137,3 +137,16 @@ def training_memory_bytes(spec: RunSpec) -> int:
     peak resident memory of real training on the CPU (tests/memory_probe.py).
     """
     return FRAMEWORK_BYTES + model_state_bytes(spec) + bound_pass_bytes(spec) + device_data_bytes(spec)
+
+
+def slot_need(spec: RunSpec, gpu_memory_gb: float | None, slots_per_gpu: int) -> int:
+    """GPU slots a run takes when a GPU is cut into ``slots_per_gpu`` equal slots of its memory.
+
+    The packing rule: as many slots as its :func:`training_memory_bytes` fills, at least one, at most a
+    whole GPU; with one slot per GPU, or no known GPU memory, a run takes a whole GPU. So runs share a
+    GPU only where their estimates fit in it together.
+    """
+    if slots_per_gpu == 1 or gpu_memory_gb is None:
+        return slots_per_gpu
+    slot_bytes = gpu_memory_gb * 2**30 / slots_per_gpu
+    return min(slots_per_gpu, max(1, math.ceil(training_memory_bytes(spec) / slot_bytes)))
