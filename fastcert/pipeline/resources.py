@@ -150,3 +150,10 @@ def slot_need(spec: RunSpec, gpu_memory_gb: float | None, slots_per_gpu: int) ->
         return slots_per_gpu
     slot_bytes = gpu_memory_gb * 2**30 / slots_per_gpu
     return min(slots_per_gpu, max(1, math.ceil(training_memory_bytes(spec) / slot_bytes)))
+
+
+def gpu_job_limit(train: dict[str, Any], detected_gpus: int) -> int | None:
+    """Most training jobs a workstation runs at once: its GPUs (``train.gpus``, else ``detected_gpus``)
+    times ``train.slots_per_gpu``; None without a GPU (CPU scales: ``--cores`` decides)."""
+    gpus = train["gpus"] if train["gpus"] is not None else detected_gpus
+    return gpus * train["slots_per_gpu"] if gpus else None

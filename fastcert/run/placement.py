@@ -23,10 +23,22 @@ from pathlib import Path
 
 from fastcert.locks import FileLock, is_locked, read_holder
 
+GPUS_ENV = "FASTCERT_GPUS"  # GPUs of this machine, where the driver's count is not the one to use
 SLOTS_DIR_ENV = "FASTCERT_GPU_SLOTS_DIR"  # where the slot lock files live (default below)
 SLOTS_PER_GPU_ENV = "FASTCERT_GPU_SLOTS"  # slots per GPU (default 1: a run takes a whole GPU)
 GPU_MEMORY_ENV = "FASTCERT_GPU_MEMORY_GB"  # memory per GPU for packing (default: the GPU's own)
 SCHEDULED_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")  # set: a scheduler chose the GPU
+
+
+def detected_gpus(environ: Mapping[str, str] = os.environ, driver: Path = Path("/proc/driver/nvidia/gpus")) -> int:
+    """GPUs of this machine without torch (the workflow asks while Snakemake parses): ``$FASTCERT_GPUS``,
+    else the NVIDIA driver's entries (none: 0)."""
+    raw = environ.get(GPUS_ENV)
+    if raw is not None:
+        if not raw.isdigit():
+            raise ValueError(f"{GPUS_ENV}={raw!r}: expected a number of GPUs")
+        return int(raw)
+    return len(list(driver.iterdir())) if driver.is_dir() else 0
 
 
 def slots_dir(environ: Mapping[str, str] = os.environ) -> Path:

@@ -33,6 +33,7 @@ rule train:
         "logs/train/{run_id}.log",
     params:
         run_dir=lambda wildcards: f"{RUNS_DIR}/{wildcards.run_id}",
+        placement=placement_env(),
     threads: SCALE["threads"]
     resources:
         gpu=config["train"]["gpu"],
@@ -40,6 +41,6 @@ rule train:
         mem_mb=memory_mb,
     retries: config["train"]["retries"]
     shell:
-        "fastcert train --spec {input.spec} --out {params.run_dir} > {log} 2>&1"
+        "{params.placement} fastcert train --spec {input.spec} --out {params.run_dir} > {log} 2>&1"
         " || {{ status=$?; [ $status -eq 3 ] && echo 'diverged: kept as a result, tables mark its cells' >> {log}"
         " || exit $status; }}"
