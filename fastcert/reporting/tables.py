@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from fastcert.io import atomic_write_text
+from fastcert.io import atomic_write_text, load_yaml
 from fastcert.records import CHECKPOINTS, DEFAULT_CHECKPOINT, RESULT_FILE, Status, split_metrics
 from fastcert.reporting.collect import (
     Manifest,
@@ -306,7 +305,7 @@ def paper_rows(layout: dict[str, Any], paper_table: dict[str, Any], name: str) -
 
 def load_paper(path: str | os.PathLike) -> dict[str, Any]:
     """The paper's numbers (config/paper_results.yaml)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = load_yaml(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict) or "tables" not in data:
         raise ValueError(f"{path}: not a paper results file (no 'tables' key)")
     return data
