@@ -100,6 +100,16 @@ def device_hours() -> dict[str, float]:
     }
 
 
+def workstation() -> dict[str, Any]:
+    """The machines the plan's wall-clock columns schedule on (fastcert.pipeline.plan.Workstation)."""
+    train = config["train"]
+    slots = {
+        f"{RUNS_DIR}/{rid}": resources.slot_need(spec, train["gpu_memory_gb"], train["slots_per_gpu"])
+        for rid, spec in EXPANSION.runs.items()
+    }
+    return {"gpus": tuple(train["plan_gpus"]), "slots_per_gpu": train["slots_per_gpu"], "slots": slots}
+
+
 # ---------------------------------------------------------------------------------------------
 # Parse-time state
 # ---------------------------------------------------------------------------------------------
