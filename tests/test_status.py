@@ -74,7 +74,7 @@ def test_the_report_has_a_bar_and_counts_per_target_and_the_runs_in_training(tre
     lines = text.splitlines()
     assert lines[0] == "campaign at scale 'smoke': runs completed / training / failed / diverged / not started"
     assert lines[1].startswith("table1  [#####>>>>>!!!!!xxxxx....]    5 runs: 1 / 1 / 1 / 1 / 1")
-    assert lines[1].endswith("device-hours 1.9 of 5.0")
+    assert lines[1].endswith("device-hours 1.93 of 5.00")
     assert lines[2].startswith("table9  [############............]    2 runs: 1 / 0 / 0 / 0 / 1")
     assert lines[-2:] == ["training:", f"  {tree / 'runs' / 'training'}: epoch 3/10, 1.2 h left"]
 

@@ -159,10 +159,10 @@ def render(scale: str, targets: Iterable[TargetStatus]) -> str:
     lines = [f"campaign at scale {scale!r}: runs completed / training / failed / diverged / not started"]
     for target in targets:
         counts = " / ".join(str(target.count(state)) for state in State)
-        planned = "no plan" if target.planned_hours is None else f"{target.planned_hours:.1f}"
+        planned = "no plan" if target.planned_hours is None else f"{target.planned_hours:.2f}"
         lines.append(
             f"{target.target:<{width}}  {_bar(target)}  {len(target.runs):>3} runs: {counts:<22}"
-            f"  device-hours {target.hours_spent:.1f} of {planned}"
+            f"  device-hours {target.hours_spent:.2f} of {planned}"
         )
     everything = targets[-1]
     training = sorted((run for run in everything.runs if run.state == State.TRAINING), key=lambda r: r.run_dir)
