@@ -15,6 +15,7 @@ here applies. Torch-free: the GPU count is an argument (the lifecycle passes tor
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -151,4 +152,4 @@ def place(
                 f"({directory}); every one is taken"
             )
             told = True
-        time.sleep(poll_s)
+        time.sleep(poll_s * random.uniform(0.5, 1.5))  # jitter: jobs that give slots back do not retry in step
