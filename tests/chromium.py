@@ -118,9 +118,10 @@ class _Pipe:
         os.close(self._read)
 
 
-def view(page: Path, facts_script: str, width: int = 1280, height: int = 900) -> PageView:
+def view(page: Path, facts_script: str, width: int = 1280, height: int = 900, shot_at: str | None = None) -> PageView:
     """Load ``page`` (a local file), run ``facts_script`` (a JS expression giving a JSON-able value)
-    after the load event, and capture the first screen as PNG."""
+    after the load event, and capture one screen as PNG: the first, or the one that starts at the
+    element with id ``shot_at``."""
     binary = find_chromium()
     if binary is None:
         raise FileNotFoundError(f"chromium not found: {INSTALL}")
@@ -142,6 +143,9 @@ def view(page: Path, facts_script: str, width: int = 1280, height: int = 900) ->
             pipe.send("Page.navigate", session, url=page.resolve().as_uri())
             pipe.wait_for("Page.loadEventFired")
             facts = pipe.send("Runtime.evaluate", session, expression=facts_script, returnByValue=True)
+            if shot_at is not None:
+                scroll = f"document.getElementById({json.dumps(shot_at)}).scrollIntoView()"
+                pipe.send("Runtime.evaluate", session, expression=scroll)
             shot = pipe.send("Page.captureScreenshot", session, format="png")
         finally:
             pipe.close()
