@@ -156,7 +156,12 @@ class _Converter:
 
 def tex_to_html(text: object) -> Markup:
     """HTML for ``text`` in the tables' LaTeX subset (see the module docstring)."""
-    return Markup(_Converter(str(text)).run())
+    return Markup(_converted(str(text)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _converted(text: str) -> str:  # a page repeats its labels, notes and headers hundreds of times
+    return _Converter(text).run()
 
 
 # ---------------------------------------------------------------------------------------------
