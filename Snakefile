@@ -49,8 +49,3 @@ rule all:
         f"{REPORTS}/report.html",
     default_target: True
 
-
-onsuccess:
-    # the last line a person sees: where the page is (only when this invocation made or has it)
-    if Path(f"{REPORTS}/report.html").exists():
-        print(f"The report: {Path(f'{REPORTS}/report.html').resolve()} (open it in a browser)")
