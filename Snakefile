@@ -42,10 +42,9 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         expand(f"{RESULTS}/{{table}}.tex", table=TABLES),
         expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
         f"{REPORTS}/report.pdf",
         f"{REPORTS}/report.html",
-    default_target: True
-

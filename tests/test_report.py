@@ -13,7 +13,6 @@ from fastcert.io import load_yaml
 from fastcert.pipeline.experiments import target_differences
 from fastcert.reporting.collect import load_manifest
 from fastcert.reporting.figures import draw, save
-from fastcert.reporting.latex import pdflatex_available
 from fastcert.reporting.report import build_report, summarize
 from fastcert.reporting.tables import build_target, load_paper, render_target
 
@@ -85,7 +84,7 @@ def _inputs(root: Path) -> dict:
     return {"tables": tables, "figures": [figure], "manifests": [*manifests, figure_manifest]}
 
 
-@pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
+@pytest.mark.pdflatex
 def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     output = tmp_path / "reports" / "report.pdf"
     summaries = build_report(

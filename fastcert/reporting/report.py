@@ -24,7 +24,8 @@ from typing import Any
 
 from fastcert import __version__
 from fastcert.io import atomic_write_text
-from fastcert.reporting.collect import STATUSES, Manifest, load_manifest, load_producer
+from fastcert.records import DEFAULT_CHECKPOINT, Status
+from fastcert.reporting.collect import Manifest, Run, load_manifest, load_producer
 from fastcert.reporting.figures import FIGURES, provenance, scale_note
 from fastcert.reporting.html import environment, render_table
 from fastcert.reporting.latex import (
@@ -43,7 +44,6 @@ from fastcert.reporting.tables import (
     load_paper,
     tolerance_text,
 )
-from fastcert.run.files import DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -284,19 +284,19 @@ def run_states(loaded: dict[str, Manifest], root: str | os.PathLike | None = Non
     targets = []
     problems: dict[Path, dict[str, Any]] = {}
     for name, manifest in loaded.items():
-        counts = dict.fromkeys(STATUSES, 0)
+        counts = {status.value: 0 for status in Status}
         for run in manifest.runs:
             counts[run.status] += 1
-            if run.status != "completed":
+            if run.status != Status.COMPLETED:
                 entry = problems.setdefault(run.run_dir, _problem(run, base))
                 entry["targets"].append(name)
         targets.append({"name": name, "runs": len(manifest.runs), "not_run": len(manifest.not_run), **counts})
     return RunStates(targets, sorted(problems.values(), key=lambda p: (p["status"], p["run_dir"])))
 
 
-def _problem(run: Any, base: Path) -> dict[str, Any]:
-    reason = (run.result or {}).get("diverged") or {}
-    why = f"epoch {reason.get('epoch')}: {reason.get('reason')}" if reason else ""
+def _problem(run: Run, base: Path) -> dict[str, Any]:
+    diverged = run.result["diverged"] if run.result is not None else None
+    why = f"epoch {diverged['epoch']}: {diverged['reason']}" if diverged else ""
     try:
         shown_dir = str(run.run_dir.relative_to(base))
     except ValueError:

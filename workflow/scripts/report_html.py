@@ -5,14 +5,15 @@ tables are rebuilt from them and the runs they name), ``producers`` (results/pro
 ``paper``, ``plan`` (plan.tsv); ``params.scales``: what each scale runs, shows and costs. Needs no TeX.
 """
 
-import logging
+from typing import TYPE_CHECKING
 
+from fastcert.pipeline.script_log import logged
 from fastcert.reporting.report import build_html_report
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
-log = logging.getLogger("fastcert.workflow")
-log.setLevel(logging.INFO)
-try:
+if TYPE_CHECKING:  # Snakemake's script preamble defines it at run time
+    from snakemake.iocontainers import snakemake
+
+with logged(snakemake.log[0], "report_html") as log:
     summaries = build_html_report(
         figures=list(snakemake.input.figures),
         manifests=list(snakemake.input.manifests),
@@ -24,6 +25,3 @@ try:
         checkpoint=snakemake.config["tables"]["checkpoint"],
     )
     log.info("wrote %s: %d tables, %d figures", snakemake.output[0], len(summaries), len(snakemake.input.figures))
-except Exception:
-    log.exception("report_html failed")
-    raise

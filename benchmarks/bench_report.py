@@ -8,8 +8,8 @@ seconds of the build alone (reading manifests, runs and figures, building every 
 as wall-clock time and as the process's CPU time (what it takes on an idle core; a shared machine's
 wall clock includes time other processes took).
 
-    python benchmarks/report_html.py            # paper scale, 5 builds
-    python benchmarks/report_html.py --scale smoke
+    python benchmarks/bench_report.py            # paper scale, 5 builds
+    python benchmarks/bench_report.py --scale smoke
 """
 
 from __future__ import annotations
