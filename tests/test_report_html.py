@@ -129,7 +129,7 @@ def test_the_tables_latex_subset_in_html(tex: str, html: str) -> None:
     assert str(tex_to_html(tex)) == html
 
 
-@pytest.mark.parametrize("tex", [r"\unknowncommand{x}", r"$x", r"{open", r"a_b"])
+@pytest.mark.parametrize("tex", [r"\unknowncommand{x}", r"$x", r"{open", r"a_b", r"$\mathcal{Q}$"])
 def test_markup_it_cannot_show_is_an_error_naming_it(tex: str) -> None:
     with pytest.raises(ValueError, match="cannot show"):
         tex_to_html(tex)

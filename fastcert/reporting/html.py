@@ -46,6 +46,7 @@ _SYMBOLS = {  # commands that stand for one character
 }
 _ESCAPED = set("%&_#${} ,")  # \% \& ... : the character itself (\, a thin space, shown as a space)
 _WRAPPERS = {"textit": "i", "emph": "em", "textbf": "strong", "texttt": "code"}
+_SCRIPT = {"L": "ℒ"}  # \mathcal letters the captions use
 _MATH_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -142,7 +143,9 @@ class _Converter:
             return self.argument(math, True)
         if name == "mathcal":
             letter = self.argument(math, True)
-            return "ℒ" if letter == "L" else letter
+            if letter not in _SCRIPT:
+                raise self.error(f"\\mathcal{{{letter}}}")
+            return _SCRIPT[letter]
         if name == "hat":  # the combining circumflex goes on the letter, inside its <i>
             letter = self.argument(math, upright)
             return f"{letter[:-4]}\u0302</i>" if letter.endswith("</i>") else f"{letter}\u0302"
