@@ -2,7 +2,8 @@
 every table there with the right number of rows, every figure loaded, no console error, no request
 leaving the file; a screenshot is kept.
 
-Without Chromium the test skips with the install line, except under CI=true, where it must run.
+Without Chromium the test skips with the install line, except under CI=true, where it fails
+(``@pytest.mark.chromium``, tests/conftest.py).
 ``FASTCERT_REPORT_SCREENSHOT=docs/report.png`` also writes the screenshot README shows (of Table 1),
 from the page ``FASTCERT_REPORT_PAGE`` names (e.g. reports/demo/report.html after README's first
 command) or, without it, from this test's demo-scale page.
@@ -15,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from chromium import INSTALL, find_chromium, view
+from chromium import view
 from report_pages import body_rows, build_page
 
 from fastcert.reporting.figures import FIGURES
@@ -28,11 +29,6 @@ FACTS = """({
   visibleWidth: document.documentElement.scrollWidth,
   title: document.title,
 })"""
-
-needs_chromium = pytest.mark.skipif(
-    find_chromium() is None and os.environ.get("CI") != "true",
-    reason=f"Chromium not installed: {INSTALL}",
-)
 
 
 def _check(page: Path, expected_rows: dict[str, int] | None, tmp_path: Path, shot_at: str = "table1") -> bytes:
@@ -53,7 +49,7 @@ def _check(page: Path, expected_rows: dict[str, int] | None, tmp_path: Path, sho
     return seen.screenshot
 
 
-@needs_chromium
+@pytest.mark.chromium
 def test_the_report_page_in_chromium(tmp_path: Path) -> None:
     built = build_page(tmp_path / "smoke", "smoke")
     copied = tmp_path / "elsewhere" / "report.html"  # the page alone, moved to another folder
@@ -63,7 +59,7 @@ def test_the_report_page_in_chromium(tmp_path: Path) -> None:
     _check(copied, {name: body_rows(table) for name, table in built["tables"].items()}, tmp_path)
 
 
-@needs_chromium
+@pytest.mark.chromium
 @pytest.mark.skipif(
     not os.environ.get("FASTCERT_REPORT_SCREENSHOT"), reason="set FASTCERT_REPORT_SCREENSHOT=docs/report.png"
 )
