@@ -354,6 +354,8 @@ def test_demo_scale_trains_three_runs_and_renders_the_other_rows_as_not_run(tmp_
     workdir = copy_workflow(tmp_path)
     demo = ("--config", "scale=demo")
     assert dry_run_trainings(workdir, "results/demo/table1.tex", *demo) == 3
+    # README's first command: the demo's page shows every table and figure and trains nothing more
+    assert dry_run_trainings(workdir, "reports/demo/report.html", *demo) == 3
     result = snakemake(workdir, "results/demo/table2.tex", *demo, "--cores", "1", "--quiet", "rules")
     assert result.returncode == 0, result.stdout  # Table 2 needs no run at this scale
     assert manifest(workdir, "table2", "demo")["runs"] == []

@@ -123,6 +123,8 @@ limit_gpu_jobs()
 EXPERIMENTS = asking(load_checked, config["experiments"], SCHEMAS / "experiments.schema.yaml")
 SCALES = asking(load_checked, config["scales"], SCHEMAS / "scales.schema.yaml")
 SCALE = asking(choose_scale, SCALES, config["scale"], config["scales"])
+# what every scale runs, shows and costs: the reports list them (they read no configuration file)
+SCALE_OVERVIEW = {name: {key: scale[key] for key in ("description", "shows", "cost")} for name, scale in SCALES.items()}
 # the paper's Table 7 per-epoch times guide the runtime requests
 EPOCH_TIMES = resources.epoch_time_guide(
     asking(read_yaml, config["paper_results"])["tables"]["table7"], EXPERIMENTS["levels"]
