@@ -125,7 +125,8 @@ def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     assert "kaiming_normal_(mode=’fan_out’)" in section or "kaiming_normal_(mode='fan_out')" in section
     assert (
         "Settings that differ from the paper’s text (report, “Settings that differ from the paper”): "
-        f"{FIGURE2_SETTING} (variant figure2-schedule)" in joined
+        "The warmup regularizers of Ours: whether L_std = ReLU(tau - std(c))/tau is added to L_tightness + "
+        f"L_relu (default l-std); {FIGURE2_SETTING} (variant figure2-schedule)" in joined
     )
 
 
