@@ -52,7 +52,7 @@ from fastcert.reporting.table_layouts import LAYOUTS
 # How each checkpoint was chosen, for captions: the best one is picked on the *test* set (the
 # authors' train.py does the same), which a reader must know to weigh its numbers.
 CHECKPOINT_TEXT = {
-    "best": "best checkpoint: the epoch at the target $\\epsilon$ with the lowest verified error on the test set, "
+    "best": "best checkpoint: the epoch at the target $\\varepsilon$ with the lowest verified error on the test set, "
     "as the authors' train.py chooses it",
     "last": "last checkpoint",
 }
