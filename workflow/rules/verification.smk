@@ -25,8 +25,7 @@ rule verification_table:
     input:
         manifest=f"{RESULTS}/manifests/table1.json",
         verifications=lambda wildcards: [
-            f"{RESULTS}/verification/{Path(run_dir).name}.json"
-            for run_dir in EXPANSION.run_dirs("table1")
+            f"{RESULTS}/verification/{Path(run_dir).name}.json" for run_dir in EXPANSION.run_dirs("table1")
         ],
         paper=config["paper_results"],
     output:
