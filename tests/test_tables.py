@@ -17,13 +17,13 @@ import torch
 import yaml
 from run_builders import epoch_record, write_manifest, write_producer, write_run
 
+from fastcert.io import DuplicateKeyError
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.latex import (
     compile_pdf,
     escape,
-    pdflatex_available,
     standalone_document,
 )
 from fastcert.reporting.table_layouts import LAYOUTS
@@ -73,6 +73,14 @@ def test_paper_copy_is_the_shared_file():
     if not shared.exists() and not os.environ.get("CI"):
         pytest.skip(f"{shared} is not beside this checkout")
     assert yaml.safe_load(PAPER_PATH.read_text()) == yaml.safe_load(shared.read_text())
+
+
+def test_paper_file_with_a_key_written_twice_is_refused(tmp_path):
+    text = PAPER_PATH.read_text()
+    copy = tmp_path / "paper_results.yaml"
+    copy.write_text(text + text[text.index("tables:") :])
+    with pytest.raises(DuplicateKeyError, match="duplicate key 'tables'"):
+        load_paper(copy)
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
@@ -406,6 +414,16 @@ def test_caption_names_the_data_per_dataset_and_the_scales_note(tmp_path, paper)
     assert "not run at this scale" in table.caption  # the legend of the cells
 
 
+def test_caption_says_how_the_checkpoint_was_chosen(tmp_path, paper):
+    """Issue 22 §3: the best checkpoint is picked on the test set, and the caption says so."""
+    write_run(tmp_path / "runs/c")
+    entries = [({**CIFAR160, "method": "Ours"}, "runs/c")]
+    best = _table(tmp_path, paper, "table1", entries)
+    assert "lowest verified error on the test set, as the authors' train.py chooses it" in best.caption
+    last = _table(tmp_path, paper, "table1", entries, checkpoint="last")
+    assert "(last checkpoint)" in last.caption and "test set" not in last.caption
+
+
 def test_rows_declared_but_not_run_at_this_scale_say_so(tmp_path, paper):
     ours = {**CIFAR160, "method": "Ours"}
     skipped = {**CIFAR160, "model": "Wide-ResNet", "method": "Ours"}
@@ -488,7 +506,7 @@ def _all_tables(tmp_path: Path) -> list[Path]:
     return paths
 
 
-@pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
+@pytest.mark.pdflatex
 def test_every_table_compiles_with_pdflatex(tmp_path):
     tables = _all_tables(tmp_path)
     body = "\n\\clearpage\n".join(f"\\input{{{path.name}}}" for path in tables)

@@ -37,6 +37,7 @@ augmentation).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
@@ -64,6 +65,7 @@ from fastcert.io import (
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
+from fastcert.pipeline.resources import slot_need
 from fastcert.records import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -73,6 +75,7 @@ from fastcert.records import (
     SPEC_FILE,
     DivergedDetail,
     EpochSummary,
+    GpuDetail,
     InterruptedDetail,
     MetricsRecord,
     Phase,
@@ -84,6 +87,7 @@ from fastcert.records import (
     read_metrics,
     read_result,
 )
+from fastcert.run import placement
 from fastcert.run.data.loading import load_dataset
 from fastcert.run.data.splits import Split, seeded_generator
 from fastcert.run.exits import (
@@ -134,6 +138,25 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RunError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     return device
+
+
+def place_on_gpu(
+    spec: RunSpec, device: torch.device, note: str, log: Callable[[str], None]
+) -> placement.Placement | None:
+    """Slots of one GPU for a local job that asked for ``auto``/``cuda`` (not ``cuda:N``): waits for
+    them and makes that GPU the current one. None where a scheduler placed the job or on the CPU."""
+    if device.type != "cuda" or device.index is not None or placement.scheduled():
+        return None
+    gpus = torch.cuda.device_count()
+    slots = placement.slots_per_gpu()
+    memory = placement.gpu_memory_gb()
+    if memory is None:
+        memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 2**30
+    need = slot_need(spec, memory, slots)
+    held = placement.place(gpus, need, slots, directory=placement.slots_dir(), note=note, log=log)
+    torch.cuda.set_device(held.gpu)
+    log(f"{note}: on GPU {held.gpu}, {need} of its {slots} slot(s)")
+    return held
 
 
 def train_config(spec: RunSpec) -> TrainConfig:
@@ -244,6 +267,7 @@ def provenance(spec: RunSpec, device: torch.device) -> Provenance:
         "device": _device_name(device),
         "spec_hash": spec.hash(),
         "seed": spec.seed,
+        "gpu": None,
     }
 
 
@@ -539,16 +563,18 @@ def execute(
     *,
     device: str | None = None,
     progress: bool | None = None,
+    test_batch_size: int | None = None,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> int:
     """Run (or resume, or report) the training of ``spec`` in ``out_dir``; return the exit status.
 
     ``device`` overrides ``spec.device``; ``progress`` (default: stderr is a terminal) shows a
-    per-epoch progress bar. Raises :class:`RunError` for runs that must not start.
+    per-epoch progress bar; ``test_batch_size`` sets the per-epoch test pass's batch (default: the
+    spec's batch_size). Raises :class:`RunError` for runs that must not start.
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
-    config = train_config(spec)
+    config = dataclasses.replace(train_config(spec), test_batch_size=test_batch_size)
     run_dir.check()
     previous = run_dir.previous_result()
     if previous is not None:
@@ -562,11 +588,37 @@ def execute(
                 "delete the directory to try again"
             )
             return EXIT_DIVERGED
+    held = place_on_gpu(spec, torch_device, f"training {run_dir.path}", log)
+    if held is None:
+        return _train_in(spec, run_dir, torch_device, config, None, progress, log)
+    try:
+        return _train_in(spec, run_dir, torch.device("cuda", held.gpu), config, held, progress, log)
+    finally:
+        held.release()
+
+
+def _train_in(
+    spec: RunSpec,
+    run_dir: _RunDir,
+    torch_device: torch.device,
+    config: TrainConfig,
+    held: placement.Placement | None,
+    progress: bool | None,
+    log: Callable[[str], None],
+) -> int:
+    """Train (or resume) on ``torch_device``, holding the GPU slots ``held``; return the exit status."""
     prov = provenance(spec, torch_device)
+    if held is not None:
+        sharing = held.runs_on_gpu()
+        prov["gpu"] = GpuDetail(
+            index=held.gpu, slots=len(held.locks), slots_per_gpu=held.slots_per_gpu, runs_sharing=sharing
+        )
     flag = _StopFlag()
     info: DatasetInfo | None = None
 
     def on_epoch_end(record: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
+        if held is not None and prov["gpu"] is not None:
+            prov["gpu"]["runs_sharing"] = max(prov["gpu"]["runs_sharing"], held.runs_on_gpu())
         metrics = cast(MetricsRecord, record)  # training's records have MetricsRecord's keys
         run_dir.record_epoch(metrics, state, is_best)
         log(_epoch_line(metrics, config.epochs))

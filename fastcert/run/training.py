@@ -1,4 +1,5 @@
-"""One certified training run in code (SPEC §2; authors' ``train.py``), without any disk I/O.
+"""One certified training run in code (the paper's Sec. 3.4 and App. C, Training; authors'
+``train.py``), without any disk I/O.
 
 Per training batch the global step gives ε from the smoothed schedule; one bound pass of the
 *objective* yields the clean logits (train-mode BN batch statistics), the margin lower bounds and
@@ -95,6 +96,9 @@ class TrainConfig:
     grad_clip: float = 10.0
     augment: bool = True
     tf32: bool = False
+    # examples per batch of the per-epoch test pass (None: batch_size). A runtime setting, not part of
+    # the run's identity: in eval mode the errors do not depend on it (a GPU can take far larger ones).
+    test_batch_size: int | None = None
 
 
 class BatchBounds(NamedTuple):
@@ -526,7 +530,7 @@ def _test_epoch(
     meter = Meter()
     warmup = regularizer_active(epoch, config.start, config.length)
     with certification():  # its verified error is reported and picks the best checkpoint
-        for x, y in split.batches(config.batch_size, shuffle=False, augment=False):
+        for x, y in split.batches(config.test_batch_size or config.batch_size, shuffle=False, augment=False):
             if should_stop():
                 raise Interrupted(completed)
             _batch_terms(
