@@ -206,6 +206,45 @@ def test_a_run_whose_data_fails_to_load_leaves_no_directory(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("spec_bytes", "message"),
+    [
+        (
+            json.dumps({**SPEC, "seed": 99999999999999999999999}).encode(),
+            "seed: must lie in [0, 18446744073709551615] (2**64 - 1, the most torch accepts), got 9999999",
+        ),
+        (b"\xff\xfe\x00dataset: mnist\n", "not UTF-8 text (byte 0xff at offset 0); a spec is a YAML file"),
+        (b"seed: " + b"9" * 5000 + b"\n", "not valid YAML: Exceeds the limit (4300 digits)"),
+        (b"[" * 100000, "not valid YAML: maximum recursion depth exceeded"),
+        (b"# " + b"x" * (1 << 20) + b"\n", "larger than 1048576 bytes, not a run spec"),
+    ],
+    ids=["huge-seed", "not-utf8", "huge-integer", "deep-nesting", "huge-file"],
+)
+def test_a_spec_that_raised_a_traceback_is_one_line_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec_bytes: bytes, message: str
+) -> None:
+    spec, out = tmp_path / "run.yaml", tmp_path / "out"
+    spec.write_bytes(spec_bytes)
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    assert f"{spec}: {message}" in one_error_line(capsys, "train")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_a_data_root_that_is_a_file_fails_with_one_line_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    blocker = tmp_path / "passwd"
+    blocker.write_text("not a data root")
+    root = blocker if where == "file" else blocker / "data"
+    raw = {**SPEC, "data": {"source": "auto", "root": str(root), "train_size": 64, "test_size": 40}}
+    out = tmp_path / "out"
+    assert main(["train", "--spec", str(write(tmp_path / "run.yaml", raw)), "--out", str(out)]) == 2
+    err = one_error_line(capsys, "train")
+    assert f"data root {root} is not a directory" in err and "data.root" in err
+    assert not out.exists() and blocker.read_text() == "not a data root"
+
+
 @pytest.mark.parametrize("where", ["file", "under-file", "proc"])
 def test_an_out_path_that_cannot_be_a_directory_fails_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str

@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train_cmd.add_argument("--out", required=True, type=Path, metavar="DIR", help="run directory (created if missing)")
     train_cmd.add_argument("--device", help="override the spec's device (auto, cpu, cuda, cuda:N)")
+    train_cmd.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process is training DIR, wait for it to stop, then resume or report its run "
+        "(default: exit with status 2 naming it)",
+    )
     bar = train_cmd.add_mutually_exclusive_group()
     bar.add_argument(
         "--progress",
@@ -82,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         spec = validate({**spec.to_dict(), "device": args.device})
     from fastcert.run.lifecycle import execute
 
-    return execute(spec, args.out, progress=args.progress)
+    return execute(spec, args.out, progress=args.progress, wait=args.wait)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
+RUN_LOCK_FILE = "run.lock"  # held by the one process writing the directory (fastcert.locks)
 REQUESTED_SPEC_FILE = "spec.yaml"  # the spec the workflow hands to `fastcert train --spec`
 CHECKPOINTS = ("best", "last")  # the checkpoints a run keeps, also the keys of its result.json
 # the checkpoint whose errors tables and the report show by default (the authors' choice); the config schema's

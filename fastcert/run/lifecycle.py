@@ -26,8 +26,15 @@ one line naming the file and what to do, leaving the directory as it was:
 * ``result.json`` unreadable: ignored with a warning (it only summarizes, and is rewritten when
   this run stops).
 
-The directory is created, and bound to its spec, only once the data has loaded, so a run that
-fails before leaves the directory as it found it. Temporary files of killed writes
+One process writes a run directory at a time: ``fastcert train`` holds an exclusive lock on its
+``run.lock`` (:mod:`fastcert.locks`, released by the kernel when the process dies, so a killed run
+never blocks the next) from before it reads what the directory holds until it stops. A second
+``fastcert train`` on the directory stops with exit status 2 naming the holder, or waits for it with
+``--wait`` and then resumes (or reports) what the first one left. The holder's line in ``run.lock``
+gets a heartbeat once per epoch, for file systems that do not honour ``flock`` across hosts.
+
+The directory is bound to its spec (``spec.json``) only once the data has loaded; a run that stops
+before leaves the directory as it found it: no lock file, no folders created for it. Temporary files of killed writes
 (``.NAME.XXXX.tmp``, :func:`fastcert.io.remove_temp_files`) are deleted when a run starts on it.
 
 The data subset (``data.train_size``/``test_size``) and synthetic data use data seed 0 for every
@@ -61,6 +68,7 @@ from fastcert.io import (
     read_json,
     remove_temp_files,
 )
+from fastcert.locks import FileLock, Holder, LockBusy
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
@@ -75,7 +83,14 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
-from fastcert.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
+from fastcert.run.files import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    RESULT_FILE,
+    RUN_LOCK_FILE,
+    SPEC_FILE,
+)
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -250,6 +265,17 @@ def _missing_dirs(path: Path) -> list[Path]:
     return missing[::-1]
 
 
+def _remove_dirs(created: list[Path]) -> None:
+    """Remove the folders :func:`_missing_dirs` listed, innermost first, where they are still empty."""
+    for directory in reversed(created):
+        with suppress(OSError):
+            directory.rmdir()
+
+
+def _who(holder: Holder | None) -> str:
+    return "another process" if holder is None else holder.describe()
+
+
 @dataclass
 class _Resume:
     """What a run directory holds, read and checked before anything is written."""
@@ -267,6 +293,7 @@ class _RunDir:
     spec: RunSpec
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
+    lock: FileLock | None = None  # held while this process writes the directory (writer())
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -292,6 +319,35 @@ class _RunDir:
                     f"{self.path} holds a run of another spec (hash {recorded} ≠ {self.spec.hash()}); "
                     "use another --out directory or delete this one"
                 )
+
+    @contextmanager
+    def writer(self, *, wait: bool, log: Callable[[str], None]) -> Iterator[None]:
+        """Create the directory and hold its lock while the body runs; raise :class:`RunError` naming
+        the holder if another process holds it (or, with ``wait``, wait for it). A directory the body
+        leaves unbound to a spec loses the lock file and the folders created for it."""
+        created = _missing_dirs(self.path)
+        lock = FileLock(self.file(RUN_LOCK_FILE))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock.acquire(wait=wait, on_wait=lambda holder: log(f"{self.path}: waiting for {_who(holder)} to stop"))
+        except LockBusy as busy:
+            raise RunError(
+                f"{self.path}: another process is training this run directory ({_who(busy.holder)}); "
+                "wait for it to stop, or rerun with --wait"
+            ) from None
+        except OSError as error:
+            _remove_dirs(created)
+            raise RunError(f"{self.path}: cannot write the run directory ({error.strerror or error})") from None
+        self.lock = lock
+        try:
+            yield
+        finally:
+            self.lock = None
+            if self.file(SPEC_FILE).exists():
+                lock.release()
+            else:
+                lock.remove()
+                _remove_dirs(created)
 
     def previous_result(self) -> dict[str, Any] | None:
         """``result.json`` of an earlier attempt; an unreadable one is ignored (it is rewritten)."""
@@ -357,20 +413,15 @@ class _RunDir:
         return "delete it to retrain from the start"
 
     def start(self) -> dict[str, Any] | None:
-        """Check what the directory holds, then create and bind it, clean stray temporary files and
+        """Check what the (locked) directory holds, then bind it, clean stray temporary files and
         make metrics and best file consistent with the last checkpoint; the training state to
         resume from (None: start afresh)."""
         resume = self.read_resume()
-        created = _missing_dirs(self.path)
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             spec_file = self.file(SPEC_FILE)
             if not spec_file.exists():
                 atomic_write_json(spec_file, {"spec_hash": self.spec.hash(), "spec": self.spec.to_dict()})
         except OSError as error:
-            for directory in reversed(created):
-                with suppress(OSError):
-                    directory.rmdir()
             raise RunError(f"{self.path}: cannot write the run directory ({error.strerror or error})") from None
         for stray in remove_temp_files(self.path, RUN_FILES):
             _warn(f"deleted {stray}, left by a write that was killed")
@@ -404,6 +455,8 @@ class _RunDir:
         atomic_torch_save(self.checkpoint(state, "last"), self.file(LAST_CHECKPOINT))
         if is_best:
             atomic_torch_save(self.checkpoint(state, "best"), self.file(BEST_CHECKPOINT))
+        if self.lock is not None:
+            self.lock.heartbeat()
 
     def write_result(
         self,
@@ -541,15 +594,25 @@ def execute(
     *,
     device: str | None = None,
     progress: bool | None = None,
+    wait: bool = False,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> int:
     """Run (or resume, or report) the training of ``spec`` in ``out_dir``; return the exit status.
 
     ``device`` overrides ``spec.device``; ``progress`` (default: stderr is a terminal) shows a
-    per-epoch progress bar. Raises :class:`RunError` for runs that must not start.
+    per-epoch progress bar; ``wait``: wait for another process training ``out_dir`` to stop instead
+    of refusing. Raises :class:`RunError` for runs that must not start.
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
+    run_dir.check()  # before the lock: nothing is created for a run that cannot start
+    with run_dir.writer(wait=wait, log=log):
+        return _run(run_dir, torch_device, progress, log)
+
+
+def _run(run_dir: _RunDir, torch_device: torch.device, progress: bool | None, log: Callable[[str], None]) -> int:
+    """:func:`execute` under the directory's lock; checks again what another writer may have changed."""
+    spec = run_dir.spec
     config = train_config(spec)
     run_dir.check()
     previous = run_dir.previous_result()
