@@ -205,6 +205,6 @@ class FileLock:
         assert self._fd is not None
         holder = Holder(host=socket.gethostname(), pid=os.getpid(), since=since, heartbeat=_now(), note=self.note)
         line = (json.dumps(asdict(holder)) + "\n").encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, line, 0)
+        os.pwrite(self._fd, line, 0)  # overwrite, then cut: a reader never finds the file empty mid-heartbeat
+        os.ftruncate(self._fd, len(line))
         os.fsync(self._fd)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -109,3 +110,26 @@ def test_a_process_that_opened_a_lock_file_before_its_holder_removed_it_locks_a_
     assert path.exists() and is_locked(path)  # the lock lives in the file a third process would open
     assert read_holder(path) is not None and read_holder(path).pid == os.getpid()  # type: ignore[union-attr]
     second.release()
+
+
+def test_the_holder_line_stays_readable_while_the_holder_beats(tmp_path: Path) -> None:
+    """A refused process reads the line while the holder rewrites it once per epoch: it must never
+    find the file empty (it would then name "another process" instead of the holder)."""
+    path = tmp_path / "run.lock"
+    lock = FileLock(path)
+    lock.acquire()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            lock.heartbeat()
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    try:
+        unread = sum(read_holder(path) is None for _ in range(3000))
+    finally:
+        stop.set()
+        thread.join()
+    lock.release()
+    assert unread == 0
