@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -72,6 +72,7 @@ from fastcert.locks import FileLock, Holder, LockBusy
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
+from fastcert.method.schedule import Phase
 from fastcert.run.data import DatasetInfo, Split, load_dataset
 from fastcert.run.data.splits import seeded_generator
 from fastcert.run.exits import (
@@ -507,6 +508,18 @@ def _read_json_object(path: Path, advice: str) -> dict[str, Any]:
     raise DamagedFileError(problem + (f"; {advice}" if advice else ""))
 
 
+def _is_record(value: Any) -> bool:
+    """Whether a metrics line holds what a resumed run reads from it (a damaged or edited one may not)."""
+    return (
+        isinstance(value, dict)
+        and type(value.get("epoch")) is int
+        and value.get("phase") in get_args(Phase)
+        and type(value.get("epoch_time")) in (int, float)
+        and isinstance(value.get("test"), dict)
+        and all(key in value["test"] for key in ("err", "verified_err"))
+    )
+
+
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl``; a torn last line (no newline, not a record) is dropped with
     a warning, any other damaged line is a :class:`DamagedFileError` naming the line."""
@@ -522,7 +535,7 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             record = None
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+        if _is_record(record):
             records.append(record)
         elif number == len(lines):  # the last line lacks its newline: a write that did not finish
             _warn(f"{path}:{number}: dropped a torn last line (an unfinished write)")
