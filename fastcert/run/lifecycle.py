@@ -51,6 +51,7 @@ import random
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -195,7 +196,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         raise RunError(f"{file}: no such checkpoint file")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file may make torch warn: the error below says it all
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:
         # RuntimeError, EOFError, UnpicklingError, ValueError, zipfile errors...)
         text = str(error).strip()
