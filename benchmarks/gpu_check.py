@@ -103,6 +103,8 @@ def _json(path: Path) -> Any:
 
 def summarize(out: Path) -> dict[str, Any]:
     """Bench figures, each run's result and verification, the test outcome: ``OUT/summary.json``."""
+    from fastcert.records import METRICS_FILE, RESULT_FILE
+
     summary: dict[str, Any] = {"bench": {}, "runs": {}}
     for bench in sorted(out.glob("bench-*.json")):
         figures = _json(bench)
@@ -114,8 +116,8 @@ def summarize(out: Path) -> dict[str, Any]:
         }
     for method in METHOD_LABELS:
         run = out / "runs" / method
-        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-        result = _json(run / "result.json")
+        metrics = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines() if line]
+        result = _json(run / RESULT_FILE)
         spec = result["spec"]
         summary["runs"][method] = {
             "status": result["status"],

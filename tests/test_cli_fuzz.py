@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastcert.io import read_json
+from fastcert.records import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
 from fastcert.run.cli import main
-from fastcert.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
 from fastcert.run.lifecycle import EXIT_COMPLETED, execute, load_checkpoint
 from fastcert.run.spec import validate
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from fastcert.datasets import DATASETS
 from fastcert.method.models import (
     DATASET_SHAPES,
     MODELS,
@@ -17,7 +18,6 @@ from fastcert.method.models import (
     build,
     classifier,
 )
-from fastcert.run.data.catalog import DATASETS
 
 
 # --- analytic parameter counts, written from SPEC §3 / the authors' layer shapes -----------------

@@ -9,7 +9,7 @@ import yaml
 
 from fastcert.pipeline.config import check, choose_scale, load_checked, load_schema
 from fastcert.pipeline.errors import ExperimentError
-from fastcert.run.files import CHECKPOINTS, DEFAULT_CHECKPOINT
+from fastcert.records import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "workflow" / "schemas"

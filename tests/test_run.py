@@ -20,10 +20,10 @@ from train_process import launch, wait_for_epochs
 
 from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
 from fastcert.locks import is_locked, read_holder
+from fastcert.records import RUN_LOCK_FILE
 from fastcert.run import lifecycle as run_module
 from fastcert.run.cli import main
 from fastcert.run.data import DatasetMissingError
-from fastcert.run.files import RUN_LOCK_FILE
 from fastcert.run.lifecycle import (
     EXIT_COMPLETED,
     EXIT_DIVERGED,

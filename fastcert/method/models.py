@@ -13,8 +13,8 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
+from fastcert.datasets import DATASETS
 from fastcert.method.affine import batchnorm_affine, channel_view
-from fastcert.run.data.catalog import DATASETS
 from fastcert.vocabulary import BN_MODES, MODELS
 
 # (channels, image size, number of classes), from the dataset catalog

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Literal
 
 from fastcert.phases import ramp_end
-
-Phase = Literal["eps0", "ramp", "target"]
+from fastcert.records import Phase
 
 
 def _integer(name: str, value: object, minimum: int) -> int:
@@ -108,10 +106,10 @@ class SmoothedSchedule:
         ε = ε_max, ``ramp`` otherwise (decided by position, so also defined for ε_max = 0)."""
         epoch = _integer("epoch", epoch, 1)
         if epoch < self.start:
-            return "eps0"
+            return Phase.EPS0
         if epoch > ramp_end(self.start, self.length):
-            return "target"
-        return "ramp"
+            return Phase.TARGET
+        return Phase.RAMP
 
 
 def reg_lambda(eps: float, eps_max: float, lambda0: float, constant: bool = False) -> float:

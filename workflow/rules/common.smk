@@ -15,7 +15,7 @@ from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_document
 from fastcert.pipeline.scales import scale_root
 from fastcert.pipeline.tools import require_programs
-from fastcert.run.files import REQUESTED_SPEC_FILE, RESULT_FILE
+from fastcert.records import REQUESTED_SPEC_FILE, RESULT_FILE
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fastcert.run.data.catalog import DATASETS
+from fastcert.datasets import DATASETS
 from fastcert.run.data.integrity import (
     DataIntegrityError,
     DatasetMissingError,
