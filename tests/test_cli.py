@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,7 +14,10 @@ import pytest
 import torch
 
 from fastcert.io import read_jsonl
+from fastcert.run import lifecycle
 from fastcert.run.cli import main
+from fastcert.run.footprint import fit_error, host_memory_bytes, training_memory_bytes
+from fastcert.run.spec import validate
 
 SPEC = {
     "dataset": "mnist",
@@ -228,6 +232,40 @@ def test_a_spec_that_raised_a_traceback_is_one_line_naming_the_problem(
     assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
     assert f"{spec}: {message}" in one_error_line(capsys, "train")
     assert not out.exists()
+
+
+def test_a_spec_too_large_for_memory_is_refused_before_anything_is_allocated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """width 1000000 failed in torch's allocator (147456000000000000 bytes) and left two files."""
+    spec, out = write(tmp_path / "run.yaml", {**SPEC, "width": 1000000}), tmp_path / "out"
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    err = one_error_line(capsys, "train")
+    assert "error: width: training cnn7 on mnist at width 1e+06 with batch_size 16 needs about " in err
+    assert "more than the " in err and " of memory of cpu; lower width" in err
+    assert not out.exists()
+
+
+def test_a_batch_too_large_for_memory_names_batch_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory that holds the model at batch size 1 but not at the spec's batch: the key is batch_size."""
+    raw = {**SPEC, "data": {**SPEC["data"], "train_size": 1024}, "batch_size": 1024}
+    need = training_memory_bytes(validate(raw))
+    at_one = training_memory_bytes(dataclasses.replace(validate(raw), batch_size=1))
+    monkeypatch.setattr(lifecycle, "host_memory_bytes", lambda: (need + at_one) // 2)
+    spec, out = write(tmp_path / "run.yaml", raw), tmp_path / "out"
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    err = one_error_line(capsys, "train")
+    assert "error: batch_size: training cnn7 on mnist at width 0.0625 with batch_size 1024 needs about " in err
+    assert err.endswith("; lower batch_size or raise grad_accumulation\n")
+    assert not out.exists()
+
+
+def test_host_memory_is_the_physical_memory_or_a_smaller_cgroup_cap() -> None:
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < host_memory_bytes() <= physical
+    assert fit_error(validate(SPEC), host_memory_bytes(), "cpu") is None  # the tests' own runs fit
 
 
 @pytest.mark.parametrize("where", ["file", "under-file"])

@@ -105,6 +105,7 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
+from fastcert.run.footprint import fit_error, host_memory_bytes
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -144,6 +145,15 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RunError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     return device
+
+
+def _check_fits(spec: RunSpec, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a spec whose training cannot fit in the device's memory
+    (all of it: a GPU busy with other work is not a reason to refuse)."""
+    available = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else host_memory_bytes()
+    problem = fit_error(spec, available, str(device))
+    if problem is not None:
+        raise RunError(problem)
 
 
 def train_config(spec: RunSpec) -> TrainConfig:
@@ -600,6 +610,7 @@ def execute(
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
+    _check_fits(spec, torch_device)
     run_dir.check()  # before the lock: nothing is created for a run that cannot start
     with run_dir.writer(wait=wait, log=log):
         return _run(run_dir, torch_device, progress, log)
