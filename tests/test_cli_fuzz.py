@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +103,17 @@ def damaged(draw: st.DrawFn, original: bytes) -> bytes:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> int:
-    """``fastcert ARGV`` in-process: an allowed exit status, and for an error exactly one line on stderr."""
-    code = main(argv)
+    """``fastcert ARGV`` in-process: an allowed exit status, and for an error exactly one line on stderr
+    (no library warning either: the real command would print it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(argv)
     err = capsys.readouterr().err
     assert code in OUTCOMES, (code, err)
     assert "Traceback" not in err
     if code == 2:
         assert err.startswith(f"fastcert {argv[0]}: error: ") and err.count("\n") == 1, err
+        assert not caught, [str(w.message) for w in caught]
     return code
 
 

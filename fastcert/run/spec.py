@@ -161,8 +161,8 @@ def _int(path: str, value: Any, minimum: int | None = None) -> int:
 
 
 def _shown(value: int) -> str:
-    """An integer for a message: its digits, or their count when there are too many to read."""
-    return str(value) if abs(value) < 10**40 else "an integer of more than 40 digits"  # str() refuses > 4300
+    """An integer for a message: its digits, unless there are too many to read (or for str() to write)."""
+    return str(value) if abs(value) < 10**40 else "an integer of more than 40 digits"
 
 
 def _seed(path: str, value: Any) -> int:
