@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from fastcert.io import load_yaml
+
 REPO = Path(__file__).resolve().parent.parent
 PAPER_EPOCHS = 70
 LEVELS = {"dataset": "MNIST", "schedule": "mnist-70", "model": "CNN-7"}
@@ -48,7 +50,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def table1_spec(method: str, experiments: Path = REPO / "config" / "experiments.yaml") -> dict[str, Any]:
     """The paper-scale spec of Table 1's MNIST CNN-7 ``method`` run, repeat 0."""
-    config = yaml.safe_load(experiments.read_text(encoding="utf-8"))
+    config = load_yaml(experiments.read_text(encoding="utf-8"))
     spec = dict(config["base"])
     for axis, name in {**LEVELS, "method": METHOD_LABELS[method]}.items():
         spec = _merge(spec, config["levels"][axis][name]["spec"])

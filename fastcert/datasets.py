@@ -1,4 +1,5 @@
-"""What each dataset is: shape, class count, normalization, augmentation, full sizes, sources.
+"""What each dataset is (the paper's App. C, "Datasets"): shape, class count, normalization, augmentation, full
+sizes, sources.
 
 One table so that the loaders, the synthetic stand-ins, the models, the run-spec checks, the
 workflow's estimates and the reports' labels cannot disagree about a dataset's constants. Without

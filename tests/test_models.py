@@ -1,4 +1,4 @@
-"""Model shapes, parameter counts, BN variants and the partial-BN switches (SPEC §3)."""
+"""Model shapes, parameter counts, BN variants and the partial-BN switches (the paper's App. C, Models)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from fastcert.method.models import (
 )
 
 
-# --- analytic parameter counts, written from SPEC §3 / the authors' layer shapes -----------------
+# --- analytic parameter counts, written from the authors' layer shapes -----------------
 def conv(cin: int, cout: int, k: int, groups: int = 1) -> int:
     return cin // groups * k * k * cout + cout
 

@@ -1,4 +1,4 @@
-"""The per-batch ε schedule and the regularizer weight λ (SPEC §2 "ε schedule").
+"""The per-batch ε schedule and the regularizer weight λ (the paper's App. C "Warmup scheduling"; λ: Sec. 3.4).
 
 The schedule is auto_LiRPA's ``SmoothedScheduler`` driven by a global batch counter ``step``
 (0 at the first training batch, never reset per epoch): ε = 0 up to the ramp start, then a

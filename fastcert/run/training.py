@@ -1,4 +1,5 @@
-"""One certified training run in code (SPEC §2; authors' ``train.py``), without any disk I/O.
+"""One certified training run in code (the paper's Sec. 3.4 and App. C, Training; authors'
+``train.py``), without any disk I/O.
 
 Per training batch the global step gives ε from the smoothed schedule; one bound pass of the
 *objective* yields the clean logits (train-mode BN batch statistics), the margin lower bounds and
