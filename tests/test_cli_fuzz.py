@@ -187,6 +187,17 @@ def test_train_resuming_a_directory_with_any_damaged_file(
     check()
 
 
+def test_a_torn_metrics_line_the_checkpoint_needs_is_one_error_line(
+    runs: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by the fuzz: the torn-line warning came before the error, two lines on stderr."""
+    spec_file, stopped, _ = runs
+    out = tmp_path / "run"
+    shutil.copytree(stopped, out)
+    (out / METRICS_FILE).write_bytes(b"{")
+    assert run_cli(capsys, ["train", "--spec", str(spec_file), "--out", str(out)]) == 2
+
+
 @pytest.mark.parametrize("examples", EXAMPLES)
 def test_verify_with_any_damaged_checkpoint(
     runs: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], examples: int

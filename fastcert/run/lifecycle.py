@@ -401,8 +401,9 @@ class _RunDir:
             raise RunError(f"{last} was written for another spec; delete {self.path} to start over")
         epoch = checkpoint["epoch"]
         metrics = self.file(METRICS_FILE)
+        torn: list[str] = []  # warned about only if the run goes on (else the error is the one line)
         try:
-            records = read_metrics(metrics, on_torn_line=_warn)
+            records = read_metrics(metrics, on_torn_line=torn.append)
         except RecordError as error:
             raise DamagedFileError(f"{error}; restore the file, or delete {self.path} to retrain") from None
         history = [r for r in records if r["epoch"] <= epoch]
@@ -427,6 +428,8 @@ class _RunDir:
                         f"{epoch}: the best epoch's weights are lost; delete {self.path} to retrain"
                     )
                 restore_best = True
+        for warning in torn:
+            _warn(warning)
         return _Resume(checkpoint, history, restore_best)
 
     def _last_advice(self) -> str:
