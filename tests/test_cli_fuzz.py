@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -196,6 +197,22 @@ def test_a_torn_metrics_line_the_checkpoint_needs_is_one_error_line(
     shutil.copytree(stopped, out)
     (out / METRICS_FILE).write_bytes(b"{")
     assert run_cli(capsys, ["train", "--spec", str(spec_file), "--out", str(out)]) == 2
+
+
+def test_a_last_checkpoint_whose_weights_do_not_fit_is_refused_before_anything_is_written(
+    runs: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by the fuzz: a bit flip turned ``fc.bias`` into ``gc.bias`` inside the pickle; the checkpoint
+    loads, and resuming failed in load_state_dict with a traceback."""
+    spec_file, stopped, _ = runs
+    out = tmp_path / "run"
+    shutil.copytree(stopped, out)
+    checkpoint = load_checkpoint(out / LAST_CHECKPOINT)
+    checkpoint["model"]["gc.bias"] = checkpoint["model"].pop("fc.bias")
+    torch.save(checkpoint, out / LAST_CHECKPOINT)
+    before = snapshot(out)
+    assert run_cli(capsys, ["train", "--spec", str(spec_file), "--out", str(out)]) == 2
+    assert snapshot(out) == before
 
 
 @pytest.mark.parametrize("examples", EXAMPLES)

@@ -399,6 +399,10 @@ class _RunDir:
             raise DamagedFileError(f"{error}; {self._last_advice()}") from None
         if checkpoint["spec_hash"] != self.spec.hash():
             raise RunError(f"{last} was written for another spec; delete {self.path} to start over")
+        problem = self._weights_problem(checkpoint)
+        if problem is not None:
+            advice = self._last_advice()
+            raise DamagedFileError(f"{last}: weights that do not fit the spec's model ({problem}); {advice}")
         epoch = checkpoint["epoch"]
         metrics = self.file(METRICS_FILE)
         torn: list[str] = []  # warned about only if the run goes on (else the error is the one line)
@@ -431,6 +435,18 @@ class _RunDir:
         for warning in torn:
             _warn(warning)
         return _Resume(checkpoint, history, restore_best)
+
+    def _weights_problem(self, checkpoint: dict[str, Any]) -> str | None:
+        """Why the checkpoint's weights would not load into the spec's model (a damaged key or shape,
+        found before anything is written), or None. The model is built aside the run's random stream."""
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(self.spec)
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except (RuntimeError, TypeError, AttributeError, KeyError) as error:
+            lines = str(error).strip().splitlines()
+            return " ".join(lines[1:2] or lines[:1]).strip() or type(error).__name__
+        return None
 
     def _last_advice(self) -> str:
         best_file = self.file(BEST_CHECKPOINT)
