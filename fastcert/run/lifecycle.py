@@ -15,9 +15,10 @@ Damaged files (truncated, garbage, from a disk or a hand edit, not from our own 
 before anything is written, and resume then either recovers safely or stops with exit status 2 and
 one line naming the file and what to do, leaving the directory as it was:
 
-* ``checkpoint_last.pt`` unreadable: stop; delete it to retrain from the start, or copy
-  ``checkpoint_best.pt`` over it to resume from the best epoch (a best checkpoint is the complete
-  training state of its epoch, so the resumed run is the uninterrupted one; tests/test_faults.py).
+* ``checkpoint_last.pt`` unreadable, or with weights that do not fit the spec's model: stop; delete
+  it to retrain from the start, or copy ``checkpoint_best.pt`` over it to resume from the best epoch
+  (a best checkpoint is the complete training state of its epoch, so the resumed run is the
+  uninterrupted one; tests/test_faults.py).
 * ``checkpoint_best.pt`` unreadable or of another epoch: rewritten from the last checkpoint when
   the best epoch is the last one; otherwise stop (that epoch's weights are lost).
 * ``metrics.jsonl``: a torn last line (no newline, not JSON) is dropped with a warning; if the
