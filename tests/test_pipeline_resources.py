@@ -16,13 +16,6 @@ import yaml
 
 from fastcert.datasets import DATASETS
 from fastcert.pipeline.resources import (
-    data_fraction,
-    epoch_time_guide,
-    estimated_seconds,
-    memory_mb,
-    runtime_minutes,
-)
-from fastcert.run.footprint import (
     FLOAT_BYTES,
     FRAMEWORK_BYTES,
     MODEL_FOOTPRINT,
@@ -30,7 +23,12 @@ from fastcert.run.footprint import (
     TEST_PASS_COEFFICIENT_COPIES,
     TRAIN_PASS_COPIES,
     bound_pass_bytes,
+    data_fraction,
+    epoch_time_guide,
+    estimated_seconds,
+    memory_mb,
     model_state_bytes,
+    runtime_minutes,
     training_memory_bytes,
 )
 from fastcert.run.spec import validate as validate_spec

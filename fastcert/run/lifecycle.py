@@ -45,6 +45,7 @@ augmentation).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
@@ -74,6 +75,7 @@ from fastcert.locks import FileLock, Holder, LockBusy
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
+from fastcert.pipeline.resources import slot_need
 from fastcert.records import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -84,6 +86,7 @@ from fastcert.records import (
     SPEC_FILE,
     DivergedDetail,
     EpochSummary,
+    GpuDetail,
     InterruptedDetail,
     MetricsRecord,
     Phase,
@@ -95,6 +98,7 @@ from fastcert.records import (
     read_metrics,
     read_result,
 )
+from fastcert.run import placement
 from fastcert.run.data import Split, load_dataset
 from fastcert.run.data.splits import seeded_generator
 from fastcert.run.exits import (
@@ -155,6 +159,25 @@ def _check_fits(spec: RunSpec, device: torch.device) -> None:
     problem = fit_error(spec, available, str(device))
     if problem is not None:
         raise RunError(problem)
+
+
+def place_on_gpu(
+    spec: RunSpec, device: torch.device, note: str, log: Callable[[str], None]
+) -> placement.Placement | None:
+    """Slots of one GPU for a local job that asked for ``auto``/``cuda`` (not ``cuda:N``): waits for
+    them and makes that GPU the current one. None where a scheduler placed the job or on the CPU."""
+    if device.type != "cuda" or device.index is not None or placement.scheduled():
+        return None
+    gpus = torch.cuda.device_count()
+    slots = placement.slots_per_gpu()
+    memory = placement.gpu_memory_gb()
+    if memory is None:
+        memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 2**30
+    need = slot_need(spec, memory, slots)
+    held = placement.place(gpus, need, slots, directory=placement.slots_dir(), note=note, log=log)
+    torch.cuda.set_device(held.gpu)
+    log(f"{note}: on GPU {held.gpu}, {need} of its {slots} slot(s)")
+    return held
 
 
 def train_config(spec: RunSpec) -> TrainConfig:
@@ -267,6 +290,7 @@ def provenance(spec: RunSpec, device: torch.device) -> Provenance:
         "device": _device_name(device),
         "spec_hash": spec.hash(),
         "seed": spec.seed,
+        "gpu": None,
     }
 
 
@@ -619,27 +643,31 @@ def execute(
     *,
     device: str | None = None,
     progress: bool | None = None,
+    test_batch_size: int | None = None,
     wait: bool = False,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> int:
     """Run (or resume, or report) the training of ``spec`` in ``out_dir``; return the exit status.
 
     ``device`` overrides ``spec.device``; ``progress`` (default: stderr is a terminal) shows a
-    per-epoch progress bar; ``wait``: wait for another process training ``out_dir`` to stop instead
-    of refusing. Raises :class:`RunError` for runs that must not start.
+    per-epoch progress bar; ``test_batch_size`` sets the per-epoch test pass's batch (default: the
+    spec's batch_size); ``wait``: wait for another process training ``out_dir`` to stop instead of
+    refusing. Raises :class:`RunError` for runs that must not start.
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
+    config = dataclasses.replace(train_config(spec), test_batch_size=test_batch_size)
     _check_fits(spec, torch_device)
     run_dir.check()  # before the lock: nothing is created for a run that cannot start
     with run_dir.writer(wait=wait, log=log):
-        return _run(run_dir, torch_device, progress, log)
+        return _run(run_dir, torch_device, config, progress, log)
 
 
-def _run(run_dir: _RunDir, torch_device: torch.device, progress: bool | None, log: Callable[[str], None]) -> int:
+def _run(
+    run_dir: _RunDir, torch_device: torch.device, config: TrainConfig, progress: bool | None, log: Callable[[str], None]
+) -> int:
     """:func:`execute` under the directory's lock; checks again what another writer may have changed."""
     spec = run_dir.spec
-    config = train_config(spec)
     run_dir.check()
     previous = run_dir.previous_result()
     if previous is not None:
@@ -653,11 +681,37 @@ def _run(run_dir: _RunDir, torch_device: torch.device, progress: bool | None, lo
                 "delete the directory to try again"
             )
             return EXIT_DIVERGED
+    held = place_on_gpu(spec, torch_device, f"training {run_dir.path}", log)
+    if held is None:
+        return _train_in(spec, run_dir, torch_device, config, None, progress, log)
+    try:
+        return _train_in(spec, run_dir, torch.device("cuda", held.gpu), config, held, progress, log)
+    finally:
+        held.release()
+
+
+def _train_in(
+    spec: RunSpec,
+    run_dir: _RunDir,
+    torch_device: torch.device,
+    config: TrainConfig,
+    held: placement.Placement | None,
+    progress: bool | None,
+    log: Callable[[str], None],
+) -> int:
+    """Train (or resume) on ``torch_device``, holding the GPU slots ``held``; return the exit status."""
     prov = provenance(spec, torch_device)
+    if held is not None:
+        sharing = held.runs_on_gpu()
+        prov["gpu"] = GpuDetail(
+            index=held.gpu, slots=len(held.locks), slots_per_gpu=held.slots_per_gpu, runs_sharing=sharing
+        )
     flag = _StopFlag()
     info: DatasetInfo | None = None
 
     def on_epoch_end(record: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
+        if held is not None and prov["gpu"] is not None:
+            prov["gpu"]["runs_sharing"] = max(prov["gpu"]["runs_sharing"], held.runs_on_gpu())
         metrics = cast(MetricsRecord, record)  # training's records have MetricsRecord's keys
         run_dir.record_epoch(metrics, state, is_best)
         log(_epoch_line(metrics, config.epochs))
