@@ -31,7 +31,7 @@ from fastcert.run.lifecycle import (
     execute,
     load_checkpoint,
 )
-from fastcert.run.spec import validate
+from fastcert.run.spec import MAX_SEED, validate
 from fastcert.run.training import ibp_objective
 
 EPOCHS = 6
@@ -424,3 +424,11 @@ def test_real_mnist_run_lowers_verified_error(request: pytest.FixtureRequest, tm
     at_target = [r["test"]["verified_err"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["phase"] == "target"]
     assert len(at_target) == 3
     assert at_target[-1] < at_target[0] - 0.05 and at_target[-1] < 0.7
+
+
+def test_the_largest_seed_a_spec_accepts_is_the_largest_torch_and_numpy_accept() -> None:
+    """The spec's bound on seed (issue 21: 99999999999999999999999 was a torch traceback) is torch's own."""
+    run_module._seed_global_rngs(MAX_SEED)
+    run_module.seeded_generator(MAX_SEED, "init")
+    with pytest.raises((ValueError, RuntimeError, OverflowError)):
+        run_module._seed_global_rngs(MAX_SEED + 1)
