@@ -121,6 +121,9 @@ class FileLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        if not self._is_current(fd):  # the holder removed the file (remove()) while we had it open
+            os.close(fd)
+            return self.try_acquire()
         if self._foreign_holder_alive():
             os.close(fd)
             return False
@@ -164,12 +167,32 @@ class FileLock:
             os.ftruncate(fd, 0)
         os.close(fd)  # closing releases the flock
 
+    def remove(self) -> None:
+        """Delete the lock file, then release the lock: for a holder that leaves a directory as it found it.
+
+        Safe against a process that opened the file meanwhile: it then locks a deleted file, sees that
+        (``try_acquire`` compares it with the path) and locks a new one instead."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.release()
+
     def __enter__(self) -> FileLock:
         self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def _is_current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at ``self.path`` (not one deleted by :meth:`remove`)."""
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        opened = os.fstat(fd)
+        return (here.st_dev, here.st_ino) == (opened.st_dev, opened.st_ino)
 
     def _foreign_holder_alive(self) -> bool:
         """Fallback for file systems that do not honour flock across hosts (see the module docstring)."""
@@ -182,6 +205,6 @@ class FileLock:
         assert self._fd is not None
         holder = Holder(host=socket.gethostname(), pid=os.getpid(), since=since, heartbeat=_now(), note=self.note)
         line = (json.dumps(asdict(holder)) + "\n").encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, line, 0)
+        os.pwrite(self._fd, line, 0)  # overwrite, then cut: a reader never finds the file empty mid-heartbeat
+        os.ftruncate(self._fd, len(line))
         os.fsync(self._fd)

@@ -23,6 +23,7 @@ METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
+RUN_LOCK_FILE = "run.lock"  # held by the one process writing the directory (fastcert.locks); not a record
 RUN_FILES = (SPEC_FILE, METRICS_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)  # what a run writes
 RUN_LOCK_FILE = "run.lock"  # held (flock, fastcert.locks) by the one process training the run
 REQUESTED_SPEC_FILE = "spec.yaml"  # the spec the workflow hands to `fastcert train --spec`
@@ -163,12 +164,26 @@ def split_metrics(record: MetricsRecord, split: str) -> dict[str, Any]:
     raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
 
 
+def _holds_a_record(value: Any) -> bool:
+    """Whether a parsed line has what every reader takes from a record (an epoch, its phase and time,
+    the test errors): a bit flipped in a key, or a hand edit, must be a damaged line, not a KeyError."""
+    return (
+        isinstance(value, dict)
+        and type(value.get("epoch")) is int
+        and value.get("phase") in tuple(Phase)
+        and type(value.get("epoch_time")) in (int, float)
+        and isinstance(value.get("test"), dict)
+        and all(key in value["test"] for key in ("err", "verified_err"))
+    )
+
+
 def read_metrics(
     path: str | os.PathLike[str], *, on_torn_line: Callable[[str], None] | None = None
 ) -> list[MetricsRecord]:
     """The records of ``metrics.jsonl`` in file order (a missing file has none).
 
-    Every line must be a JSON object with an integer ``epoch`` above the line before it; else
+    Every line must be a JSON object with an integer ``epoch`` above the line before it, a ``phase``,
+    an ``epoch_time`` and the ``test`` errors; else
     :class:`RecordError` names the file and line. The exception, when ``on_torn_line`` is given: a
     last line without its newline that is not a record (a write that did not finish) is dropped and
     ``on_torn_line`` gets the warning, so a resumed run can go on from its checkpoint. The run's own
@@ -186,7 +201,7 @@ def read_metrics(
             record = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             record = None
-        if not (isinstance(record, dict) and isinstance(record.get("epoch"), int)):
+        if not _holds_a_record(record):
             if number == len(lines) and on_torn_line is not None:  # no newline after it: unfinished
                 on_torn_line(f"{file}:{number}: dropped a torn last line (an unfinished write)")
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,7 +14,10 @@ import pytest
 import torch
 
 from fastcert.io import read_jsonl
+from fastcert.run import lifecycle
 from fastcert.run.cli import main
+from fastcert.run.footprint import fit_error, host_memory_bytes, training_memory_bytes
+from fastcert.run.spec import validate
 
 SPEC = {
     "dataset": "mnist",
@@ -256,6 +260,79 @@ def test_a_run_whose_data_fails_to_load_leaves_no_directory(
     assert main(["train", "--spec", str(write(tmp_path / "run.yaml", raw)), "--out", str(out)]) == 2
     one_error_line(capsys, "train")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("spec_bytes", "message"),
+    [
+        (
+            json.dumps({**SPEC, "seed": 99999999999999999999999}).encode(),
+            "seed: must lie in [0, 18446744073709551615] (2**64 - 1, the most torch accepts), got 9999999",
+        ),
+        (b"\xff\xfe\x00dataset: mnist\n", "not UTF-8 text (byte 0xff at offset 0); a spec is a YAML file"),
+        (b"seed: " + b"9" * 5000 + b"\n", "not valid YAML: Exceeds the limit (4300 digits)"),
+        (b"[" * 100000, "not valid YAML: maximum recursion depth exceeded"),
+        (b"# " + b"x" * (1 << 20) + b"\n", "larger than 1048576 bytes, not a run spec"),
+    ],
+    ids=["huge-seed", "not-utf8", "huge-integer", "deep-nesting", "huge-file"],
+)
+def test_a_spec_that_raised_a_traceback_is_one_line_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec_bytes: bytes, message: str
+) -> None:
+    spec, out = tmp_path / "run.yaml", tmp_path / "out"
+    spec.write_bytes(spec_bytes)
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    assert f"{spec}: {message}" in one_error_line(capsys, "train")
+    assert not out.exists()
+
+
+def test_a_spec_too_large_for_memory_is_refused_before_anything_is_allocated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """width 1000000 failed in torch's allocator (147456000000000000 bytes) and left two files."""
+    spec, out = write(tmp_path / "run.yaml", {**SPEC, "width": 1000000}), tmp_path / "out"
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    err = one_error_line(capsys, "train")
+    assert "error: width: training cnn7 on mnist at width 1e+06 with batch_size 16 needs about " in err
+    assert "more than the " in err and " of memory of cpu; lower width" in err
+    assert not out.exists()
+
+
+def test_a_batch_too_large_for_memory_names_batch_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory that holds the model at batch size 1 but not at the spec's batch: the key is batch_size."""
+    raw = {**SPEC, "data": {**SPEC["data"], "train_size": 1024}, "batch_size": 1024}
+    need = training_memory_bytes(validate(raw))
+    at_one = training_memory_bytes(dataclasses.replace(validate(raw), batch_size=1))
+    monkeypatch.setattr(lifecycle, "host_memory_bytes", lambda: (need + at_one) // 2)
+    spec, out = write(tmp_path / "run.yaml", raw), tmp_path / "out"
+    assert main(["train", "--spec", str(spec), "--out", str(out)]) == 2
+    err = one_error_line(capsys, "train")
+    assert "error: batch_size: training cnn7 on mnist at width 0.0625 with batch_size 1024 needs about " in err
+    assert err.endswith("; lower batch_size or raise grad_accumulation\n")
+    assert not out.exists()
+
+
+def test_host_memory_is_the_physical_memory_or_a_smaller_cgroup_cap() -> None:
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < host_memory_bytes() <= physical
+    assert fit_error(validate(SPEC), host_memory_bytes(), "cpu") is None  # the tests' own runs fit
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_a_data_root_that_is_a_file_fails_with_one_line_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    blocker = tmp_path / "passwd"
+    blocker.write_text("not a data root")
+    root = blocker if where == "file" else blocker / "data"
+    raw = {**SPEC, "data": {"source": "auto", "root": str(root), "train_size": 64, "test_size": 40}}
+    out = tmp_path / "out"
+    assert main(["train", "--spec", str(write(tmp_path / "run.yaml", raw)), "--out", str(out)]) == 2
+    err = one_error_line(capsys, "train")
+    assert f"data root {root} is not a directory" in err and "data.root" in err
+    assert not out.exists() and blocker.read_text() == "not a data root"
 
 
 @pytest.mark.parametrize("where", ["file", "under-file", "proc"])

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -89,3 +90,46 @@ def test_a_fresh_foreign_holder_line_blocks_and_a_stale_one_does_not(tmp_path: P
     lock = FileLock(path)
     lock.acquire()
     lock.release()
+
+
+def test_a_process_that_opened_a_lock_file_before_its_holder_removed_it_locks_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """remove() (a run leaving a directory as it found it) races with a process that has the old
+    file open: its flock then succeeds on a deleted file, which must not count as holding the lock."""
+    path = tmp_path / "run.lock"
+    holder = FileLock(path)
+    holder.acquire()
+    opened_before = os.open(path, os.O_RDWR)
+    holder.remove()
+    assert not path.exists()
+    real_open, first = os.open, [opened_before]
+    monkeypatch.setattr(os, "open", lambda *args, **kwargs: first.pop() if first else real_open(*args, **kwargs))
+    second = FileLock(path)
+    assert second.try_acquire()
+    assert path.exists() and is_locked(path)  # the lock lives in the file a third process would open
+    assert read_holder(path) is not None and read_holder(path).pid == os.getpid()  # type: ignore[union-attr]
+    second.release()
+
+
+def test_the_holder_line_stays_readable_while_the_holder_beats(tmp_path: Path) -> None:
+    """A refused process reads the line while the holder rewrites it once per epoch: it must never
+    find the file empty (it would then name "another process" instead of the holder)."""
+    path = tmp_path / "run.lock"
+    lock = FileLock(path)
+    lock.acquire()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            lock.heartbeat()
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    try:
+        unread = sum(read_holder(path) is None for _ in range(3000))
+    finally:
+        stop.set()
+        thread.join()
+    lock.release()
+    assert unread == 0

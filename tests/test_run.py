@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,8 @@ import torch
 from train_process import launch, wait_for_epochs
 
 from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
+from fastcert.locks import is_locked, read_holder
+from fastcert.records import RUN_LOCK_FILE
 from fastcert.run import lifecycle as run_module
 from fastcert.run.cli import main
 from fastcert.run.data.integrity import DatasetMissingError
@@ -28,7 +31,7 @@ from fastcert.run.lifecycle import (
     execute,
     load_checkpoint,
 )
-from fastcert.run.spec import validate
+from fastcert.run.spec import MAX_SEED, validate
 from fastcert.run.training import ibp_objective
 
 EPOCHS = 6
@@ -236,6 +239,8 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(resume_setup,
     proc.communicate(timeout=60)
     done = len(read_jsonl(out / "metrics.jsonl"))
     assert done < EPOCHS and not (out / "result.json").exists()  # really killed mid-run
+    killed = read_holder(out / RUN_LOCK_FILE)
+    assert killed is not None and killed.pid == proc.pid  # its line stays behind, but the kernel freed its lock
 
     rerun = launch(spec, out)
     stdout, stderr = rerun.communicate(timeout=300)
@@ -243,6 +248,32 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(resume_setup,
     assert "resuming after epoch" in stdout
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["resumed"] for r in records].count(True) == 1
+    assert_same_run(out, reference)
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_with_wait_waits_for_it(
+    resume_setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ``fastcert train`` on one directory (a SLURM requeue while the first job still runs): the
+    second stops at once with exit 2, or with --wait returns once the first has completed the run."""
+    spec, reference = resume_setup
+    out = tmp_path / "shared"
+    first = launch(spec, out)
+    wait_for_epochs(out, first, 1)
+    argv = ["train", "--spec", str(spec), "--out", str(out), "--no-progress"]
+    before = time.monotonic()
+    assert main(argv) == 2
+    assert time.monotonic() - before < 30  # at once, no data loaded, nothing trained
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fastcert train: error: {out}: another process is training")
+    assert f"pid {first.pid} on {socket.gethostname()} since " in err and "--wait" in err
+    assert first.poll() is None
+    assert main([*argv, "--wait"]) == EXIT_COMPLETED
+    out_lines = capsys.readouterr().out
+    assert f"waiting for pid {first.pid}" in out_lines and "already completed" in out_lines
+    assert first.wait(timeout=60) == 0
+    holder = read_holder(out / RUN_LOCK_FILE)
+    assert holder is None and not is_locked(out / RUN_LOCK_FILE)
     assert_same_run(out, reference)
 
 
@@ -393,3 +424,11 @@ def test_real_mnist_run_lowers_verified_error(request: pytest.FixtureRequest, tm
     at_target = [r["test"]["verified_err"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["phase"] == "target"]
     assert len(at_target) == 3
     assert at_target[-1] < at_target[0] - 0.05 and at_target[-1] < 0.7
+
+
+def test_the_largest_seed_a_spec_accepts_is_the_largest_torch_and_numpy_accept() -> None:
+    """The spec's bound on seed (issue 21: 99999999999999999999999 was a torch traceback) is torch's own."""
+    run_module._seed_global_rngs(MAX_SEED)
+    run_module.seeded_generator(MAX_SEED, "init")
+    with pytest.raises((ValueError, RuntimeError, OverflowError)):
+        run_module._seed_global_rngs(MAX_SEED + 1)

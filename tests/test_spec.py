@@ -58,7 +58,12 @@ def test_explicit_choices_override_the_method_defaults() -> None:
         ({"width": 0}, "width: must be > 0"),
         ({"batch_size": 12.5}, "batch_size: expected an integer, got float"),
         ({"batch_size": 0}, "batch_size: must be >= 1"),
-        ({"seed": -1}, "seed: must be >= 0"),
+        ({"seed": -1}, "seed: must lie in [0, 18446744073709551615] (2**64 - 1, the most torch accepts), got -1"),
+        ({"seed": 99999999999999999999999}, "seed: must lie in [0, 18446744073709551615]"),
+        (
+            {"seed": -(10**5000)},
+            "seed: must lie in [0, 18446744073709551615] (2**64 - 1, the most torch accepts), got an",
+        ),
         ({"lambda0": -0.5}, "lambda0: must be >= 0.0"),
         ({"lr": float("nan")}, "lr: must be finite"),
         ({"constant_lambda": "yes"}, "constant_lambda: expected true or false"),

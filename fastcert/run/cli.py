@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train_cmd.add_argument("--out", required=True, type=Path, metavar="DIR", help="run directory (created if missing)")
     train_cmd.add_argument("--device", help="override the spec's device (auto, cpu, cuda, cuda:N)")
+    train_cmd.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process is training DIR, wait for it to stop, then resume or report its run "
+        "(default: exit with status 2 naming it)",
+    )
     bar = train_cmd.add_mutually_exclusive_group()
     bar.add_argument(
         "--progress",
@@ -132,7 +138,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.test_batch_size is not None and args.test_batch_size < 1:
         raise RunError(f"--test-batch-size must be >= 1, got {args.test_batch_size}")
-    return execute(spec, args.out, progress=args.progress, test_batch_size=args.test_batch_size)
+    return execute(spec, args.out, progress=args.progress, test_batch_size=args.test_batch_size, wait=args.wait)
 
 
 def _verify(args: argparse.Namespace) -> int:

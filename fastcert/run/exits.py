@@ -9,15 +9,16 @@ from __future__ import annotations
 
 EXIT_COMPLETED = 0
 EXIT_ERROR = 1  # an unexpected error (Python's own exit status for an uncaught exception)
-EXIT_USAGE = 2  # invalid spec/arguments/files, a directory of another spec, no such device/dataset
+EXIT_USAGE = 2  # invalid spec/arguments/files, a directory of another spec or writer, no such device/dataset
 EXIT_DIVERGED = 3
 EXIT_SIGNAL_BASE = 128  # interrupted by signal N: 128 + N (SIGTERM 143, SIGINT 130)
 EXIT_CODES_HELP = """exit status:
   0    completed (also when DIR already holds the completed run: nothing is retrained)
   1    unexpected error (traceback on stderr)
-  2    invalid spec or arguments, DIR unusable (a file, not writable) or holding another spec's
-       run, a damaged file in DIR (named, with what to do), or the device or dataset is not
-       available; one line on stderr, DIR left as it was found (nothing was trained)
+  2    invalid spec or arguments, DIR unusable (a file, not writable), holding another spec's
+       run or being trained by another live process (named; --wait waits for it), a damaged
+       file in DIR (named, with what to do), or the device or dataset is not available; one
+       line on stderr, DIR left as it was found (nothing was trained)
   3    training diverged (NaN/inf loss; reason in DIR/result.json; rerunning does not retrain)
   143  stopped by SIGTERM after saving the last completed epoch; rerun the same command to resume
   130  stopped by SIGINT (Ctrl-C), likewise"""

@@ -15,9 +15,10 @@ Damaged files (truncated, garbage, from a disk or a hand edit, not from our own 
 before anything is written, and resume then either recovers safely or stops with exit status 2 and
 one line naming the file and what to do, leaving the directory as it was:
 
-* ``checkpoint_last.pt`` unreadable: stop; delete it to retrain from the start, or copy
-  ``checkpoint_best.pt`` over it to resume from the best epoch (a best checkpoint is the complete
-  training state of its epoch, so the resumed run is the uninterrupted one; tests/test_faults.py).
+* ``checkpoint_last.pt`` unreadable, or with weights that do not fit the spec's model: stop; delete
+  it to retrain from the start, or copy ``checkpoint_best.pt`` over it to resume from the best epoch
+  (a best checkpoint is the complete training state of its epoch, so the resumed run is the
+  uninterrupted one; tests/test_faults.py).
 * ``checkpoint_best.pt`` unreadable or of another epoch: rewritten from the last checkpoint when
   the best epoch is the last one; otherwise stop (that epoch's weights are lost).
 * ``metrics.jsonl``: a torn last line (no newline, not JSON) is dropped with a warning; if the
@@ -26,8 +27,15 @@ one line naming the file and what to do, leaving the directory as it was:
 * ``result.json`` unreadable: ignored with a warning (it only summarizes, and is rewritten when
   this run stops).
 
-The directory is created, and bound to its spec, only once the data has loaded, so a run that
-fails before leaves the directory as it found it. Temporary files of killed writes
+One process writes a run directory at a time: ``fastcert train`` holds an exclusive lock on its
+``run.lock`` (:mod:`fastcert.locks`, released by the kernel when the process dies, so a killed run
+never blocks the next) from before it reads what the directory holds until it stops. A second
+``fastcert train`` on the directory stops with exit status 2 naming the holder, or waits for it with
+``--wait`` and then resumes (or reports) what the first one left. The holder's line in ``run.lock``
+gets a heartbeat once per epoch, for file systems that do not honour ``flock`` across hosts.
+
+The directory is bound to its spec (``spec.json``) only once the data has loaded; a run that stops
+before leaves the directory as it found it: no lock file, no folders created for it. Temporary files of killed writes
 (``.NAME.XXXX.tmp``, :func:`fastcert.io.remove_temp_files`) are deleted when a run starts on it.
 
 The data subset (``data.train_size``/``test_size``) and synthetic data use data seed 0 for every
@@ -44,6 +52,7 @@ import random
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -62,6 +71,7 @@ from fastcert.io import (
     read_json,
     remove_temp_files,
 )
+from fastcert.locks import FileLock, Holder, LockBusy
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
@@ -72,6 +82,7 @@ from fastcert.records import (
     METRICS_FILE,
     RESULT_FILE,
     RUN_FILES,
+    RUN_LOCK_FILE,
     SPEC_FILE,
     DivergedDetail,
     EpochSummary,
@@ -99,6 +110,7 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
+from fastcert.run.footprint import fit_error, host_memory_bytes
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -138,6 +150,15 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RunError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     return device
+
+
+def _check_fits(spec: RunSpec, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a spec whose training cannot fit in the device's memory
+    (all of it: a GPU busy with other work is not a reason to refuse)."""
+    available = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else host_memory_bytes()
+    problem = fit_error(spec, available, str(device))
+    if problem is not None:
+        raise RunError(problem)
 
 
 def place_on_gpu(
@@ -219,7 +240,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         raise RunError(f"{file}: no such checkpoint file")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file may make torch warn: the error below says it all
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:
         # RuntimeError, EOFError, UnpicklingError, ValueError, zipfile errors...)
         text = str(error).strip()
@@ -291,6 +314,17 @@ def _missing_dirs(path: Path) -> list[Path]:
     return missing[::-1]
 
 
+def _remove_dirs(created: list[Path]) -> None:
+    """Remove the folders :func:`_missing_dirs` listed, innermost first, where they are still empty."""
+    for directory in reversed(created):
+        with suppress(OSError):
+            directory.rmdir()
+
+
+def _who(holder: Holder | None) -> str:
+    return "another process" if holder is None else holder.describe()
+
+
 @dataclass
 class _Resume:
     """What a run directory holds, read and checked before anything is written."""
@@ -308,6 +342,7 @@ class _RunDir:
     spec: RunSpec
     history: list[MetricsRecord] = field(default_factory=list)
     best: EpochSummary | None = None
+    lock: FileLock | None = None  # held while this process writes the directory (writer())
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -333,6 +368,35 @@ class _RunDir:
                     f"{self.path} holds a run of another spec (hash {recorded} ≠ {self.spec.hash()}); "
                     "use another --out directory or delete this one"
                 )
+
+    @contextmanager
+    def writer(self, *, wait: bool, log: Callable[[str], None]) -> Iterator[None]:
+        """Create the directory and hold its lock while the body runs; raise :class:`RunError` naming
+        the holder if another process holds it (or, with ``wait``, wait for it). A directory the body
+        leaves unbound to a spec loses the lock file and the folders created for it."""
+        created = _missing_dirs(self.path)
+        lock = FileLock(self.file(RUN_LOCK_FILE))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock.acquire(wait=wait, on_wait=lambda holder: log(f"{self.path}: waiting for {_who(holder)} to stop"))
+        except LockBusy as busy:
+            raise RunError(
+                f"{self.path}: another process is training this run directory ({_who(busy.holder)}); "
+                "wait for it to stop, or rerun with --wait"
+            ) from None
+        except OSError as error:
+            _remove_dirs(created)
+            raise RunError(f"{self.path}: cannot write the run directory ({error.strerror or error})") from None
+        self.lock = lock
+        try:
+            yield
+        finally:
+            self.lock = None
+            if self.file(SPEC_FILE).exists():
+                lock.release()
+            else:
+                lock.remove()
+                _remove_dirs(created)
 
     def previous_result(self) -> Result | None:
         """``result.json`` of an earlier attempt; an unreadable one is ignored (it is rewritten)."""
@@ -360,10 +424,15 @@ class _RunDir:
             raise DamagedFileError(f"{error}; {self._last_advice()}") from None
         if checkpoint["spec_hash"] != self.spec.hash():
             raise RunError(f"{last} was written for another spec; delete {self.path} to start over")
+        problem = self._weights_problem(checkpoint)
+        if problem is not None:
+            advice = self._last_advice()
+            raise DamagedFileError(f"{last}: weights that do not fit the spec's model ({problem}); {advice}")
         epoch = checkpoint["epoch"]
         metrics = self.file(METRICS_FILE)
+        torn: list[str] = []  # warned about only if the run goes on (else the error is the one line)
         try:
-            records = read_metrics(metrics, on_torn_line=_warn)
+            records = read_metrics(metrics, on_torn_line=torn.append)
         except RecordError as error:
             raise DamagedFileError(f"{error}; restore the file, or delete {self.path} to retrain") from None
         history = [r for r in records if r["epoch"] <= epoch]
@@ -388,7 +457,21 @@ class _RunDir:
                         f"{epoch}: the best epoch's weights are lost; delete {self.path} to retrain"
                     )
                 restore_best = True
+        for warning in torn:
+            _warn(warning)
         return _Resume(checkpoint, history, restore_best)
+
+    def _weights_problem(self, checkpoint: dict[str, Any]) -> str | None:
+        """Why the checkpoint's weights would not load into the spec's model (a damaged key or shape,
+        found before anything is written), or None. The model is built aside the run's random stream."""
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(self.spec)
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except (RuntimeError, TypeError, AttributeError, KeyError) as error:
+            lines = str(error).strip().splitlines()
+            return " ".join(lines[1:2] or lines[:1]).strip() or type(error).__name__
+        return None
 
     def _last_advice(self) -> str:
         best_file = self.file(BEST_CHECKPOINT)
@@ -404,20 +487,15 @@ class _RunDir:
         return "delete it to retrain from the start"
 
     def start(self) -> dict[str, Any] | None:
-        """Check what the directory holds, then create and bind it, clean stray temporary files and
+        """Check what the (locked) directory holds, then bind it, clean stray temporary files and
         make metrics and best file consistent with the last checkpoint; the training state to
         resume from (None: start afresh)."""
         resume = self.read_resume()
-        created = _missing_dirs(self.path)
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             spec_file = self.file(SPEC_FILE)
             if not spec_file.exists():
                 atomic_write_json(spec_file, {"spec_hash": self.spec.hash(), "spec": self.spec.to_dict()})
         except OSError as error:
-            for directory in reversed(created):
-                with suppress(OSError):
-                    directory.rmdir()
             raise RunError(f"{self.path}: cannot write the run directory ({error.strerror or error})") from None
         for stray in remove_temp_files(self.path, RUN_FILES):
             _warn(f"deleted {stray}, left by a write that was killed")
@@ -451,6 +529,8 @@ class _RunDir:
         atomic_torch_save(self.checkpoint(state, "last"), self.file(LAST_CHECKPOINT))
         if is_best:
             atomic_torch_save(self.checkpoint(state, "best"), self.file(BEST_CHECKPOINT))
+        if self.lock is not None:
+            self.lock.heartbeat()
 
     def write_result(
         self,
@@ -564,17 +644,30 @@ def execute(
     device: str | None = None,
     progress: bool | None = None,
     test_batch_size: int | None = None,
+    wait: bool = False,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> int:
     """Run (or resume, or report) the training of ``spec`` in ``out_dir``; return the exit status.
 
     ``device`` overrides ``spec.device``; ``progress`` (default: stderr is a terminal) shows a
     per-epoch progress bar; ``test_batch_size`` sets the per-epoch test pass's batch (default: the
-    spec's batch_size). Raises :class:`RunError` for runs that must not start.
+    spec's batch_size); ``wait``: wait for another process training ``out_dir`` to stop instead of
+    refusing. Raises :class:`RunError` for runs that must not start.
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
     config = dataclasses.replace(train_config(spec), test_batch_size=test_batch_size)
+    _check_fits(spec, torch_device)
+    run_dir.check()  # before the lock: nothing is created for a run that cannot start
+    with run_dir.writer(wait=wait, log=log):
+        return _run(run_dir, torch_device, config, progress, log)
+
+
+def _run(
+    run_dir: _RunDir, torch_device: torch.device, config: TrainConfig, progress: bool | None, log: Callable[[str], None]
+) -> int:
+    """:func:`execute` under the directory's lock; checks again what another writer may have changed."""
+    spec = run_dir.spec
     run_dir.check()
     previous = run_dir.previous_result()
     if previous is not None:

@@ -61,6 +61,10 @@ SMALLEST_LAYER = {
 # Keys added after runs had been recorded: left out of the hash at their default value, so that
 # every existing run directory keeps its identity.
 _HASHED_UNLESS_DEFAULT = {"tf32": False}
+# torch.manual_seed takes seeds in [0, 2**64) (numpy's global generator is given the seed modulo 2**32).
+MAX_SEED = 2**64 - 1
+# A spec is a few hundred bytes; a larger file is something else, and YAML would take long to parse it.
+MAX_SPEC_BYTES = 1 << 20
 
 
 class SpecError(ValueError):
@@ -152,8 +156,20 @@ def _int(path: str, value: Any, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(path, f"expected an integer, got {_type_name(value)} {value!r}")
     if minimum is not None and value < minimum:
-        raise _fail(path, f"must be >= {minimum}, got {value}")
+        raise _fail(path, f"must be >= {minimum}, got {_shown(value)}")
     return value
+
+
+def _shown(value: int) -> str:
+    """An integer for a message: its digits, unless there are too many to read (or for str() to write)."""
+    return str(value) if abs(value) < 10**40 else "an integer of more than 40 digits"
+
+
+def _seed(path: str, value: Any) -> int:
+    seed = _int(path, value)
+    if not 0 <= seed <= MAX_SEED:
+        raise _fail(path, f"must lie in [0, {MAX_SEED}] (2**64 - 1, the most torch accepts), got {_shown(seed)}")
+    return seed
 
 
 def _float(path: str, value: Any, *, positive: bool = False, minimum: float | None = None) -> float:
@@ -265,7 +281,7 @@ _TOP_FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "grad_accumulation": lambda p, v: _int(p, v, minimum=1),
     "lr": lambda p, v: _float(p, v, positive=True),
     "grad_clip": lambda p, v: _float(p, v, positive=True),
-    "seed": lambda p, v: _int(p, v, minimum=0),
+    "seed": _seed,
     "device": _device,
     "tf32": _bool,
 }
@@ -393,13 +409,23 @@ def load(path: str | Path) -> RunSpec:
     """Read and validate a YAML (or JSON) spec file; errors name the file."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_SPEC_BYTES + 1)
     except OSError as error:
         raise SpecError(f"{file}: cannot read spec ({error.strerror or error})") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{file}: larger than {MAX_SPEC_BYTES} bytes, not a run spec (a spec is a few hundred bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"{file}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); a spec is a YAML file"
+        ) from None
     try:
         raw = load_yaml(text)
-    except yaml.YAMLError as error:
-        raise SpecError(f"{file}: not valid YAML: {error}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # PyYAML's constructors raise plain ValueErrors
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise SpecError(f"{file}: not valid YAML: {reason}") from None
     if raw is None or raw == {}:
         raise SpecError(
             f"{file}: spec: the spec is empty; write the run's keys (at least dataset, model, method; "

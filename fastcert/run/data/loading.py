@@ -16,6 +16,7 @@ import torch
 
 from fastcert.datasets import SOURCES, DatasetInfo, DatasetSpec, dataset_spec
 from fastcert.run.data import cifar, mnist, synthetic, tinyimagenet
+from fastcert.run.data.integrity import DatasetMissingError
 from fastcert.run.data.splits import Split, balanced_subset, seeded_generator
 
 Loader = Callable[[Path, Path | None, str], tuple[Split, Split, str]]
@@ -28,9 +29,19 @@ _LOADERS: dict[str, Loader] = {
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: the argument, else ``$FASTCERT_DATA``, else ``./data`` (made absolute)."""
+    """The data root: the argument, else ``$FASTCERT_DATA``, else ``./data`` (made absolute).
+
+    Raises :class:`DatasetMissingError` when it, or the nearest of its ancestors that exists, is not
+    a directory (a spec's ``data.root`` naming a file), before a loader tries to create folders in it."""
     chosen = root if root is not None else os.environ.get("FASTCERT_DATA") or "data"
-    return Path(chosen).expanduser().absolute()
+    path = Path(chosen).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is not)"
+        raise DatasetMissingError(
+            f"data root {path} is not a directory{where}; set data.root (or $FASTCERT_DATA) to a folder"
+        )
+    return path
 
 
 def mirror_dir(mirror: str | os.PathLike[str] | None = None) -> Path | None:
@@ -40,7 +51,7 @@ def mirror_dir(mirror: str | os.PathLike[str] | None = None) -> Path | None:
         return None
     path = Path(chosen).expanduser().absolute()
     if not path.is_dir():
-        raise NotADirectoryError(f"data mirror directory {path} does not exist")
+        raise DatasetMissingError(f"data mirror directory {path} ($FASTCERT_DATA_MIRROR) is not a directory")
     return path
 
 
