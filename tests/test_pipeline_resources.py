@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from fastcert.datasets import DATASETS
-from fastcert.pipeline.resources import (
+from fastcert.pipeline.resources import data_fraction, epoch_time_guide, estimated_seconds, memory_mb, runtime_minutes
+from fastcert.run.footprint import (
     FLOAT_BYTES,
     FRAMEWORK_BYTES,
     MODEL_FOOTPRINT,
@@ -23,12 +24,8 @@ from fastcert.pipeline.resources import (
     TEST_PASS_COEFFICIENT_COPIES,
     TRAIN_PASS_COPIES,
     bound_pass_bytes,
-    data_fraction,
-    epoch_time_guide,
-    estimated_seconds,
-    memory_mb,
     model_state_bytes,
-    runtime_minutes,
+    per_epoch_test_batch,
     training_memory_bytes,
 )
 from fastcert.run.spec import validate as validate_spec
@@ -137,10 +134,18 @@ def test_training_memory_adds_framework_state_data_and_the_larger_bound_pass() -
     # gradient accumulation halves the autograd graph, not the state
     halved = cifar_spec(method="vanilla", batch_size=128, grad_accumulation=2)
     assert bound_pass_bytes(halved) == math.ceil(train_pass / 2)
-    # CROWN-IBP's non-fused test pass bounds 199 margins on TinyImageNet: its coefficients dominate there
+    # CROWN-IBP's non-fused test pass bounds 199 margins on TinyImageNet: at the training batch its
+    # coefficients would need ~100 GB, so it bounds fewer examples at once and never sets the peak
     tiny = cifar_spec(dataset="tinyimagenet", batch_size=128)
-    widest = MODEL_FOOTPRINT[("cnn7", "tinyimagenet")][2]
-    assert bound_pass_bytes(tiny) == math.ceil(FLOAT_BYTES * TEST_PASS_COEFFICIENT_COPIES * 128 * 199 * widest)
+    _, tiny_activations, widest = MODEL_FOOTPRINT[("cnn7", "tinyimagenet")]
+    tiny_train = TRAIN_PASS_COPIES["crown-ibp"] * 128 * tiny_activations
+    per_example = TEST_PASS_COEFFICIENT_COPIES * 199 * widest
+    assert FLOAT_BYTES * per_example * 128 > 80 * 2**30
+    assert per_epoch_test_batch(tiny) == math.floor(tiny_train / per_example) < 128
+    assert bound_pass_bytes(tiny) == math.ceil(FLOAT_BYTES * tiny_train)
+    assert training_memory_bytes(tiny) < 40 * 2**30  # fits the paper's GPUs' class of memory
+    assert per_epoch_test_batch(cifar_spec(batch_size=128)) == 128  # 9 margins: the training batch
+    assert per_epoch_test_batch(halved) == 128  # IBP runs have no margin coefficients
     # the issue's example: MNIST CNN-7 at batch 256 is a small fraction of an 80 GB GPU
     mnist = cifar_spec(dataset="mnist", method="ours", batch_size=256, eps_train=0.4, eps_test=0.4)
     assert 2 * 2**30 < training_memory_bytes(mnist) < 8 * 2**30

@@ -22,7 +22,7 @@ COLUMNS = ("target", "runs", "own", "shared", "device_hours")
 @dataclass(frozen=True)
 class Workstation:
     """The machines the plan gives wall-clock hours for: each count of ``gpus`` (``train.plan_gpus``), GPUs
-    of ``slots_per_gpu`` slots, and the slots each run needs (fastcert.pipeline.resources.slot_need)."""
+    of ``slots_per_gpu`` slots, and the slots each run needs (fastcert.run.footprint.slot_need)."""
 
     gpus: tuple[int, ...]
     slots_per_gpu: int

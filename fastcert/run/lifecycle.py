@@ -75,7 +75,6 @@ from fastcert.locks import FileLock, Holder, LockBusy
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
-from fastcert.pipeline.resources import slot_need
 from fastcert.records import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -110,7 +109,7 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
-from fastcert.run.footprint import fit_error, host_memory_bytes
+from fastcert.run.footprint import fit_error, host_memory_bytes, per_epoch_test_batch, slot_need
 from fastcert.run.spec import RunSpec
 from fastcert.run.training import (
     Diverged,
@@ -196,6 +195,7 @@ def train_config(spec: RunSpec) -> TrainConfig:
         tau=spec.tau,
         constant_lambda=spec.constant_lambda,
         batch_size=spec.batch_size,
+        test_batch_size=per_epoch_test_batch(spec),
         grad_accumulation=spec.grad_accumulation,
         lr=spec.lr,
         grad_clip=spec.grad_clip,
@@ -650,13 +650,18 @@ def execute(
     """Run (or resume, or report) the training of ``spec`` in ``out_dir``; return the exit status.
 
     ``device`` overrides ``spec.device``; ``progress`` (default: stderr is a terminal) shows a
-    per-epoch progress bar; ``test_batch_size`` sets the per-epoch test pass's batch (default: the
-    spec's batch_size); ``wait``: wait for another process training ``out_dir`` to stop instead of
+    per-epoch progress bar; ``test_batch_size`` sets the per-epoch test pass's batch (default:
+    :func:`fastcert.run.footprint.per_epoch_test_batch`: the spec's batch_size, unless that would make the
+    test pass set the run's peak memory); ``wait``: wait for another process training ``out_dir`` to stop instead of
     refusing. Raises :class:`RunError` for runs that must not start.
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
-    config = dataclasses.replace(train_config(spec), test_batch_size=test_batch_size)
+    config = (
+        train_config(spec)
+        if test_batch_size is None
+        else dataclasses.replace(train_config(spec), test_batch_size=test_batch_size)
+    )
     _check_fits(spec, torch_device)
     run_dir.check()  # before the lock: nothing is created for a run that cannot start
     with run_dir.writer(wait=wait, log=log):

@@ -3,7 +3,7 @@
 Why: on a workstation Snakemake starts as many training jobs as ``--cores`` allows, and every one
 would take GPU 0. Each GPU is cut into ``slots`` equal slots, one lock file per slot
 (``<dir>/gpu<i>.slot<j>.lock``); a job takes the slots its memory estimate needs
-(:func:`fastcert.pipeline.resources.slot_need`) on one GPU with :class:`fastcert.locks.FileLock`, whose
+(:func:`fastcert.run.footprint.slot_need`) on one GPU with :class:`fastcert.locks.FileLock`, whose
 ``flock`` the kernel releases when the process dies (SIGKILL, OOM kill), so a slot never leaks. With
 every slot taken a job waits, saying so in one log line. GPUs with the most free slots come first, so
 that runs spread over the GPUs before they share one.

@@ -17,6 +17,7 @@ from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_doc
 from fastcert.pipeline.scales import scale_root
 from fastcert.pipeline.tools import require_programs
 from fastcert.records import REQUESTED_SPEC_FILE, RESULT_FILE
+from fastcert.run import footprint
 from fastcert.run.placement import GPU_MEMORY_ENV, SLOTS_PER_GPU_ENV, detected_gpus
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
@@ -110,7 +111,7 @@ def workstation() -> dict[str, Any]:
     """The machines the plan's wall-clock columns schedule on (fastcert.pipeline.plan.Workstation)."""
     train = config["train"]
     slots = {
-        f"{RUNS_DIR}/{rid}": resources.slot_need(spec, train["gpu_memory_gb"], train["slots_per_gpu"])
+        f"{RUNS_DIR}/{rid}": footprint.slot_need(spec, train["gpu_memory_gb"], train["slots_per_gpu"])
         for rid, spec in EXPANSION.runs.items()
     }
     return {"gpus": tuple(train["plan_gpus"]), "slots_per_gpu": train["slots_per_gpu"], "slots": slots}
