@@ -109,7 +109,7 @@ class BackwardPass:
         for begin in range(0, neurons, chunk):
             rows = torch.arange(begin, min(begin + chunk, neurons), device=self.center.device)
             unit = torch.zeros(len(rows), neurons, dtype=self.center.dtype, device=self.center.device)
-            unit[torch.arange(len(rows)), rows] = 1
+            unit[torch.arange(len(rows), device=rows.device), rows] = 1
             A = unit.view((1, len(rows)) + shape)  # batch-independent until the first ReLU
             lower, upper = self.bounds(A, value)
             lowers.append(lower)
