@@ -86,7 +86,11 @@ def test_gpu_check_cpu_mode_writes_every_figure(tmp_path: Path) -> None:
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
         result = json.loads((run / "result.json").read_text())
         assert result["status"] == "completed"
-        assert result["precision"] == {"training": "float32", "certification": "float32"}
+        assert result["precision"] == {
+            "training": "float32",
+            "certification": "float32",
+            "nvidia_tf32_override": None,
+        }
         spec = result["spec"]
         assert (spec["dataset"], spec["model"], spec["eps_train"], spec["eps_test"]) == ("mnist", "cnn7", 0.4, 0.4)
         verified = json.loads((out / f"verify-{method}-ibp.json").read_text())

@@ -63,7 +63,7 @@ from fastcert.io import (
 )
 from fastcert.method.init import initialize
 from fastcert.method.models import build
-from fastcert.method.precision import FLOAT32, label
+from fastcert.method.precision import record as precision_record
 from fastcert.run.data import DatasetInfo, Split, load_dataset
 from fastcert.run.data.splits import seeded_generator
 from fastcert.run.exits import (
@@ -431,7 +431,7 @@ class _RunDir:
                 "n_train": info.n_train,
                 "n_test": info.n_test,
             },
-            "precision": {"training": label(self.spec.tf32), "certification": FLOAT32},
+            "precision": precision_record(self.spec.tf32),
             "provenance": prov,
             "spec": self.spec.to_dict(),
         }
