@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from fastcert.io import atomic_write_json
+from fastcert.io import atomic_write_json, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_EPOCHS = 70
@@ -53,7 +53,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def table1_spec(method: str, experiments: Path = REPO / "config" / "experiments.yaml") -> dict[str, Any]:
     """The paper-scale spec of Table 1's MNIST CNN-7 ``method`` run, repeat 0."""
-    config = yaml.safe_load(experiments.read_text(encoding="utf-8"))
+    config = load_yaml(experiments.read_text(encoding="utf-8"))
     spec = dict(config["base"])
     for axis, name in {**LEVELS, "method": METHOD_LABELS[method]}.items():
         spec = _merge(spec, config["levels"][axis][name]["spec"])
@@ -132,9 +132,11 @@ def _bench(path: Path) -> dict[str, Any]:
 
 
 def _run(out: Path, method: str, missing: dict[str, str]) -> dict[str, Any]:
+    from fastcert.records import METRICS_FILE, RESULT_FILE
+
     run = out / "runs" / method
-    result = _json(run / "result.json")
-    metrics = [line for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    result = _json(run / RESULT_FILE)
+    metrics = [line for line in (run / METRICS_FILE).read_text(encoding="utf-8").splitlines() if line]
     verify = {}
     for path in sorted(out.glob(f"verify-{method}-*.json")):
         name = path.stem.removeprefix(f"verify-{method}-")

@@ -1,7 +1,8 @@
 """The Snakemake workflow's DAG at paper scale, checked without training anything.
 
-Expected run counts are derived from the paper (SPEC §5 and config/paper_results.yaml), not read from
-config/experiments.yaml, so a wrong expansion or a run trained twice fails here:
+Expected run counts are derived from the paper (its tables in appendix numbering,
+config/paper_results.yaml), not read from config/experiments.yaml, so a wrong expansion or a run
+trained twice fails here:
 
 * Table 1: 3 methods x (5 CNN-7 + 3 Wide-ResNet + 3 ResNeXt repeats) = 33 MNIST runs, and the same
   33 for each of the two CIFAR-10 schedules = 66 CIFAR-10 runs.
@@ -19,14 +20,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from workflow_builders import copy_workflow, snakemake
+from workflow_builders import REPO, copy_workflow, snakemake
 
 EXPECTED_RUNS = {
     "table1": 99,
@@ -47,12 +50,6 @@ EXPECTED_RUNS = {
     "figure7": 2,
 }
 DISTINCT_RUNS = 226
-CONDA_LINT = "Specify a conda environment or container for each rule."
-# Lints deliberately accepted: every rule runs in the fastcert environment itself (the workflow
-# imports fastcert.run.spec to parse), so a per-rule conda env would only duplicate it.
-ACCEPTED_LINTS = {
-    (rule, CONDA_LINT) for rule in ("run_spec", "train", "manifest", "produce", "table", "figure", "report_pdf", "plan")
-}
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -307,22 +304,110 @@ def test_bad_config_key_or_scale_is_one_line_with_the_nearest_valid_name(
     assert len(result.stdout) < 1500, result.stdout  # not the schema (~15 KB) after the useful line
 
 
-def test_lint_reports_only_the_accepted_findings(paper: Path) -> None:
-    result = snakemake(paper, "--lint")
-    findings, rule = set(), None
-    for line in result.stdout.splitlines():
-        if match := re.match(r"Lints for (?:rule )?(\S+)", line):
-            rule = match.group(1)
-        elif match := re.match(r"    \* (.+?):?$", line):
-            findings.add((rule, match.group(1)))
-    assert findings == ACCEPTED_LINTS, result.stdout
+def lint(workdir: Path) -> subprocess.CompletedProcess[str]:
+    """CI's `snakemake --lint` step (.ci/snakemake_lint.py) in ``workdir``."""
+    return subprocess.run(
+        [sys.executable, str(REPO / ".ci" / "snakemake_lint.py")],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("where", ["config/config.yaml", "--configfile"])
+def test_a_key_written_twice_in_the_workflow_config_is_an_error_naming_it(tmp_path: Path, where: str) -> None:
+    workdir = copy_workflow(tmp_path)
+    if where == "--configfile":
+        (workdir / "mine.yaml").write_text("scale: smoke\ntrain:\n  gpu: 1\n  retries: 1\n  retries: 3\n")
+        result = snakemake(workdir, "--dry-run", "--configfile", "mine.yaml")
+        expected = "mine.yaml: not valid YAML: duplicate key 'retries' at line 5 (first at line 4)"
+    else:
+        config = workdir / "config" / "config.yaml"
+        lines = [*config.read_text().splitlines(), "scale: smoke"]
+        config.write_text("\n".join(lines) + "\n")
+        result = snakemake(workdir, "--dry-run")
+        first = next(number for number, line in enumerate(lines, 1) if line.startswith("scale:"))
+        duplicate = f"duplicate key 'scale' at line {len(lines)} (first at line {first})"
+        expected = f"config/config.yaml: not valid YAML: {duplicate}"
+    assert result.returncode != 0
+    assert expected in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_lint_passes_with_only_the_accepted_findings(paper: Path) -> None:
+    result = lint(paper)
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_lint_fails_on_a_new_finding_naming_the_rule(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    rules = workdir / "workflow" / "rules" / "plan.smk"
+    rules.write_text(rules.read_text().replace('    log:\n        f"{LOGS}/plan.log",\n', ""))
+    result = lint(workdir)
+    assert result.returncode == 1
+    assert result.stdout == "snakemake --lint: plan: No log directive defined\n"
 
 
 def test_demo_scale_trains_three_runs_and_renders_the_other_rows_as_not_run(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
     demo = ("--config", "scale=demo")
     assert dry_run_trainings(workdir, "results/demo/table1.tex", *demo) == 3
+    # README's first command: the demo's page shows every table and figure and trains nothing more
+    assert dry_run_trainings(workdir, "reports/demo/report.html", *demo) == 3
     result = snakemake(workdir, "results/demo/table2.tex", *demo, "--cores", "1", "--quiet", "rules")
     assert result.returncode == 0, result.stdout  # Table 2 needs no run at this scale
     assert manifest(workdir, "table2", "demo")["runs"] == []
     assert r"\textit{not run at this scale}" in (results(workdir, "demo") / "table2.tex").read_text()
+
+
+FAKE_TRAIN = """#!/bin/sh
+# `fastcert train --spec S --out DIR`: note start and end, hold a second, leave a result
+echo "start $(date +%s.%N)" >> "$FASTCERT_TRAIN_LOG"
+sleep 1
+mkdir -p "$5" && echo '{"status": "completed"}' > "$5/result.json"
+echo "end $(date +%s.%N)" >> "$FASTCERT_TRAIN_LOG"
+"""
+
+
+def most_at_once(log: Path) -> int:
+    """Most training jobs between their start and end lines at one time."""
+    running = peak = 0
+    events = sorted((float(stamp), kind) for kind, stamp in (line.split() for line in log.read_text().splitlines()))
+    for _, kind in sorted(events, key=lambda event: (event[0], event[1] == "start")):
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_workstation_starts_no_more_training_jobs_than_gpu_slots(
+    paper: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--cores all` with 2 GPUs trains 2 runs at once (each job then takes a GPU of its own, tests/test_placement.py);
+    a dry run of Table 1 at the paper scale says the limit; `--resources gpu=N` and a cluster executor keep theirs."""
+    monkeypatch.setenv("FASTCERT_GPUS", "8")
+    shown = snakemake(paper, "-n", "--cores", "all", "results/table1.tex")
+    assert shown.returncode == 0, shown.stdout
+    assert "fastcert: at most 8 training jobs at once (resource gpu=8: 8 GPU(s) x 1 slot(s))" in shown.stdout
+    (paper / "config" / "packed.yaml").write_text("train:\n  slots_per_gpu: 4\n")
+    packed = snakemake(paper, "results/table1.tex", "-n", "--cores", "all", "--configfile", "config/packed.yaml")
+    assert "resource gpu=32: 8 GPU(s) x 4 slot(s)" in packed.stdout
+    assert "fastcert: at most" not in snakemake(paper, "-n", "--cores", "all", "--resources", "gpu=3").stdout
+    assert "fastcert: at most" not in snakemake(paper, "-n", "--executor", "slurm", "--jobs", "9").stdout
+    monkeypatch.setenv("FASTCERT_GPUS", "0")
+    assert "fastcert: at most" not in snakemake(paper, "-n", "--cores", "all", "results/table1.tex").stdout
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "fastcert").write_text(FAKE_TRAIN)
+    (bin_dir / "fastcert").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FASTCERT_TRAIN_LOG", str(tmp_path / "train.log"))
+    monkeypatch.setenv("FASTCERT_GPUS", "2")
+    run_ids = sorted(run_dirs(paper, "table9"))[:6]
+    results = [f"{run_dir}/result.json" for run_dir in run_ids]
+    trained = snakemake(paper, "--cores", "8", *results)
+    assert trained.returncode == 0, trained.stdout
+    assert len((tmp_path / "train.log").read_text().splitlines()) == 12
+    assert most_at_once(tmp_path / "train.log") == 2

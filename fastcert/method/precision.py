@@ -26,9 +26,12 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from fastcert.records import PrecisionDetail
 
 FLOAT32 = "float32"
 TF32 = "tf32"
@@ -46,7 +49,7 @@ def tf32_override() -> str | None:
     return os.environ.get(TF32_OVERRIDE)
 
 
-def record(tf32: bool) -> dict[str, str | None]:
+def record(tf32: bool) -> PrecisionDetail:
     """The ``precision`` entry of ``result.json`` of a run whose spec says ``tf32``."""
     return {"training": label(tf32), "certification": FLOAT32, "nvidia_tf32_override": tf32_override()}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from matplotlib.rcsetup import cycler
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from fastcert.io import atomic_write_bytes
+from fastcert.records import Phase, split_metrics
 from fastcert.reporting.collect import Manifest, Producer, Run, data_description, shown
 
 if TYPE_CHECKING:
@@ -167,9 +169,9 @@ def _curve(runs: list[Run], panel: dict[str, Any], warmup_only: bool) -> tuple[l
     per_epoch: dict[int, list[float]] = {}
     for run in runs:
         for record in run.metrics:
-            if warmup_only and record.get("phase") == "target":
+            if warmup_only and record.get("phase") == Phase.TARGET:
                 continue
-            value = (record.get(panel["split"]) or {}).get(panel["field"])
+            value = split_metrics(record, panel["split"]).get(panel["field"])
             if value is not None and math.isfinite(value):
                 per_epoch.setdefault(int(record["epoch"]), []).append(shown(value, panel))
     epochs = sorted(e for e, values in per_epoch.items() if len(values) == len(runs))
@@ -237,7 +239,7 @@ def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest, produce
     for run in manifest.runs:
         if not run.usable or not run.metrics:
             continue
-        record = run.metrics[-1].get(y["split"]) or {}
+        record = split_metrics(run.metrics[-1], y["split"])
         values = [value for field in y["fields"] if (value := record.get(field)) is not None]
         if len(values) == len(y["fields"]):
             points.setdefault(_x_value(run, spec["x"]["key"]), []).append(sum(values))
@@ -298,18 +300,29 @@ def scale_note(name: str, manifest: Manifest) -> str | None:
 
 
 def draw(name: str, manifest: Manifest, producers: Sequence[Producer] = ()) -> Figure:
-    """Figure ``name`` drawn from ``manifest``'s runs, or from ``producers`` (Figure 1: no training)."""
+    """Figure ``name`` drawn from ``manifest``'s runs, or from ``producers`` (Figure 1: no training).
+
+    The subtitle says what and which data; the scale's note (:func:`scale_note`) is a paragraph and
+    belongs in the caption beside the figure, not in the image, where a long line would be cut."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
     spec = FIGURES[name]
     panels = len(spec.get("panels", [None]))
-    note = scale_note(name, manifest)
     with matplotlib.rc_context(RC_PARAMS):
-        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8 + (0.3 if note else 0.0)), layout="constrained")
+        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8), layout="constrained")
         _PAINTERS[spec["kind"]](fig, spec, manifest, producers)
-        subtitle = "\n".join([spec["title"], provenance(name, manifest), *([note] if note else [])])
-        fig.suptitle(subtitle, fontsize=7.5)
+        fig.suptitle(_wrapped([spec["title"], provenance(name, manifest)], fig, SUBTITLE_SIZE), fontsize=SUBTITLE_SIZE)
     return fig
+
+
+SUBTITLE_SIZE = 7.5  # points
+_EM_PER_CHARACTER = 0.62  # DejaVu Sans at its widest lower-case average, so wrapped lines always fit
+
+
+def _wrapped(lines: list[str], fig: Figure, size: float) -> str:
+    """``lines`` joined by newlines, each wrapped to the figure's width at font size ``size``."""
+    columns = int(fig.get_figwidth() * 72 / (size * _EM_PER_CHARACTER)) - 2
+    return "\n".join(wrapped for line in lines for wrapped in textwrap.wrap(line, columns) or [""])
 
 
 def save(fig: Figure, paths: dict[str, str]) -> None:
