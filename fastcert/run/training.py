@@ -96,6 +96,9 @@ class TrainConfig:
     grad_clip: float = 10.0
     augment: bool = True
     tf32: bool = False
+    # examples per batch of the per-epoch test pass (None: batch_size). A runtime setting, not part of
+    # the run's identity: in eval mode the errors do not depend on it (a GPU can take far larger ones).
+    test_batch_size: int | None = None
 
 
 class BatchBounds(NamedTuple):
@@ -536,7 +539,7 @@ def _test_epoch(
     meter = Meter()
     warmup = regularizer_active(epoch, config.start, config.length)
     with certification():  # its verified error is reported and picks the best checkpoint
-        for x, y in split.batches(config.batch_size, shuffle=False, augment=False):
+        for x, y in split.batches(config.test_batch_size or config.batch_size, shuffle=False, augment=False):
             if should_stop():
                 raise Interrupted(completed)
             _batch_terms(
