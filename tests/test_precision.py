@@ -9,6 +9,7 @@ soundness checks on a GPU with TF32 enabled globally.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,16 +58,15 @@ def restore_settings() -> Iterator[None]:
     """Each test may change the process-wide settings; put back the defaults afterwards."""
     legacy = torch.get_float32_matmul_precision()
     allow = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    saved = {name: knob.fp32_precision for name, knob in precision._knobs().items()} if NEW_API else {}
-    generic = torch.backends.fp32_precision if NEW_API else None
+    # outermost first: setting the generic value (or a backend's) also sets everything below it
+    knobs = {"generic": torch.backends, "cudnn": torch.backends.cudnn, "mkldnn": torch.backends.mkldnn}
+    knobs = {**knobs, **precision._knobs()} if NEW_API else {}
+    saved = {name: knob.fp32_precision for name, knob in knobs.items()}
     yield
     torch.set_float32_matmul_precision(legacy)
-    if NEW_API:
-        torch.backends.fp32_precision = generic
-        for name, knob in precision._knobs().items():
-            knob.fp32_precision = saved[name]
-    else:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = allow
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = allow
+    for name, knob in knobs.items():
+        knob.fp32_precision = saved[name]
 
 
 def enable_tf32_legacy() -> None:
@@ -134,6 +134,60 @@ def test_legacy_flags_where_torch_has_no_fp32_precision_settings(monkeypatch: py
     assert torch.get_float32_matmul_precision() == "high" and tf32_in_use() == ON
 
 
+def enable_mixed_apis() -> None:
+    """The legacy cuDNN flag off, then conv TF32 through the new API: the legacy getter refuses."""
+    if not NEW_API:
+        pytest.skip("torch < 2.9 has no fp32_precision settings")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+
+
+def legacy_readings() -> dict[str, Any]:
+    return {
+        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("caller", sorted({**CALLERS, "mixed-apis": enable_mixed_apis}))
+def test_the_legacy_getters_answer_inside_and_agree(caller: str, tf32: bool) -> None:
+    """Issue 24 §3: conv, RNN, matmul and the legacy values set together, so that whatever reads
+    the legacy flags (``cudnn.flags()``, ``torch.compile``) works inside; the caller's settings,
+    the legacy values behind an unreadable getter included, come back exactly."""
+    {**CALLERS, "mixed-apis": enable_mixed_apis}[caller]()
+    before, hidden = settings(), precision._legacy()
+    with float32_precision(tf32):
+        assert legacy_readings() == {
+            "cudnn.allow_tf32": tf32,
+            "cuda.matmul.allow_tf32": tf32,
+            "float32_matmul_precision": "high" if tf32 else "highest",
+        }
+        if NEW_API:
+            mode = "tf32" if tf32 else "ieee"
+            assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision) == (mode, mode)
+            assert {knob.fp32_precision for name, knob in precision._knobs().items() if name.startswith("mkldnn")} == {
+                "ieee"
+            }
+        expected = legacy_readings()
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=tf32):  # reads, sets and restores the legacy flag
+            pass
+        assert legacy_readings() == expected and tf32_in_use() == (ON if tf32 else OFF)
+    assert settings() == before and precision._legacy() == hidden
+    if caller == "mixed-apis":
+        assert before["cudnn.allow_tf32"] == "unreadable" and hidden[0] is False
+
+
+def test_a_certification_under_nvidia_tf32_override_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    with pytest.warns(RuntimeWarning, match="NVIDIA_TF32_OVERRIDE='0' is set"), certification():
+        assert tf32_in_use() == OFF
+    assert precision.record(True) == {"training": "tf32", "certification": "float32", "nvidia_tf32_override": "0"}
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE")
+    assert precision.record(False)["nvidia_tf32_override"] is None
+
+
 class FlagSpy:
     """Records (grad enabled, TF32 state) at every convolution and linear layer call."""
 
@@ -196,4 +250,25 @@ def test_training_uses_tf32_only_when_asked_and_evaluation_never(
     assert training_states and evaluation_states
     assert all(state == (ON if tf32 else OFF) for state in training_states)
     assert all(state == OFF for state in evaluation_states)
+    assert settings() == before
+
+
+@pytest.mark.parametrize("precision", ["float32", "tf32"])
+def test_bench_step_times_in_the_precision_of_the_run_it_describes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], precision: str
+) -> None:
+    """benchmarks/bench_step.py --precision (default the paper's float32), whatever the caller set."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_step
+
+    enable_tf32_legacy()
+    before = settings()
+    spy = FlagSpy(monkeypatch)
+    flags = ["--precision", precision] if precision == "tf32" else []
+    bench_step.main(
+        ["--device", "cpu", "--dataset", "mnist", "--width", "0.0625", "--batch", "2"]
+        + ["--warmup", "0", "--repeats", "1", "--steps", "clean", *flags]
+    )
+    assert spy.calls and all(state == (ON if precision == "tf32" else OFF) for _, state in spy.calls)
+    assert f"# precision {precision} (TF32 {'on' if precision == 'tf32' else 'off'}" in capsys.readouterr().out
     assert settings() == before

@@ -140,7 +140,11 @@ def test_result_summarizes_best_last_times_and_provenance(completed: Path) -> No
     assert provenance["torch"] == torch.__version__ and provenance["seed"] == 7
     assert provenance["spec_hash"] == validate(result["spec"]).hash()
     assert set(provenance) >= {"fastcert_version", "git_commit", "cuda", "device"}
-    assert result["precision"] == {"training": "float32", "certification": "float32"}
+    assert result["precision"] == {
+        "training": "float32",
+        "certification": "float32",
+        "nvidia_tf32_override": None,
+    }
 
 
 def test_checkpoints_hold_everything_needed_to_resume_or_verify(completed: Path) -> None:

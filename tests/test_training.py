@@ -411,6 +411,32 @@ def test_interrupt_and_resume_from_state_is_bit_identical(data) -> None:
         assert torch.equal(got, want)
 
 
+def test_rng_capture_of_a_cpu_run_never_initializes_cuda_when_a_gpu_is_visible(monkeypatch) -> None:
+    """Issue 24: the checkpointed RNG states touch CUDA only in a process that uses it (reading a
+    CUDA RNG state initializes CUDA, on every visible GPU). A visible GPU is simulated.
+
+    (torch.optim's graph-capture check in ``Adam.step`` asks the accelerator for its current stream
+    whenever a GPU is visible, which initializes CUDA too: torch's own, not simulated here.)"""
+
+    def refusing(name):  # one function per name (torch._dynamo's registry refuses one object twice)
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"a CPU run called torch.cuda.{name}")
+
+        return refuse
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("get_rng_state_all", "set_rng_state_all", "get_rng_state", "set_rng_state", "_lazy_init"):
+        monkeypatch.setattr(torch.cuda, name, refusing(name))
+    state = training.capture_rng()
+    assert state["cuda"] == []
+    expected = torch.rand(3)
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)]  # as a run on one GPU saved it
+    training.restore_rng(state)
+    assert torch.equal(torch.rand(3), expected)  # the CPU state was restored
+    assert not torch.cuda.is_initialized()
+
+
 def test_an_epoch_reads_the_device_a_fixed_number_of_times(data, monkeypatch) -> None:
     """Metrics, losses and gradient norms stay on the device during an epoch (on a GPU every read
     waits for the device): the number of reads by fastcert's code does not grow with the number of

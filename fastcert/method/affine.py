@@ -7,6 +7,8 @@ engine's bounds are only sound for the network the model computes.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,17 @@ def channel_shape(like: Tensor) -> tuple[int, ...]:
 def channel_view(vector: Tensor, like: Tensor) -> Tensor:
     """A per-channel vector [C] viewed to broadcast over ``like`` [N, C, ...]."""
     return vector.view(channel_shape(like))
+
+
+@functools.lru_cache(maxsize=64)
+def channel_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``values`` (a dataset's per-channel mean or std) as a [C] tensor on ``device``, made once.
+
+    Copying host numbers to a GPU makes the host wait for the GPU's queue; a training step or a
+    test batch asks for the same few constants every time, so they are copied once per process.
+    The tensor is shared: callers must not modify it in place.
+    """
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def batchnorm_affine(

@@ -15,24 +15,26 @@ from torch import Tensor
 REDUCTIONS = ("mean", "none")
 
 
+def other_classes(labels: Tensor, num_classes: int) -> Tensor:
+    """int64 [B, K−1]: the classes j ≠ y of each label y, increasing (the row order of :func:`spec_matrix`)."""
+    j = torch.arange(num_classes - 1, device=labels.device)
+    return j + (j >= labels.unsqueeze(1))
+
+
 def spec_matrix(labels: Tensor, num_classes: int, dtype: torch.dtype | None = None) -> Tensor:
     """Return C [B, K−1, K] whose rows are ``e_y − e_j`` for every j ≠ y, j increasing.
 
     ``C @ logits`` are the margins ``z_y − z_j``; all of them positive means correctly classified.
+    The label values must lie in ``[0, K)``: every dataset loader checks them once, at load
+    (``fastcert.run.data``), since a check here would make the host wait for the device per batch.
     """
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    out_of_range = (labels < 0) | (labels >= num_classes)
-    if out_of_range.any():
-        bad = labels[out_of_range].unique().tolist()
-        raise ValueError(f"labels must lie in [0, {num_classes}), got {bad}")
     dtype = dtype or torch.get_default_dtype()
     eye = torch.eye(num_classes, dtype=dtype, device=labels.device)
-    every_row = eye[labels].unsqueeze(1) - eye.unsqueeze(0)  # [B, K, K]: e_y − e_j for all j
-    keep = torch.arange(num_classes, device=labels.device) != labels.unsqueeze(1)  # [B, K]
-    return every_row[keep].view(labels.shape[0], num_classes - 1, num_classes)
+    return eye[labels].unsqueeze(1) - eye[other_classes(labels, num_classes)]
 
 
 def _check_margins(margin_lower: Tensor) -> None:

@@ -12,19 +12,27 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from fastcert.method.affine import channel_view
+from fastcert.method.affine import channel_constant, channel_view
 
 
 def _per_channel(values: Sequence[float] | Tensor, like: Tensor) -> Tensor:
-    return channel_view(torch.as_tensor(values, dtype=like.dtype, device=like.device), like)
+    if isinstance(values, Tensor):
+        return channel_view(values.to(dtype=like.dtype, device=like.device), like)
+    return channel_view(channel_constant(tuple(values), like.dtype, like.device), like)
 
 
 def input_box(
     x: Tensor, eps: float, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Return ``(x_lower, x_upper)`` of the clipped ε-ball around normalized ``x`` ([B, C, ...])."""
+    """Return ``(x_lower, x_upper)`` of the clipped ε-ball around normalized ``x`` ([B, C, ...]).
+
+    At ε = 0 both bounds are ``x`` itself: the bound engine then sees a point box on ``x`` from
+    the tensors' identity, without reading the device, and runs a plain clean forward.
+    """
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    if eps == 0:
+        return x, x
     mean_t, std_t = _per_channel(mean, x), _per_channel(std, x)
     eps_n = eps / std_t
     x_upper = torch.minimum(x + eps_n, (1 - mean_t) / std_t)

@@ -152,7 +152,9 @@ def _layer_moments(lower: Tensor, upper: Tensor, centers: bool, scratch: Tensor)
         torch.sum(torch.sub(up, low, out=tmp), 0, out=row[0])
         if not centers:
             continue
-        row[4] = stop - start  # row: Σ(u − l), Σx, Σ_A x, Σ_I x, size, |A|, |I|, squares (3)
+        # row: Σ(u − l), Σx, Σ_A x, Σ_I x, size, |A|, |I|, squares (3); fill_ takes the size as a
+        # kernel argument (an assignment would copy a host tensor to the device)
+        row[4].fill_(stop - start)
         torch.sum(torch.add(low, up, out=x), 0, out=row[1])
         torch.sum(_relu_masks(low, up, masks), 1, out=row[5:7])
         torch.sum(torch.mul(masks, x, out=masked), 1, out=row[2:4])

@@ -74,7 +74,7 @@ from fastcert.io import (
 from fastcert.locks import FileLock, Holder, LockBusy
 from fastcert.method.init import initialize
 from fastcert.method.models import build
-from fastcert.method.precision import FLOAT32, label
+from fastcert.method.precision import record as precision_record
 from fastcert.records import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -559,7 +559,7 @@ class _RunDir:
                 "n_train": info.n_train,
                 "n_test": info.n_test,
             },
-            "precision": {"training": label(self.spec.tf32), "certification": FLOAT32},
+            "precision": precision_record(self.spec.tf32),
             "provenance": prov,
             "spec": self.spec.to_dict(),
         }

@@ -397,14 +397,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _cuda_in_use() -> bool:
+    """Whether this process has initialized CUDA (a run on a GPU has; a CPU run never does, and
+    reading or setting CUDA RNG states would initialize it, on every visible GPU)."""
+    return torch.cuda.is_initialized()
+
+
 def capture_rng() -> dict[str, Any]:
-    """Global RNG states (torch, CUDA, numpy, python) in a ``torch.load(weights_only=True)``-safe form."""
+    """Global RNG states (torch, CUDA, numpy, python) in a ``torch.load(weights_only=True)``-safe form.
+
+    The CUDA states only where this process uses CUDA (:func:`_cuda_in_use`), else an empty list.
+    """
     state = np.random.get_state(legacy=True)  # the default; the global generator is MT19937, so a tuple
     assert isinstance(state, tuple)
     kind, keys, pos, has_gauss, cached = state
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state_all() if _cuda_in_use() else [],
         "numpy": {
             "kind": kind,
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -417,9 +426,9 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng` (CUDA states only where the same GPUs are visible)."""
+    """Inverse of :func:`capture_rng` (CUDA states only where this process uses CUDA on as many GPUs)."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if state["cuda"] and _cuda_in_use() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
     numpy = state["numpy"]
     keys = numpy["keys"].numpy().astype(np.uint32)

@@ -108,17 +108,19 @@ def _check_inputs(x: Tensor, x_lower: Tensor, x_upper: Tensor, C: Tensor | None)
 def _input_flow(x: Tensor, x_lower: Tensor, x_upper: Tensor) -> tuple[Flow, bool]:
     """The input node: clean rows and box center stacked, radius = half width (None if zero).
 
-    A degenerate box (ε = 0) that sits on ``x`` gives the clean rows only, so the traversal is a
-    plain clean forward; its bounds are then the clean logits.
+    A point box, given as one tensor for both bounds (``input_box`` at ε = 0), is seen from the
+    tensors' identity: no value is read, so the host does not wait for the device. On ``x`` it
+    gives the clean rows only, so the traversal is a plain clean forward and its bounds are the
+    clean logits. Any other box takes the general path (a zero width there gives zero radii).
+    The check that the box is not inverted is a device-side assertion for the same reason (on
+    the CPU it raises at once; on a GPU it aborts the process at the next synchronization).
     """
-    width = x_upper - x_lower
-    narrowest, widest = torch.aminmax(width)
-    if narrowest < 0:
-        raise ValueError("x_lower must be <= x_upper everywhere")
-    if widest == 0 and not (x_lower.requires_grad or x_upper.requires_grad):
-        if torch.equal(x_lower, x):
+    if x_lower is x_upper and not x_lower.requires_grad:
+        if x_lower is x:
             return Flow(cpu_channels_last(x), None), False
         return Flow(cpu_channels_last(torch.cat([x, x_lower])), None), True
+    width = x_upper - x_lower
+    torch._assert_async(~(width < 0).any(), "x_lower must be <= x_upper everywhere")
     center = (x_upper + x_lower) / 2
     return Flow(cpu_channels_last(torch.cat([x, center])), cpu_channels_last(width / 2)), True
 

@@ -19,10 +19,12 @@ fused bound ``Σ_j exp(u_j − m)`` equals the non-fused IBP robust CE exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from fastcert.method.losses import other_classes
 
 from .crown import BackwardPass
 
@@ -32,10 +34,15 @@ WIDTH_FLOOR = 1e-8  # auto_LiRPA's floor on u_j − l_j in the chord slope
 
 @dataclass
 class FusedBound:
-    """``ub_shifted`` [B] ≥ ``Σ_j exp(z_j − z_y − shift)``; ``shift`` [B] is detached."""
+    """``ub_shifted`` [B] ≥ ``Σ_j exp(z_j − z_y − shift)``; ``shift`` [B] is detached.
+
+    ``margins`` is the IBP margin lower bound the shift was computed from: two bounds made from
+    the same tensor share the shift, which :meth:`mixed` checks without reading the device.
+    """
 
     ub_shifted: Tensor
     shift: Tensor
+    margins: Tensor = field(repr=False)
 
     @property
     def log_ub(self) -> Tensor:
@@ -44,9 +51,9 @@ class FusedBound:
 
     def mixed(self, other: FusedBound, weight: float) -> FusedBound:
         """``weight·self + (1 − weight)·other`` of two bounds with the same shift (CROWN-IBP's mixing)."""
-        if not torch.equal(self.shift, other.shift):
-            raise ValueError("fused bounds can only be mixed when they share the shift")
-        return FusedBound(weight * self.ub_shifted + (1 - weight) * other.ub_shifted, self.shift)
+        if self.margins is not other.margins:
+            raise ValueError("fused bounds can only be mixed when they come from the same IBP margins (one shift)")
+        return FusedBound(weight * self.ub_shifted + (1 - weight) * other.ub_shifted, self.shift, self.margins)
 
 
 def _exp_intervals(margin_lower: Tensor, margin_upper: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,7 +71,7 @@ def fused_ibp(margin_lower: Tensor, margin_upper: Tensor) -> FusedBound:
     """IBP loss-fusion bound ``ū = exp(−m) + Σ_{j≠y} exp(u_j − m)`` from IBP margin bounds [B, K−1]."""
     _, upper, shift = _exp_intervals(margin_lower, margin_upper)
     ub = torch.exp(-shift) + torch.exp(upper - shift.unsqueeze(1)).sum(dim=1)
-    return FusedBound(ub, shift)
+    return FusedBound(ub, shift, margin_lower)
 
 
 def fused_crown_ibp(
@@ -93,9 +100,8 @@ def fused_crown_ibp(
     # Σ_j k_j (z_j − z_y) = −(coefficients below)·z with coefficient −k_j on z_j and Σ k on z_y;
     # its upper bound is minus the lower bound of (coefficients)·z.
     classes = others + 1
-    not_label = torch.arange(classes, device=labels.device) != labels.unsqueeze(1)
     coefficients = torch.zeros(batch, classes, dtype=slope.dtype, device=slope.device)
-    coefficients = coefficients.masked_scatter(not_label, -slope)
+    coefficients = coefficients.scatter(1, other_classes(labels, classes), -slope)
     coefficients = coefficients.scatter(1, labels.unsqueeze(1), slope.sum(dim=1, keepdim=True))
     upper_linear = -backward.lower(coefficients.unsqueeze(1)).squeeze(1)
-    return FusedBound(upper_linear + constant, shift)
+    return FusedBound(upper_linear + constant, shift, margin_lower)

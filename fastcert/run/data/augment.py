@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from fastcert.method.affine import channel_constant
+
 
 def draw_augmentation(n: int, padding: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Draw per-example flips (p=0.5) and crop offsets in ``[0, 2*padding]`` for (row, column).
@@ -34,10 +36,11 @@ def flip_crop(images: Tensor, flip: Tensor, offsets: Tensor, padding: int) -> Te
     """Flip (where ``flip``) then edge-pad by ``padding`` and crop back to size at ``offsets``.
 
     ``images`` is [B, C, H, W] of any dtype; the result has the same shape, dtype and device.
+    ``flip`` and ``offsets`` must be on that device too (a copy per batch would make the host
+    wait for a GPU: :class:`fastcert.run.data.splits.Split` moves an epoch's draws once).
     """
     b, c, h, w = images.shape
     device = images.device
-    flip, offsets = flip.to(device), offsets.to(device)
     rows = (torch.arange(h, device=device) + offsets[:, :1] - padding).clamp_(0, h - 1)
     cols = (torch.arange(w, device=device) + offsets[:, 1:] - padding).clamp_(0, w - 1)
     cols = torch.where(flip[:, None], w - 1 - cols, cols)
@@ -48,6 +51,6 @@ def flip_crop(images: Tensor, flip: Tensor, offsets: Tensor, padding: int) -> Te
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 [B, C, H, W] → float32 ``(x/255 - mean)/std``, in ToTensor-then-Normalize order."""
     shape = (1, -1, 1, 1)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).reshape(shape)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).reshape(shape)
+    mean_t = channel_constant(tuple(mean), torch.float32, images.device).reshape(shape)
+    std_t = channel_constant(tuple(std), torch.float32, images.device).reshape(shape)
     return images.to(torch.float32).div_(255).sub_(mean_t).div_(std_t)

@@ -116,14 +116,13 @@ class Split:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(self)
-        if shuffle:
-            gen_device = generator.device if generator is not None else torch.device("cpu")
-            order = torch.randperm(n, generator=generator, device=gen_device)
-        else:
-            order = torch.arange(n)
+        host = generator.device if generator is not None else torch.device("cpu")
+        order = torch.randperm(n, generator=generator, device=host) if shuffle else torch.arange(n, device=host)
         augmentation = None
         if augment and self.padding is not None:
-            augmentation = (*draw_augmentation(n, self.padding, generator), self.padding)
+            flip, offsets = draw_augmentation(n, self.padding, generator)
+            # the epoch's draws go to the device in one copy, not one per batch
+            augmentation = (flip.to(self.device), offsets.to(self.device), self.padding)
         return self._iterate(order, augmentation, batch_size)
 
     def _iterate(
