@@ -77,14 +77,7 @@ from fastcert.run.exits import (
 )
 from fastcert.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
 from fastcert.run.spec import RunSpec
-from fastcert.run.training import (
-    Diverged,
-    Interrupted,
-    TrainConfig,
-    epoch_summary,
-    objective_for,
-    train,
-)
+from fastcert.run.training import Diverged, Interrupted, TrainConfig, epoch_summary, train
 
 CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
 CHECKPOINT_KEYS = ("format", "train_state_format", "kind", "epoch", "best", "model", "spec", "spec_hash")
@@ -102,7 +95,6 @@ __all__ = [
     "load_checkpoint",
     "load_data",
     "resolve_device",
-    "train_config",
 ]
 
 
@@ -117,29 +109,6 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RunError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     return device
-
-
-def train_config(spec: RunSpec) -> TrainConfig:
-    """The training hyperparameters of a spec (vanilla and ours bound with IBP)."""
-    return TrainConfig(
-        eps_train=spec.eps_train,
-        eps_test=spec.eps_test,
-        start=spec.schedule.start,
-        length=spec.schedule.length,
-        epochs=spec.schedule.epochs,
-        milestones=spec.schedule.milestones,
-        bounds="crown-ibp" if spec.method == "crown-ibp" else "ibp",
-        loss_fusion=spec.loss_fusion,
-        regularizers=tuple(spec.regularizers or ()),
-        lambda0=spec.lambda0,
-        tau=spec.tau,
-        constant_lambda=spec.constant_lambda,
-        batch_size=spec.batch_size,
-        grad_accumulation=spec.grad_accumulation,
-        lr=spec.lr,
-        grad_clip=spec.grad_clip,
-        tf32=spec.tf32,
-    )
 
 
 def build_model(spec: RunSpec) -> torch.nn.Module:
@@ -550,7 +519,7 @@ def execute(
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
-    config = train_config(spec)
+    config = TrainConfig.from_spec(spec)
     run_dir.check()
     previous = run_dir.previous_result()
     if previous is not None:
@@ -591,7 +560,6 @@ def execute(
                 info,
                 config,
                 generator=seeded_generator(spec.seed, "train-order"),
-                objective=objective_for(config),
                 on_epoch_end=on_epoch_end,
                 start_state=start_state,
                 should_stop=flag,
