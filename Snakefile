@@ -40,8 +40,8 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         expand(f"{RESULTS}/{{table}}.tex", table=TABLES),
         expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
         f"{REPORTS}/report.pdf",
-    default_target: True

@@ -39,7 +39,7 @@ from fastcert.method.losses import robust_ce, spec_matrix
 from fastcert.method.models import DATASET_SHAPES, build
 from fastcert.method.perturbation import input_box
 
-NORMALIZATION = {  # SPEC §4
+NORMALIZATION = {  # the paper's App. C, "Datasets" (fastcert.datasets)
     "mnist": ((0.0,), (1.0,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
     "tinyimagenet": ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)),

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from fastcert.io import load_yaml
+
 REPO = Path(__file__).resolve().parent.parent
 PAPER_EPOCHS = 70
 LEVELS = {"dataset": "MNIST", "schedule": "mnist-70", "model": "CNN-7"}
@@ -48,7 +50,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def table1_spec(method: str, experiments: Path = REPO / "config" / "experiments.yaml") -> dict[str, Any]:
     """The paper-scale spec of Table 1's MNIST CNN-7 ``method`` run, repeat 0."""
-    config = yaml.safe_load(experiments.read_text(encoding="utf-8"))
+    config = load_yaml(experiments.read_text(encoding="utf-8"))
     spec = dict(config["base"])
     for axis, name in {**LEVELS, "method": METHOD_LABELS[method]}.items():
         spec = _merge(spec, config["levels"][axis][name]["spec"])
@@ -103,6 +105,8 @@ def _json(path: Path) -> Any:
 
 def summarize(out: Path) -> dict[str, Any]:
     """Bench figures, each run's result and verification, the test outcome: ``OUT/summary.json``."""
+    from fastcert.records import METRICS_FILE, RESULT_FILE
+
     summary: dict[str, Any] = {"bench": {}, "runs": {}}
     for bench in sorted(out.glob("bench-*.json")):
         figures = _json(bench)
@@ -114,8 +118,8 @@ def summarize(out: Path) -> dict[str, Any]:
         }
     for method in METHOD_LABELS:
         run = out / "runs" / method
-        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-        result = _json(run / "result.json")
+        metrics = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines() if line]
+        result = _json(run / RESULT_FILE)
         spec = result["spec"]
         summary["runs"][method] = {
             "status": result["status"],

@@ -3,7 +3,10 @@
 * ``@pytest.mark.slow`` tests run only with ``FASTCERT_SLOW=1``;
 * ``@pytest.mark.cuda`` tests run only where CUDA is available (``pytest -m cuda``);
 * ``@pytest.mark.slurm`` tests (a real local SLURM cluster, Table 1 through ``--profile slurm``)
-  run only with ``FASTCERT_SLURM=1``; ``.ci/run`` runs them after the default suite.
+  run only with ``FASTCERT_SLURM=1``; ``.ci/run`` runs them after the default suite;
+* ``@pytest.mark.pdflatex`` tests (they compile LaTeX) skip, naming the install line, where pdflatex is
+  missing (README: TeX Live is needed only for the PDF report), but fail under ``CI=true``: CI installs
+  TeX Live, so a skip there would hide a broken report.
 """
 
 from __future__ import annotations
@@ -11,6 +14,11 @@ from __future__ import annotations
 import os
 
 import pytest
+
+from fastcert.pipeline.tools import INSTALL
+from fastcert.reporting.latex import pdflatex_available
+
+pytest_plugins = ["pytester"]  # tests/test_pdflatex_rule.py runs this policy in a pytest of its own
 
 OPT_IN = {
     "slow": ("FASTCERT_SLOW", "slow: set FASTCERT_SLOW=1 to run"),
@@ -29,7 +37,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """``@pytest.mark.cuda`` tests need a GPU: skipped without one (torch imported only for them)."""
+    """``@pytest.mark.cuda`` tests need a GPU: skipped without one (torch imported only for them);
+    ``@pytest.mark.pdflatex`` tests need pdflatex: skipped without it, failed without it in CI."""
+    if "pdflatex" in item.keywords and not pdflatex_available():
+        install = "; ".join(INSTALL["pdflatex"].splitlines())
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"pdflatex is not on PATH, and CI=true: CI must install TeX Live ({install})", pytrace=False)
+        pytest.skip(f"pdflatex is not on PATH (install it: {install})")
     if "cuda" in item.keywords:
         import torch
 

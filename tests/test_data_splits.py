@@ -8,7 +8,8 @@ import pytest
 import torch
 from data_builders import write_mnist_raw
 
-from fastcert.run.data import DATASETS, integrity, load_dataset
+from fastcert.datasets import DATASETS
+from fastcert.run.data import integrity, load_dataset
 from fastcert.run.data.splits import Split, TensorStore, balanced_subset
 
 

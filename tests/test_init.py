@@ -1,4 +1,4 @@
-"""IBP init (SPEC §2), the Table 5 initializations and the difference gain (Definition 1)."""
+"""IBP init (the paper's Sec. 3.3.1), the Table 5 initializations and the difference gain (Definition 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model shapes, parameter counts, BN variants and the partial-BN switches (SPEC §3)."""
+"""Model shapes, parameter counts, BN variants and the partial-BN switches (the paper's App. C, Models)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from fastcert.datasets import DATASETS
 from fastcert.method.models import (
     DATASET_SHAPES,
     MODELS,
@@ -17,10 +18,9 @@ from fastcert.method.models import (
     build,
     classifier,
 )
-from fastcert.run.data.catalog import DATASETS
 
 
-# --- analytic parameter counts, written from SPEC §3 / the authors' layer shapes -----------------
+# --- analytic parameter counts, written from the authors' layer shapes -----------------
 def conv(cin: int, cout: int, k: int, groups: int = 1) -> int:
     return cin // groups * k * k * cout + cout
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastcert.pipeline.config import check, choose_scale, load_checked, load_schema
+from fastcert.pipeline.config import check, choose_scale, load_checked, load_schema, read_yaml
 from fastcert.pipeline.errors import ExperimentError
-from fastcert.run.files import CHECKPOINTS, DEFAULT_CHECKPOINT
+from fastcert.records import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "workflow" / "schemas"
@@ -78,3 +78,24 @@ def test_scale_names_come_from_the_scales_file() -> None:
     assert scales["paper"]["width"] == 1.0 and scales["paper"]["max_repeats"] is None  # defaults filled
     with pytest.raises(ExperimentError, match=r"unknown scale 'smok' \(did you mean 'smoke'\?\)"):
         choose_scale(scales, "smok", "scales.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a:\n  b: 0.1\n  b: 0.01\n", r"x.yaml: not valid YAML: duplicate key 'b' at line 3 \(first at line 2\)"),
+        (b"scale: \xff\xfe\n", r"x.yaml: not UTF-8 text"),
+        (b"scale: [paper\n", r"x.yaml: not valid YAML: "),
+    ],
+)
+def test_every_workflow_yaml_is_read_strictly_with_errors_naming_the_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ExperimentError, match=message):
+        read_yaml(path)
+    with pytest.raises(ExperimentError, match=message):  # the checked files are read the same way
+        load_checked(str(path), SCHEMAS / "scales.schema.yaml")
+    with pytest.raises(ExperimentError, match=r"missing.yaml: cannot read \(No such file or directory\)"):
+        read_yaml(tmp_path / "missing.yaml")

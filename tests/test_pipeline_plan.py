@@ -1,14 +1,8 @@
-"""The plan's text (workflow/scripts/plan.py): its scale and units are stated in the file itself."""
+"""The plan's text (fastcert.pipeline.plan): its scale and units are stated in the file itself."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("plan_script", REPO / "workflow" / "scripts" / "plan.py")
-plan = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plan)
+from fastcert.pipeline import plan
 
 
 def test_plan_states_scale_units_and_columns_then_the_table() -> None:

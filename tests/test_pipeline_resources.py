@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fastcert.datasets import DATASETS
 from fastcert.methods import TRAINING_METHODS
 from fastcert.pipeline.resources import (
     data_fraction,
@@ -18,7 +19,6 @@ from fastcert.pipeline.resources import (
     memory_mb,
     runtime_minutes,
 )
-from fastcert.run.data.catalog import DATASETS
 from fastcert.run.spec import validate as validate_spec
 from fastcert.vocabulary import MODELS
 

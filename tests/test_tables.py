@@ -18,13 +18,13 @@ import yaml
 from run_builders import epoch_record, write_manifest, write_producer, write_run
 from train_configs import train_config
 
+from fastcert.io import DuplicateKeyError
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.latex import (
     compile_pdf,
     escape,
-    pdflatex_available,
     standalone_document,
 )
 from fastcert.reporting.table_layouts import LAYOUTS
@@ -74,6 +74,14 @@ def test_paper_copy_is_the_shared_file():
     if not shared.exists() and not os.environ.get("CI"):
         pytest.skip(f"{shared} is not beside this checkout")
     assert yaml.safe_load(PAPER_PATH.read_text()) == yaml.safe_load(shared.read_text())
+
+
+def test_paper_file_with_a_key_written_twice_is_refused(tmp_path):
+    text = PAPER_PATH.read_text()
+    copy = tmp_path / "paper_results.yaml"
+    copy.write_text(text + text[text.index("tables:") :])
+    with pytest.raises(DuplicateKeyError, match="duplicate key 'tables'"):
+        load_paper(copy)
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
@@ -489,7 +497,7 @@ def _all_tables(tmp_path: Path) -> list[Path]:
     return paths
 
 
-@pytest.mark.skipif(not pdflatex_available(), reason="pdflatex not installed (apt-get install texlive-latex-extra)")
+@pytest.mark.pdflatex
 def test_every_table_compiles_with_pdflatex(tmp_path):
     tables = _all_tables(tmp_path)
     body = "\n\\clearpage\n".join(f"\\input{{{path.name}}}" for path in tables)

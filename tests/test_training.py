@@ -1,4 +1,4 @@
-"""The training loop (SPEC §2): ε per batch, natural batches, accumulation, regularizer wiring,
+"""The training loop (the paper's Sec. 3.4, App. C): ε per batch, natural batches, accumulation, regularizer wiring,
 per-epoch evaluation and best epoch, divergence, interruption and bit-identical resume."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The Snakemake workflow's DAG at paper scale, checked without training anything.
 
-Expected run counts are derived from the paper (SPEC §5 and config/paper_results.yaml), not read from
-config/experiments.yaml, so a wrong expansion or a run trained twice fails here:
+Expected run counts are derived from the paper (its tables in appendix numbering,
+config/paper_results.yaml), not read from config/experiments.yaml, so a wrong expansion or a run
+trained twice fails here:
 
 * Table 1: 3 methods x (5 CNN-7 + 3 Wide-ResNet + 3 ResNeXt repeats) = 33 MNIST runs, and the same
   33 for each of the two CIFAR-10 schedules = 66 CIFAR-10 runs.
@@ -19,14 +20,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from workflow_builders import copy_workflow, snakemake
+from workflow_builders import REPO, copy_workflow, snakemake
 
 EXPECTED_RUNS = {
     "table1": 99,
@@ -47,12 +49,6 @@ EXPECTED_RUNS = {
     "figure7": 2,
 }
 DISTINCT_RUNS = 226
-CONDA_LINT = "Specify a conda environment or container for each rule."
-# Lints deliberately accepted: every rule runs in the fastcert environment itself (the workflow
-# imports fastcert.run.spec to parse), so a per-rule conda env would only duplicate it.
-ACCEPTED_LINTS = {
-    (rule, CONDA_LINT) for rule in ("run_spec", "train", "manifest", "produce", "table", "figure", "report_pdf", "plan")
-}
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -307,15 +303,50 @@ def test_bad_config_key_or_scale_is_one_line_with_the_nearest_valid_name(
     assert len(result.stdout) < 1500, result.stdout  # not the schema (~15 KB) after the useful line
 
 
-def test_lint_reports_only_the_accepted_findings(paper: Path) -> None:
-    result = snakemake(paper, "--lint")
-    findings, rule = set(), None
-    for line in result.stdout.splitlines():
-        if match := re.match(r"Lints for (?:rule )?(\S+)", line):
-            rule = match.group(1)
-        elif match := re.match(r"    \* (.+?):?$", line):
-            findings.add((rule, match.group(1)))
-    assert findings == ACCEPTED_LINTS, result.stdout
+def lint(workdir: Path) -> subprocess.CompletedProcess[str]:
+    """CI's `snakemake --lint` step (.ci/snakemake_lint.py) in ``workdir``."""
+    return subprocess.run(
+        [sys.executable, str(REPO / ".ci" / "snakemake_lint.py")],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("where", ["config/config.yaml", "--configfile"])
+def test_a_key_written_twice_in_the_workflow_config_is_an_error_naming_it(tmp_path: Path, where: str) -> None:
+    workdir = copy_workflow(tmp_path)
+    if where == "--configfile":
+        (workdir / "mine.yaml").write_text("scale: smoke\ntrain:\n  gpu: 1\n  retries: 1\n  retries: 3\n")
+        result = snakemake(workdir, "--dry-run", "--configfile", "mine.yaml")
+        expected = "mine.yaml: not valid YAML: duplicate key 'retries' at line 5 (first at line 4)"
+    else:
+        config = workdir / "config" / "config.yaml"
+        lines = [*config.read_text().splitlines(), "scale: smoke"]
+        config.write_text("\n".join(lines) + "\n")
+        result = snakemake(workdir, "--dry-run")
+        first = next(number for number, line in enumerate(lines, 1) if line.startswith("scale:"))
+        duplicate = f"duplicate key 'scale' at line {len(lines)} (first at line {first})"
+        expected = f"config/config.yaml: not valid YAML: {duplicate}"
+    assert result.returncode != 0
+    assert expected in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def test_lint_passes_with_only_the_accepted_findings(paper: Path) -> None:
+    result = lint(paper)
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_lint_fails_on_a_new_finding_naming_the_rule(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path)
+    rules = workdir / "workflow" / "rules" / "plan.smk"
+    rules.write_text(rules.read_text().replace('    log:\n        f"{LOGS}/plan.log",\n', ""))
+    result = lint(workdir)
+    assert result.returncode == 1
+    assert result.stdout == "snakemake --lint: plan: No log directive defined\n"
 
 
 def test_demo_scale_trains_three_runs_and_renders_the_other_rows_as_not_run(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ def test_snakemake_html_report_embeds_the_generated_outputs(tmp_path: Path) -> N
         assert embedded in html, f"{output} is not embedded in the HTML report"
 
 
+@pytest.mark.pdflatex
 def test_table1_end_to_end_compiles_with_pdflatex(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
     run_smoke(workdir, "results/smoke/table1.tex")
@@ -148,6 +149,7 @@ def test_diverged_run_completes_its_job_and_a_crash_fails_it(tmp_path: Path, mon
 
 
 @pytest.mark.slow
+@pytest.mark.pdflatex
 def test_every_table_figure_and_the_report_at_smoke_scale(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path)
     run_smoke(workdir, hang_guard_s=3600)  # 7-10 min on 2 cores (README); CI has 90 min in all

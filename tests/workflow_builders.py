@@ -1,8 +1,10 @@
-"""Private copies of the workflow and the snakemake CLI run in them, shared by the workflow tests
-(test_workflow_dag, test_workflow_smoke, test_pipeline_tools, test_slurm)."""
+"""Private copies of the workflow, the snakemake CLI run in them and a PATH without a given program,
+shared by the workflow tests (test_workflow_dag, test_workflow_smoke, test_pipeline_tools, test_slurm,
+test_pdflatex_rule)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -41,6 +43,19 @@ def snakemake(workdir: Path, *args: str, hang_guard_s: float = 1200) -> subproce
         text=True,
         timeout=hang_guard_s,
     )
+
+
+def path_without(program: str, bin_dir: Path) -> str:
+    """A PATH of one folder linking every program on the current PATH except ``program``."""
+    bin_dir.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not Path(folder).is_dir():
+            continue
+        for entry in Path(folder).iterdir():
+            link = bin_dir / entry.name
+            if entry.name != program and not link.exists() and os.access(entry, os.X_OK):
+                link.symlink_to(entry)
+    return str(bin_dir)
 
 
 # config/experiments.yaml as read, and the paper scale as the scales schema fills it: the engine's inputs

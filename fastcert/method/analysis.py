@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
+from fastcert.datasets import DATASETS
 from fastcert.method.bounds import bound_pass
 from fastcert.method.init import closed_form_gain, empirical_gain, initialize
 from fastcert.method.models import DATASET_SHAPES, build
 from fastcert.method.perturbation import input_box
 from fastcert.method.regularizers import input_tightness, layer_tightness
-from fastcert.run.data.catalog import DATASETS
 
 Row = dict[str, dict[str, Any]]
 

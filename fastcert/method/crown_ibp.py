@@ -1,5 +1,5 @@
-"""The CROWN-IBP training objective, the paper's main baseline (SPEC §2 "CROWN-IBP baseline";
-authors' ``get_bound_loss`` with ``--method crown-ibp``).
+"""The CROWN-IBP training objective, the paper's main baseline (Zhang et al. 2020 in the loss-fusion
+version of Xu et al. 2020, the paper's Sec. 4.1; authors' ``get_bound_loss`` with ``--method crown-ibp``).
 
 One IBP traversal (clean logits, train-mode BN statistics and running-stat update, IBP margins,
 every ReLU's pre-activation bounds) is always made; its bounds are mixed with CROWN-IBP bounds

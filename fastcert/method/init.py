@@ -1,4 +1,4 @@
-"""Weight initializations and the IBP difference gain (paper §3.2.1, §3.3.1, Appendix A; SPEC §2).
+"""Weight initializations and the IBP difference gain (paper §3.2.1, §3.3.1, Appendix A).
 
 IBP bounds widen layer by layer by the *difference gain* ``E(Δi)/E(Δi−1) = n_i/2 · E|W_i|``
 (Definition 1): interval widths pass through ``|W|`` (``n_i`` terms) and a ReLU halves their

@@ -1,4 +1,5 @@
-"""Specification matrix, robust cross-entropy and verified error (SPEC §2 "Robust loss").
+"""Specification matrix, robust cross-entropy and verified error (the paper's L_rob of Eq. (10),
+Sec. 3.4; verified error: App. C).
 
 The bound engine bounds the K−1 margins ``z_y − z_j`` directly (C folded into the last Linear),
 so everything here works on the margin lower bounds ``lb`` [B, K−1] rather than on logit

@@ -1,4 +1,5 @@
-"""The paper's three architectures (SPEC §3) as plain ``torch.nn`` modules.
+"""The paper's three architectures (its App. C "Models"; shapes as in the authors' code) as plain
+``torch.nn`` modules.
 
 Every model is an ``nn.Sequential`` of standard layers plus :class:`Residual` blocks, so that the
 bound engine (and any external bound library) can walk it layer by layer without tracing. Shapes,
@@ -13,8 +14,8 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
+from fastcert.datasets import DATASETS
 from fastcert.method.affine import batchnorm_affine, channel_view
-from fastcert.run.data.catalog import DATASETS
 from fastcert.vocabulary import BN_MODES, MODELS
 
 # (channels, image size, number of classes), from the dataset catalog

@@ -1,4 +1,4 @@
-"""The L-infinity threat model in normalized input space (SPEC §2 "Perturbation").
+"""The L-infinity threat model in normalized input space (the paper's radii: Sec. 4.1; normalization: App. C, Datasets).
 
 Datasets are normalized per channel, but the paper's ε is in [0, 1] pixel units: the box is
 ``[x - ε/std, x + ε/std]`` clipped to the normalized image of [0, 1], so that the certified

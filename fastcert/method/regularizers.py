@@ -1,4 +1,4 @@
-"""Warmup regularizers and ReLU statistics (SPEC §2 "Warmup regularizers").
+"""Warmup regularizers and ReLU statistics (the paper's Sec. 3.4).
 
 Inputs are the clipped input box ``(x_lower, x_upper)`` and ``pre_activation``, the list of
 ``(lower, upper)`` IBP bounds of every ReLU input in forward order. Nothing is detached: the

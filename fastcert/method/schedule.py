@@ -1,4 +1,4 @@
-"""The per-batch ε schedule and the regularizer weight λ (SPEC §2 "ε schedule").
+"""The per-batch ε schedule and the regularizer weight λ (the paper's App. C "Warmup scheduling"; λ: Sec. 3.4).
 
 The schedule is auto_LiRPA's ``SmoothedScheduler`` driven by a global batch counter ``step``
 (0 at the first training batch, never reset per epoch): ε = 0 up to the ramp start, then a
@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Literal
 
 from fastcert.phases import ramp_end
-
-Phase = Literal["eps0", "ramp", "target"]
+from fastcert.records import Phase
 
 
 def _integer(name: str, value: object, minimum: int) -> int:
@@ -108,10 +106,10 @@ class SmoothedSchedule:
         ε = ε_max, ``ramp`` otherwise (decided by position, so also defined for ε_max = 0)."""
         epoch = _integer("epoch", epoch, 1)
         if epoch < self.start:
-            return "eps0"
+            return Phase.EPS0
         if epoch > ramp_end(self.start, self.length):
-            return "target"
-        return "ramp"
+            return Phase.TARGET
+        return Phase.RAMP
 
 
 def reg_lambda(eps: float, eps_max: float, lambda0: float, constant: bool = False) -> float:

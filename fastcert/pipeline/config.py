@@ -80,21 +80,27 @@ def check(data: Any, schema: dict[str, Any], source: str) -> None:
         raise ExperimentError("\n".join(f"{source}: {problem}" for problem in problems))
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML (or JSON) file, a key written twice refused (fastcert.io.load_yaml); errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return load_yaml(handle)
+    except OSError as error:
+        raise ExperimentError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ExperimentError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        raise ExperimentError(f"{path}: not valid YAML: {error}") from None
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
     """A schema file (YAML or JSON)."""
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    return read_yaml(path)
 
 
 def load_checked(path: str, schema_path: str | Path) -> Any:
     """Read a YAML file and validate it against a schema (filling defaults); errors name the file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = load_yaml(handle)
-    except OSError as error:
-        raise ExperimentError(f"{path}: cannot read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise ExperimentError(f"{path}: not valid YAML: {error}") from None
+    data = read_yaml(path)
     check(data, load_schema(schema_path), path)
     return data
 

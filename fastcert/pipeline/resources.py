@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fastcert.datasets import DATASETS
 from fastcert.phases import phase_counts
 from fastcert.pipeline.scales import dataset_transform
-from fastcert.run.data.catalog import DATASETS
 from fastcert.run.spec import RunSpec
 
 Guide = dict[tuple[str, str, str], tuple[float, float, float]]

@@ -3,25 +3,24 @@ producers' documents (numbers computed without training, ``results/producers/<na
 
 Why a module of its own: tables, figures and the report all start from the same manifest
 (``results/manifests/<target>.json``, written by the workflow) and the same run outputs
-(``result.json``, ``metrics.jsonl``; schema in docs/architecture.md "Run outputs"). Reading them in
+(``result.json``, ``metrics.jsonl``, read by :mod:`fastcert.records`, which owns their format). Reading them in
 one place means a run that is missing, diverged or interrupted is classified the same way everywhere,
 and a malformed file fails with a message naming the file and the key.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fastcert.io import read_json, read_jsonl
+from fastcert.datasets import DATASETS
+from fastcert.io import read_json
 from fastcert.phases import phase_counts
+from fastcert.records import METRICS_FILE, RESULT_FILE, MetricsRecord, Result, Status, read_metrics, read_result
 from fastcert.reporting.latex import escape
-from fastcert.run.data.catalog import DATASETS
-
-STATUSES = ("completed", "diverged", "interrupted", "missing")
 
 
 @dataclass(frozen=True)
@@ -31,16 +30,16 @@ class Run:
     key: dict[str, Any]
     repeat: int
     run_dir: Path
-    status: str
-    result: dict[str, Any] | None = None
-    metrics: list[dict[str, Any]] = field(default_factory=list)
+    status: Status
+    result: Result | None = None
+    metrics: list[MetricsRecord] = field(default_factory=list)
     spec: dict[str, Any] = field(default_factory=dict)  # the resolved run spec at this scale
     paper_schedule: dict[str, Any] | None = None  # the same row's schedule at the paper's scale
 
     @property
     def usable(self) -> bool:
         """Only completed runs contribute numbers; the others are reported, never averaged."""
-        return self.status == "completed"
+        return self.status == Status.COMPLETED
 
     @property
     def phases(self) -> tuple[int, int, int] | None:
@@ -122,32 +121,13 @@ def shown(value: float, source: dict[str, Any]) -> float:
     return value * 100.0 if source.get("percent") else value
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Per-epoch records of ``metrics.jsonl`` in epoch order; a missing file gives no records.
-
-    A resumed run can log an epoch twice; the later record wins, as it describes the weights that
-    were kept.
-    """
-    try:
-        records = read_jsonl(path)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON line ({err})") from err
-    by_epoch = {
-        int(_require(record, "epoch", f"{path}: record {index}")): record for index, record in enumerate(records)
-    }
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
-
-
 def load_run(key: dict[str, Any], repeat: int, run_dir: Path) -> Run:
     """Classify one run directory by its ``result.json`` (absent → ``missing``)."""
-    result_path = run_dir / "result.json"
+    result_path = run_dir / RESULT_FILE
     if not result_path.exists():
-        return Run(key, repeat, run_dir, "missing")
-    result = read_json(result_path)
-    status = _require(result, "status", str(result_path))
-    if status not in STATUSES[:3]:
-        raise ValueError(f"{result_path}: status {status!r} is not one of {STATUSES[:3]}")
-    return Run(key, repeat, run_dir, status, result, read_metrics(run_dir / "metrics.jsonl"))
+        return Run(key, repeat, run_dir, Status.MISSING)
+    result = read_result(result_path)
+    return Run(key, repeat, run_dir, result["status"], result, read_metrics(run_dir / METRICS_FILE))
 
 
 def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Manifest:
@@ -196,7 +176,7 @@ def load_producer(path: str | os.PathLike) -> Producer:
     )
 
 
-def _dataset_text(data: dict[str, Any]) -> str:
+def _dataset_text(data: Mapping[str, Any]) -> str:
     """``real MNIST (128 training / 64 test images)`` or ``synthetic CIFAR-10 stand-in (...)``."""
     name = data.get("name")
     display = DATASETS[name].display if name in DATASETS else str(name or "unknown dataset")
@@ -207,5 +187,5 @@ def _dataset_text(data: dict[str, Any]) -> str:
 
 def data_description(runs: list[Run]) -> str:
     """Which data produced these runs, per dataset, for captions: ``real MNIST (...); synthetic ...``."""
-    texts = {_dataset_text(data) for run in runs if isinstance(data := (run.result or {}).get("data"), dict)}
+    texts = {_dataset_text(data) for run in runs if run.result and isinstance(data := run.result.get("data"), dict)}
     return "; ".join(sorted(texts)) if texts else "no completed runs"

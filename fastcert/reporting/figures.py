@@ -23,6 +23,7 @@ from matplotlib.rcsetup import cycler
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from fastcert.io import atomic_write_bytes
+from fastcert.records import Phase, split_metrics
 from fastcert.reporting.collect import Manifest, Producer, Run, data_description, shown
 
 if TYPE_CHECKING:
@@ -167,9 +168,9 @@ def _curve(runs: list[Run], panel: dict[str, Any], warmup_only: bool) -> tuple[l
     per_epoch: dict[int, list[float]] = {}
     for run in runs:
         for record in run.metrics:
-            if warmup_only and record.get("phase") == "target":
+            if warmup_only and record.get("phase") == Phase.TARGET:
                 continue
-            value = (record.get(panel["split"]) or {}).get(panel["field"])
+            value = split_metrics(record, panel["split"]).get(panel["field"])
             if value is not None and math.isfinite(value):
                 per_epoch.setdefault(int(record["epoch"]), []).append(shown(value, panel))
     epochs = sorted(e for e, values in per_epoch.items() if len(values) == len(runs))
@@ -237,7 +238,7 @@ def _paint_versus(fig: Figure, spec: dict[str, Any], manifest: Manifest, produce
     for run in manifest.runs:
         if not run.usable or not run.metrics:
             continue
-        record = run.metrics[-1].get(y["split"]) or {}
+        record = split_metrics(run.metrics[-1], y["split"])
         values = [value for field in y["fields"] if (value := record.get(field)) is not None]
         if len(values) == len(y["fields"]):
             points.setdefault(_x_value(run, spec["x"]["key"]), []).append(sum(values))

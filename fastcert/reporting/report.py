@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from fastcert import __version__
+from fastcert.records import DEFAULT_CHECKPOINT
 from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.figures import FIGURES, provenance, scale_note
 from fastcert.reporting.latex import (
@@ -37,7 +38,6 @@ from fastcert.reporting.tables import (
     load_paper,
     tolerance_text,
 )
-from fastcert.run.files import DEFAULT_CHECKPOINT
 
 
 @dataclass

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastcert.records import Phase
+
 _PERCENT = {"kind": "abs", "value": 1.0}
 
 
@@ -63,9 +65,9 @@ def _errors() -> list[dict[str, Any]]:
 def _timing() -> list[dict[str, Any]]:
     """Per-epoch time in each ε phase and the total (seconds): never compared, hardware differs."""
     phases = [
-        ("eps0", "epoch_time_eps_0", r"$\varepsilon=0$"),
-        ("ramp", "epoch_time_eps_ramp", r"$0<\varepsilon<\varepsilon_{t}$"),
-        ("target", "epoch_time_eps_target", r"$\varepsilon=\varepsilon_{t}$"),
+        (Phase.EPS0, "epoch_time_eps_0", r"$\varepsilon=0$"),
+        (Phase.RAMP, "epoch_time_eps_ramp", r"$0<\varepsilon<\varepsilon_{t}$"),
+        (Phase.TARGET, "epoch_time_eps_target", r"$\varepsilon=\varepsilon_{t}$"),
     ]
     metrics = [
         {
@@ -145,9 +147,9 @@ LAYOUTS: dict[str, dict[str, Any]] = {
             "group_label": "Literature, total of the full schedule (quoted from the paper)",
             "label": "{method} ({reference}), {epochs} epochs",
             "paper": {
-                "eps0": "epoch_time_eps_0",
-                "ramp": "epoch_time_eps_ramp",
-                "target": "epoch_time_eps_target",
+                Phase.EPS0: "epoch_time_eps_0",
+                Phase.RAMP: "epoch_time_eps_ramp",
+                Phase.TARGET: "epoch_time_eps_target",
                 "total": "total_time",
             },
         },

@@ -28,15 +28,15 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from fastcert.io import atomic_write_text
+from fastcert.io import atomic_write_text, load_yaml
+from fastcert.records import CHECKPOINTS, DEFAULT_CHECKPOINT, RESULT_FILE, Status, split_metrics
 from fastcert.reporting.collect import (
     Manifest,
     Producer,
@@ -48,16 +48,15 @@ from fastcert.reporting.collect import (
 )
 from fastcert.reporting.latex import escape, fmt_delta, fmt_pm, render_template
 from fastcert.reporting.table_layouts import LAYOUTS
-from fastcert.run.files import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 PAPER = r"Shi et al.\ (NeurIPS 2021)"
 NOT_RUN_AT_SCALE = "not run at this scale"  # the status of a row the scale's `only` filter leaves out (``not_run``)
 _NOTES = {  # LaTeX shown instead of a number, by the reason there is none
     "not run": "---",
     NOT_RUN_AT_SCALE: r"\textit{not run at this scale}",
-    "diverged": r"\textit{diverged}",
-    "interrupted": r"\textit{interrupted}",
-    "missing": r"\textit{missing}",
+    Status.DIVERGED: r"\textit{diverged}",
+    Status.INTERRUPTED: r"\textit{interrupted}",
+    Status.MISSING: r"\textit{missing}",
     "n/a": r"\textit{n/a}",
 }
 
@@ -176,9 +175,10 @@ def _row_id(layout: dict[str, Any], key: dict[str, Any]) -> tuple[Any, ...]:
 
 def _result_entry(run: Run, name: str) -> Any:
     assert run.result is not None
-    if name not in run.result:
-        raise ValueError(f"{run.run_dir / 'result.json'}: missing key {name!r}")
-    return run.result[name]
+    entries: Mapping[str, Any] = run.result  # a key named by a layout
+    if name not in entries:
+        raise ValueError(f"{run.run_dir / RESULT_FILE}: missing key {name!r}")
+    return entries[name]
 
 
 def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: str) -> float | None:
@@ -192,7 +192,7 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
     if kind == "result":
         entry = _result_entry(run, checkpoint)
         if entry is not None and source["field"] not in entry:
-            raise ValueError(f"{run.run_dir / 'result.json'}: {checkpoint!r} lacks {source['field']!r}")
+            raise ValueError(f"{run.run_dir / RESULT_FILE}: {checkpoint!r} lacks {source['field']!r}")
         value = None if entry is None else entry[source["field"]]
     elif kind == "epoch_time":
         value = (_result_entry(run, "epoch_time") or {}).get(source["phase"])
@@ -203,7 +203,7 @@ def extract(source: dict[str, Any], run: Run, key: dict[str, Any], checkpoint: s
             record = run.metrics[-1] if run.metrics else None
         else:
             record = next((r for r in run.metrics if r["epoch"] == key["epoch"]), None)
-        value = None if record is None else (record.get(source["split"]) or {}).get(source["field"])
+        value = None if record is None else split_metrics(record, source["split"]).get(source["field"])
     else:
         raise ValueError(f"unknown value source {kind!r}")
     if value is None:
@@ -273,7 +273,7 @@ def producer_observations(name: str, producer: Producer) -> list[Observation]:
                 raise ValueError(f"{where}: no value {source['field']!r}; it has {sorted(row['values'])}")
             value = row["values"][source["field"]]
             values[metric["name"]] = None if value is None else shown(float(value), source)
-        observations.append(Observation(_match_key(layout, row["key"], where), "completed", values))
+        observations.append(Observation(_match_key(layout, row["key"], where), Status.COMPLETED, values))
     return observations
 
 
@@ -305,7 +305,7 @@ def paper_rows(layout: dict[str, Any], paper_table: dict[str, Any], name: str) -
 
 def load_paper(path: str | os.PathLike) -> dict[str, Any]:
     """The paper's numbers (config/paper_results.yaml)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = load_yaml(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict) or "tables" not in data:
         raise ValueError(f"{path}: not a paper results file (no 'tables' key)")
     return data
@@ -323,7 +323,7 @@ def _aggregate(
     records = [
         {"row": codes[ids[i]], "metric": m, "value": v}
         for i, obs in enumerate(observations)
-        if obs.status == "completed"
+        if obs.status == Status.COMPLETED
         for m, v in obs.values.items()
         if v is not None and m in metrics
     ]
@@ -342,9 +342,9 @@ def _missing_note(observations: Sequence[Observation]) -> str:
         return "not run"
     if statuses == {NOT_RUN_AT_SCALE}:
         return NOT_RUN_AT_SCALE
-    if "completed" in statuses:
+    if Status.COMPLETED in statuses:
         return "n/a"
-    for status in ("diverged", "interrupted", "missing"):
+    for status in (Status.DIVERGED, Status.INTERRUPTED, Status.MISSING):
         if status in statuses:
             return status
     raise AssertionError(statuses)
@@ -487,7 +487,7 @@ def _mean_cells(
             cells.append(Cell(metric["name"], mean, std, None, paper_value, paper_std))
         else:
             cells.append(Cell(metric["name"], None, None, _missing_note(observations), paper_value, paper_std))
-    completed = sum(obs.status == "completed" for obs in observations)
+    completed = sum(obs.status == Status.COMPLETED for obs in observations)
     listed = sum(obs.status != NOT_RUN_AT_SCALE for obs in observations)
     return cells, f"{completed}/{listed}" if listed else "---"
 
@@ -496,7 +496,9 @@ def _best_cells(
     observations: list[Observation], by: str, metrics: list[dict[str, Any]], paper_row: dict[str, Any] | None
 ) -> tuple[list[Cell], str]:
     candidates = [
-        (score, obs) for obs in observations if obs.status == "completed" and (score := obs.values.get(by)) is not None
+        (score, obs)
+        for obs in observations
+        if obs.status == Status.COMPLETED and (score := obs.values.get(by)) is not None
     ]
     chosen = min(candidates, key=lambda pair: pair[0])[1] if candidates else None
     cells = []

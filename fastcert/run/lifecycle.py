@@ -37,7 +37,6 @@ augmentation).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -48,12 +47,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 import fastcert
+from fastcert.datasets import DatasetInfo
 from fastcert.io import (
     atomic_torch_save,
     atomic_write_json,
@@ -64,7 +64,27 @@ from fastcert.io import (
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
-from fastcert.run.data import DatasetInfo, Split, load_dataset
+from fastcert.records import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    RESULT_FILE,
+    RUN_FILES,
+    SPEC_FILE,
+    DivergedDetail,
+    EpochSummary,
+    InterruptedDetail,
+    MetricsRecord,
+    Phase,
+    Provenance,
+    RecordError,
+    Result,
+    Status,
+    epoch_summary,
+    read_metrics,
+    read_result,
+)
+from fastcert.run.data import Split, load_dataset
 from fastcert.run.data.splits import seeded_generator
 from fastcert.run.exits import (
     EXIT_CODES_HELP,
@@ -75,13 +95,11 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
-from fastcert.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
 from fastcert.run.spec import RunSpec
-from fastcert.run.training import Diverged, Interrupted, TrainConfig, epoch_summary, train
+from fastcert.run.training import Diverged, Interrupted, TrainConfig, train
 
 CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
 CHECKPOINT_KEYS = ("format", "train_state_format", "kind", "epoch", "best", "model", "spec", "spec_hash")
-RUN_FILES = (SPEC_FILE, METRICS_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
 __all__ = [
     "EXIT_CODES_HELP",
     "EXIT_COMPLETED",
@@ -185,7 +203,7 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def provenance(spec: RunSpec, device: torch.device) -> dict[str, Any]:
+def provenance(spec: RunSpec, device: torch.device) -> Provenance:
     """What produced a result: code version, libraries, hardware, spec identity, seed."""
     return {
         "fastcert_version": fastcert.__version__,
@@ -199,8 +217,8 @@ def provenance(spec: RunSpec, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _phase_times(history: list[dict[str, Any]]) -> dict[str, float | None]:
-    times: dict[str, list[float]] = {"eps0": [], "ramp": [], "target": []}
+def _phase_times(history: list[MetricsRecord]) -> dict[str, float | None]:
+    times: dict[str, list[float]] = {phase: [] for phase in Phase}
     for record in history:
         times[record["phase"]].append(record["epoch_time"])
     return {phase: (sum(values) / len(values) if values else None) for phase, values in times.items()}
@@ -224,7 +242,7 @@ class _Resume:
     """What a run directory holds, read and checked before anything is written."""
 
     checkpoint: dict[str, Any] | None
-    history: list[dict[str, Any]]
+    history: list[MetricsRecord]
     restore_best: bool
 
 
@@ -234,8 +252,8 @@ class _RunDir:
 
     path: Path
     spec: RunSpec
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
+    history: list[MetricsRecord] = field(default_factory=list)
+    best: EpochSummary | None = None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -262,17 +280,19 @@ class _RunDir:
                     "use another --out directory or delete this one"
                 )
 
-    def previous_result(self) -> dict[str, Any] | None:
+    def previous_result(self) -> Result | None:
         """``result.json`` of an earlier attempt; an unreadable one is ignored (it is rewritten)."""
         result_file = self.file(RESULT_FILE)
         if not result_file.exists():
             return None
         try:
-            result = _read_json_object(result_file, "")
-        except DamagedFileError as error:
-            _warn(f"{error}; ignored (it is rewritten when this run stops)")
-            return None
-        return result if isinstance(result.get("status"), str) else None
+            return read_result(result_file)
+        except OSError as error:
+            problem = f"{result_file}: damaged ({type(error).__name__}: {error})"
+        except RecordError as error:
+            problem = str(error)
+        _warn(f"{problem}; ignored (it is rewritten when this run stops)")
+        return None
 
     def read_resume(self) -> _Resume:
         """The last checkpoint, the metrics it needs and the state of the best file, checked for
@@ -288,7 +308,11 @@ class _RunDir:
             raise RunError(f"{last} was written for another spec; delete {self.path} to start over")
         epoch = checkpoint["epoch"]
         metrics = self.file(METRICS_FILE)
-        history = [r for r in _read_metrics(metrics) if r["epoch"] <= epoch]
+        try:
+            records = read_metrics(metrics, on_torn_line=_warn)
+        except RecordError as error:
+            raise DamagedFileError(f"{error}; restore the file, or delete {self.path} to retrain") from None
+        history = [r for r in records if r["epoch"] <= epoch]
         if [r["epoch"] for r in history] != list(range(1, epoch + 1)):
             raise DamagedFileError(
                 f"{metrics} lacks records of epochs 1-{epoch} that {last} has trained; restore it, or delete "
@@ -366,7 +390,7 @@ class _RunDir:
             "fastcert_version": fastcert.__version__,
         }
 
-    def record_epoch(self, record: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
+    def record_epoch(self, record: MetricsRecord, state: dict[str, Any], is_best: bool) -> None:
         self.history.append(record)
         self.best = state["best"]
         atomic_write_jsonl(self.file(METRICS_FILE), self.history)
@@ -376,21 +400,22 @@ class _RunDir:
 
     def write_result(
         self,
-        status: str,
-        prov: dict[str, Any],
+        status: Status,
+        prov: Provenance,
         info: DatasetInfo | None,
-        **details: Any,
-    ) -> dict[str, Any]:
-        result = {
+        *,
+        diverged: DivergedDetail | None = None,
+        interrupted: InterruptedDetail | None = None,
+    ) -> Result:
+        result: Result = {
             "status": status,
             "epochs_completed": len(self.history),
             "best": self.best,
             "last": epoch_summary(self.history[-1]) if self.history else None,
             "epoch_time": _phase_times(self.history),
             "total_time": sum(r["epoch_time"] for r in self.history),
-            "diverged": None,
-            "interrupted": None,
-            **details,
+            "diverged": diverged,
+            "interrupted": interrupted,
             "data": None
             if info is None
             else {
@@ -421,32 +446,6 @@ def _read_json_object(path: Path, advice: str) -> dict[str, Any]:
             return value
         problem = f"{path}: damaged (a JSON {type(value).__name__}, not an object)"
     raise DamagedFileError(problem + (f"; {advice}" if advice else ""))
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl``; a torn last line (no newline, not a record) is dropped with
-    a warning, any other damaged line is a :class:`DamagedFileError` naming the line."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            record = None
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
-            records.append(record)
-        elif number == len(lines):  # the last line lacks its newline: a write that did not finish
-            _warn(f"{path}:{number}: dropped a torn last line (an unfinished write)")
-        else:
-            raise DamagedFileError(
-                f"{path}:{number}: not a metrics record; restore the file, or delete {path.parent} to retrain"
-            )
-    return records
 
 
 class _StopFlag:
@@ -491,7 +490,7 @@ def _seed_global_rngs(seed: int) -> None:
     random.seed(seed)
 
 
-def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+def _epoch_line(record: MetricsRecord, epochs: int) -> str:
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
@@ -523,12 +522,13 @@ def execute(
     run_dir.check()
     previous = run_dir.previous_result()
     if previous is not None:
-        if previous["status"] == "completed":
+        if previous["status"] == Status.COMPLETED:
             log(f"{run_dir.path}: already completed; nothing to do")
             return EXIT_COMPLETED
-        if previous["status"] == "diverged":
+        if previous["status"] == Status.DIVERGED:
+            detail = previous.get("diverged")
             log(
-                f"{run_dir.path}: diverged earlier ({(previous.get('diverged') or {}).get('reason')}); "
+                f"{run_dir.path}: diverged earlier ({detail.get('reason') if detail else None}); "
                 "delete the directory to try again"
             )
             return EXIT_DIVERGED
@@ -537,8 +537,9 @@ def execute(
     info: DatasetInfo | None = None
 
     def on_epoch_end(record: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
-        run_dir.record_epoch(record, state, is_best)
-        log(_epoch_line(record, config.epochs))
+        metrics = cast(MetricsRecord, record)  # training's records have MetricsRecord's keys
+        run_dir.record_epoch(metrics, state, is_best)
+        log(_epoch_line(metrics, config.epochs))
 
     _seed_global_rngs(spec.seed)
     with _signals_to(flag):
@@ -566,14 +567,14 @@ def execute(
                 progress=sys.stderr.isatty() if progress is None else progress,
             )
         except Diverged as error:
-            run_dir.write_result("diverged", prov, info, diverged={"epoch": error.epoch, "reason": error.reason})
+            run_dir.write_result(Status.DIVERGED, prov, info, diverged={"epoch": error.epoch, "reason": error.reason})
             log(f"{run_dir.path}: {error}")
             return EXIT_DIVERGED
         except Interrupted as error:
             signum = flag.signal or signal.SIGTERM
             name = signal.Signals(signum).name
             run_dir.write_result(
-                "interrupted",
+                Status.INTERRUPTED,
                 prov,
                 info,
                 interrupted={"signal": name, "completed_epochs": error.completed_epochs},
@@ -583,6 +584,6 @@ def execute(
                 "rerun the same command to resume"
             )
             return EXIT_SIGNAL_BASE + signum
-    result = run_dir.write_result("completed", prov, info)
+    result = run_dir.write_result(Status.COMPLETED, prov, info)
     log(f"{run_dir.path}: completed; best {result['best']}, last {result['last']}")
     return EXIT_COMPLETED

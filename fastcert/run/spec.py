@@ -31,11 +31,11 @@ from typing import Any
 
 import yaml
 
+from fastcert.datasets import DATASETS as DATASET_CATALOG
+from fastcert.datasets import SOURCES
 from fastcert.io import load_yaml
 from fastcert.methods import TRAINING_METHODS
 from fastcert.phases import ramp_end
-from fastcert.run.data.catalog import DATASETS as DATASET_CATALOG
-from fastcert.run.data.catalog import SOURCES
 from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, MODELS, REGULARIZER_TERMS
 
 DATASETS = tuple(DATASET_CATALOG)

@@ -1,4 +1,5 @@
-"""One certified training run in code (SPEC §2; authors' ``train.py``), without any disk I/O.
+"""One certified training run in code (the paper's Sec. 3.4 and App. C, Training; authors'
+``train.py``), without any disk I/O.
 
 Per training batch the global step gives ε from the smoothed schedule; one bound pass of the
 *objective* yields the clean logits (train-mode BN batch statistics), the margin lower bounds and
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from fastcert.datasets import DatasetInfo
 from fastcert.method.bounds import bound_pass
 from fastcert.method.losses import certified
 from fastcert.method.objectives import BatchResult, Objective, objective_for
@@ -59,7 +61,8 @@ from fastcert.method.schedule import (
     regularizer_active,
 )
 from fastcert.methods import training_method
-from fastcert.run.data import DatasetInfo, Split
+from fastcert.records import EpochSummary, Phase, epoch_summary
+from fastcert.run.data import Split
 from fastcert.run.spec import RunSpec
 
 NATURAL_BOUND_EPS = 1e-6  # authors' --min-eps-reg: bounds for the regularizers in ε = 0 batches
@@ -147,8 +150,8 @@ class TrainResult:
     """Per-epoch records (the metrics.jsonl lines of this call) and the best/last summaries."""
 
     history: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    last: dict[str, Any] | None
+    best: EpochSummary | None
+    last: EpochSummary | None
 
 
 class Meter:
@@ -399,7 +402,7 @@ class _Run:
         self.batches = batches_per_epoch(n_train, config.batch_size)
         self.schedule = SmoothedSchedule(config.eps_train, config.start, config.length, self.batches)
         self.epoch, self.step = 0, 0
-        self.best: dict[str, Any] | None = None
+        self.best: EpochSummary | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -519,15 +522,6 @@ def _finite_only(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def epoch_summary(record: dict[str, Any]) -> dict[str, Any]:
-    """``{"epoch", "standard_err", "verified_err"}`` of an epoch record (test split)."""
-    return {
-        "epoch": record["epoch"],
-        "standard_err": record["test"]["err"],
-        "verified_err": record["test"]["verified_err"],
-    }
-
-
 def train(
     model: nn.Module,
     train_split: Split,
@@ -615,7 +609,7 @@ def _train(
         record = _finite_only(record)
         resumed = False
         run.epoch = epoch
-        is_best = record["phase"] == "target" and (
+        is_best = record["phase"] == Phase.TARGET and (
             run.best is None or test_metrics["verified_err"] < run.best["verified_err"]
         )
         if is_best:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, TypedDict
 if TYPE_CHECKING:
     from torch import nn
 
-    from fastcert.run.data import DatasetInfo, Split
+    from fastcert.datasets import DatasetInfo
+    from fastcert.run.data import Split
 
 DEFAULT_BATCH = {"ibp": 256, "crown-ibp": 64, "crown": 8}
 

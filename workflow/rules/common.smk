@@ -10,12 +10,12 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from fastcert.pipeline import resources
-from fastcert.pipeline.config import check, choose_scale, load_checked, load_schema
+from fastcert.pipeline.config import check, choose_scale, load_checked, load_schema, read_yaml
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_document
 from fastcert.pipeline.scales import scale_root
 from fastcert.pipeline.tools import require_programs
-from fastcert.run.files import REQUESTED_SPEC_FILE, RESULT_FILE
+from fastcert.records import REQUESTED_SPEC_FILE, RESULT_FILE
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
@@ -76,13 +76,18 @@ def device_hours() -> dict[str, float]:
 # Parse-time state
 # ---------------------------------------------------------------------------------------------
 
+# Snakemake's own reader keeps the last of a key written twice in config/config.yaml or a --configfile:
+# read each again strictly, so a copy-pasted key is an error naming it rather than a silent override
+for config_path in workflow.configfiles:
+    asking(read_yaml, config_path)
 asking(check, config, load_schema(SCHEMAS / "config.schema.yaml"), "config (config/config.yaml and --config)")
 EXPERIMENTS = asking(load_checked, config["experiments"], SCHEMAS / "experiments.schema.yaml")
 SCALES = asking(load_checked, config["scales"], SCHEMAS / "scales.schema.yaml")
 SCALE = asking(choose_scale, SCALES, config["scale"], config["scales"])
 # the paper's Table 7 per-epoch times guide the runtime requests
-with open(config["paper_results"], encoding="utf-8") as handle:
-    EPOCH_TIMES = resources.epoch_time_guide(yaml.safe_load(handle)["tables"]["table7"], EXPERIMENTS["levels"])
+EPOCH_TIMES = resources.epoch_time_guide(
+    asking(read_yaml, config["paper_results"])["tables"]["table7"], EXPERIMENTS["levels"]
+)
 EXPANSION = asking(expand_targets, EXPERIMENTS, SCALE, config["scale"], config["experiments"], config["variants"])
 MANIFESTS = EXPANSION.manifests
 TABLES = EXPANSION.targets("table")

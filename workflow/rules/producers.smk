@@ -12,9 +12,9 @@ rule produce:
         "results/producers/{producer}.json",
     log:
         "logs/producers/{producer}.log",
+    threads: 1
     params:
         declaration=lambda wildcards: PRODUCERS[wildcards.producer],
         where=PRODUCERS_PATH,
-    threads: 1
     script:
         "../scripts/produce.py"

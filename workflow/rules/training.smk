@@ -31,14 +31,14 @@ rule train:
         result=f"{RUNS_DIR}/{{run_id}}/{RESULT_FILE}",
     log:
         "logs/train/{run_id}.log",
-    params:
-        run_dir=lambda wildcards: f"{RUNS_DIR}/{wildcards.run_id}",
+    retries: config["train"]["retries"]
     threads: SCALE["threads"]
     resources:
         gpu=config["train"]["gpu"],
         runtime=runtime_minutes,
         mem_mb=memory_mb,
-    retries: config["train"]["retries"]
+    params:
+        run_dir=lambda wildcards: f"{RUNS_DIR}/{wildcards.run_id}",
     shell:
         "fastcert train --spec {input.spec} --out {params.run_dir} > {log} 2>&1"
         " || {{ status=$?; [ $status -eq 3 ] && echo 'diverged: kept as a result, tables mark its cells' >> {log}"

@@ -5,15 +5,16 @@ config/producers.yaml made for this figure: Figure 1's widths); the run files ar
 that Snakemake waits for them. Outputs: ``pdf`` and ``png``, byte-identical for identical inputs.
 """
 
-import logging
+from typing import TYPE_CHECKING
 
+from fastcert.pipeline.script_log import logged
 from fastcert.reporting.collect import load_manifest, load_producer
 from fastcert.reporting.figures import draw, save
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
-log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
-log.setLevel(logging.INFO)
-try:
+if TYPE_CHECKING:  # Snakemake's script preamble defines it at run time
+    from snakemake.iocontainers import snakemake
+
+with logged(snakemake.log[0], "figure") as log:
     manifest = load_manifest(snakemake.input.manifest)
     producers = [load_producer(path) for path in snakemake.input.producers]
     save(draw(manifest.target, manifest, producers), {"pdf": snakemake.output.pdf, "png": snakemake.output.png})
@@ -24,6 +25,3 @@ try:
         len(manifest.runs),
         manifest.scale,
     )
-except Exception:
-    log.exception("figure failed")
-    raise

@@ -1,91 +1,22 @@
-"""What a scale will cost, before anyone launches 200 jobs: per target the runs it needs, how many
-of them it shares with other targets (trained once for all), and the estimated device-hours (GPU-hours
-at paper scale; CPU-core-hours at the CPU scales, from the scale's time_factor).
+"""Snakemake script of rule ``plan``: what a scale will cost before anything is launched
+(fastcert.pipeline.plan), written to ``results/plan.tsv`` and shown on the terminal."""
 
-Invoked by the workflow's `plan` rule (`snakemake --cores 1 results/plan.tsv`, `results/<scale>/plan.tsv`
-at a scale other than paper); it reads only the manifests (no training needed) and the per-run
-estimates the workflow computed from each run spec.
-"""
+from typing import TYPE_CHECKING
 
-from collections import Counter
-from pathlib import Path
-from typing import Any
+from fastcert.pipeline.plan import write_plan
+from fastcert.pipeline.script_log import logged
 
-from fastcert.io import atomic_write_text, read_json
+if TYPE_CHECKING:  # Snakemake's script preamble defines it at run time
+    from snakemake.iocontainers import snakemake
 
-COLUMNS = ("target", "runs", "own", "shared", "device_hours")
-
-
-def load_runs(paths: list[str]) -> dict[str, set[str]]:
-    """Distinct run directories per target, read from the manifests."""
-    runs = {}
-    for path in paths:
-        manifest = read_json(path)
-        runs[manifest["target"]] = {entry["run_dir"] for entry in manifest["runs"]}
-    return runs
-
-
-def plan_rows(runs: dict[str, set[str]], hours: dict[str, float]) -> list[dict[str, Any]]:
-    """One row per target plus an `all` row counting every distinct run once.
-
-    `own` runs are needed by this target only; `shared` ones by other targets too, so the per-target
-    hours add up to more than the `all` row.
-    """
-    users = Counter(run for target_runs in runs.values() for run in target_runs)
-    rows = []
-    for target, target_runs in runs.items():
-        own = sum(1 for run in target_runs if users[run] == 1)
-        rows.append(
-            {
-                "target": target,
-                "runs": len(target_runs),
-                "own": own,
-                "shared": len(target_runs) - own,
-                "device_hours": sum(hours[run] for run in target_runs),
-            }
-        )
-    every = set(users)
-    rows.append(
-        {
-            "target": "all",
-            "runs": len(every),
-            "own": len(every),
-            "shared": 0,
-            "device_hours": sum(hours[run] for run in every),
-        }
+with logged(snakemake.log[0], "plan") as log:
+    text = write_plan(
+        list(snakemake.input.manifests),
+        snakemake.params.device_hours,
+        snakemake.params.scale,
+        snakemake.params.scale_description,
+        snakemake.output[0],
     )
-    return rows
-
-
-def header(scale: str, description: str) -> list[str]:
-    """Comment lines that say what the numbers are, so the file can be read on its own."""
-    return [
-        f"# plan at scale {scale!r}: {description}",
-        "# runs: distinct runs the target needs; own: runs only this target needs; shared: runs other targets",
-        "#   need too (trained once for all, so the targets' rows add up to more than the `all` row)",
-        "# device_hours: estimated hours on one device: the paper's per-epoch GPU times (Table 7, RTX 2080 Ti)",
-        "#   scaled to each run's data, width and epochs, x the scale's time_factor, / train.gpu_speedup;",
-        "#   GPU-hours at the paper's GPU speed at the paper scale, CPU-core-hours at the CPU scales",
-    ]
-
-
-def render(rows: list[dict[str, Any]], scale: str, description: str) -> str:
-    """Comment header, then a tab-separated table, hours with two decimals."""
-    lines = [*header(scale, description), "\t".join(COLUMNS)]
-    for row in rows:
-        lines.append("\t".join(f"{row[c]:.2f}" if c == "device_hours" else str(row[c]) for c in COLUMNS))
-    return "\n".join(lines) + "\n"
-
-
-def main(snakemake: Any) -> None:
-    """Write the plan (results/plan.tsv at the paper scale) and show the same table on the terminal and in the log."""
-    rows = plan_rows(load_runs(list(snakemake.input.manifests)), snakemake.params.device_hours)
-    text = render(rows, snakemake.params.scale, snakemake.params.scale_description)
-    atomic_write_text(snakemake.output[0], text)
     summary = text.expandtabs(14)
-    Path(snakemake.log[0]).write_text(summary, encoding="utf-8")
+    log.info("%s", summary.rstrip("\n"))
     print(summary, end="")
-
-
-if __name__ == "__main__":
-    main(snakemake)

@@ -4,17 +4,18 @@ need no data and no training, fastcert.method.analysis) into ``results/producers
 The tables and figures that show these numbers read that file; they never compute them.
 """
 
-import logging
+from typing import TYPE_CHECKING
 
 import torch
 
 from fastcert.io import atomic_write_json
 from fastcert.method.analysis import produce
+from fastcert.pipeline.script_log import logged
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
-log = logging.getLogger("fastcert.workflow")
-log.setLevel(logging.INFO)
-try:
+if TYPE_CHECKING:  # Snakemake's script preamble defines it at run time
+    from snakemake.iocontainers import snakemake
+
+with logged(snakemake.log[0], "producer") as log:
     torch.set_num_threads(snakemake.threads)
     document = produce(
         snakemake.wildcards.producer,
@@ -23,6 +24,3 @@ try:
     )
     atomic_write_json(snakemake.output[0], document)
     log.info("wrote %s: %d rows", snakemake.output[0], len(document["rows"]))
-except Exception:
-    log.exception("producer failed")
-    raise

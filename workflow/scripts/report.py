@@ -6,14 +6,15 @@ per table and figure), ``producers`` (results/producers/*.json), ``paper``,
 ``scales`` (config/scales.yaml: what each scale shows and costs). Needs pdflatex (TeX Live).
 """
 
-import logging
+from typing import TYPE_CHECKING
 
+from fastcert.pipeline.script_log import logged
 from fastcert.reporting.report import build_report
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
-log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
-log.setLevel(logging.INFO)
-try:
+if TYPE_CHECKING:  # Snakemake's script preamble defines it at run time
+    from snakemake.iocontainers import snakemake
+
+with logged(snakemake.log[0], "report") as log:
     summaries = build_report(
         tables=list(snakemake.input.tables),
         figures=list(snakemake.input.figures),
@@ -34,6 +35,3 @@ try:
             s.without_ours,
             s.not_compared,
         )
-except Exception:
-    log.exception("report failed")
-    raise

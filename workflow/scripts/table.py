@@ -6,15 +6,16 @@ run files are inputs only so that Snakemake waits for them. ``config["tables"]["
 (validated, its default filled by workflow/schemas/config.schema.yaml) picks which checkpoint's errors are tabulated.
 """
 
-import logging
+from typing import TYPE_CHECKING
 
 from fastcert.io import read_json
+from fastcert.pipeline.script_log import logged
 from fastcert.reporting.tables import render_target
 
-logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.WARNING, format="%(message)s")
-log = logging.getLogger("fastcert.workflow")  # INFO for our lines only (fontTools is chatty at INFO)
-log.setLevel(logging.INFO)
-try:
+if TYPE_CHECKING:  # Snakemake's script preamble defines it at run time
+    from snakemake.iocontainers import snakemake
+
+with logged(snakemake.log[0], "table") as log:
     target = read_json(snakemake.input.manifest)["target"]
     table = render_target(
         target,
@@ -25,6 +26,3 @@ try:
         producer_paths=list(snakemake.input.producers),
     )
     log.info("wrote %s: %d rows, scale %s, data: %s", snakemake.output[0], len(table.rows), table.scale, table.data)
-except Exception:
-    log.exception("table failed")
-    raise

@@ -1,6 +1,6 @@
 """fastcert's bound engine: clean logits and IBP bounds of ``torch.nn`` models in one traversal.
 
-Why fastcert has its own engine (SPEC §1): auto_LiRPA, the library the paper used, has a single
+Why fastcert has its own engine: auto_LiRPA, the library the paper used, has a single
 PyPI release (0.3, 2022) that pins torch<1.13 and does not import on torch 2.x; its current
 0.7.x line is not on PyPI; and no other installable library bounds Conv2d and BatchNorm
 networks. Owning the engine also buys speed: auto_LiRPA needs a clean forward followed by a

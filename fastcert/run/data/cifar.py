@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from fastcert.run.data.catalog import DATASETS
+from fastcert.datasets import DATASETS
 from fastcert.run.data.integrity import (
     DataIntegrityError,
     DatasetMissingError,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from fastcert.datasets import SOURCES, DatasetInfo, DatasetSpec, dataset_spec
 from fastcert.run.data import cifar, mnist, synthetic, tinyimagenet
-from fastcert.run.data.catalog import SOURCES, DatasetInfo, DatasetSpec, dataset_spec
 from fastcert.run.data.splits import Split, balanced_subset, seeded_generator
 
 Loader = Callable[[Path, Path | None, str], tuple[Split, Split, str]]

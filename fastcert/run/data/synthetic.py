@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastcert.run.data.catalog import DatasetSpec
+from fastcert.datasets import DatasetSpec
 from fastcert.run.data.splits import Split, TensorStore, seeded_generator
 
 _PROTOTYPE_GRID = 4

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from fastcert.run.data.catalog import DATASETS
+from fastcert.datasets import DATASETS
 from fastcert.run.data.integrity import (
     DataIntegrityError,
     DatasetMissingError,

@@ -1,7 +1,10 @@
-"""What each dataset is (SPEC §4): shape, class count, normalization, augmentation, full sizes.
+"""What each dataset is (the paper's App. C, "Datasets"): shape, class count, normalization, augmentation, full
+sizes, sources.
 
-One table so that the loaders, the synthetic stand-ins and the human labels cannot disagree about a
-dataset's constants.
+One table so that the loaders, the synthetic stand-ins, the models, the run-spec checks, the
+workflow's estimates and the reports' labels cannot disagree about a dataset's constants. Without
+torch, so that every layer may import it: the method sizes its models by it, and the workflow checks
+specs with it while Snakemake parses.
 """
 
 from __future__ import annotations
