@@ -1,5 +1,5 @@
 """The recipes of docs/extending.md, each done step by step as written, on a toy: a training method,
-a model, a table. The registrations a recipe writes into the source (a table entry, a name) are made
+a model, a dataset, a table. The registrations a recipe writes into the source (a table entry, a name) are made
 here with monkeypatch, on the same dicts and tuples, so every step's effect is the one the recipe
 promises (a spec validates, a run trains, a table renders)."""
 
@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import torch.nn.functional as F
 import yaml
 from run_builders import write_run
 from torch import Tensor, nn
 from workflow_builders import EXPERIMENTS, PAPER
 
-from fastcert import methods, vocabulary
+from fastcert import datasets, methods, vocabulary
+from fastcert.datasets import DatasetSpec
 from fastcert.io import read_jsonl
 from fastcert.method import models, objectives
 from fastcert.method.bounds import bound_pass
@@ -31,6 +33,8 @@ from fastcert.reporting.table_layouts import LAYOUTS
 from fastcert.reporting.tables import render_target
 from fastcert.run import spec as spec_module
 from fastcert.run.cli import main
+from fastcert.run.data import loading
+from fastcert.run.data.splits import Split, TensorStore
 from fastcert.run.lifecycle import EXIT_COMPLETED, execute
 from fastcert.run.spec import SpecError, validate
 
@@ -135,6 +139,70 @@ def test_recipe_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert execute(spec, tmp_path / "run", log=quiet) == EXIT_COMPLETED
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert len(records) == 3 and len(records[0]["train"]["active_per_layer"]) == 3  # two convs + hidden FC
+
+
+# --- A dataset -------------------------------------------------------------------------------
+
+TOY_DATA = DatasetSpec(
+    name="toy",
+    display="Toy",
+    mean=(0.5,),
+    std=(0.25,),
+    num_classes=4,
+    input_shape=(1, 12, 12),
+    n_train=96,
+    n_test=48,
+    padding=None,
+)
+
+
+def _load_toy(root: Path, mirror: Path | None, source: str) -> tuple[Split, Split, str]:
+    """The toy dataset's loader: both splits from ``root/toy.pt`` (written by the test)."""
+    del mirror
+    arrays = torch.load(root / "toy.pt", weights_only=True)
+    splits = [
+        Split(TensorStore(arrays[f"{which}_images"]), arrays[f"{which}_labels"], TOY_DATA.mean, TOY_DATA.std, None)
+        for which in ("train", "test")
+    ]
+    return splits[0], splits[1], source
+
+
+def test_recipe_a_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1. the catalog entry and its sources (every module that derived a copy of the catalog at import
+    # sees the new one, as after an edit of fastcert/datasets.py)
+    monkeypatch.setitem(datasets.DATASETS, "toy", TOY_DATA)
+    monkeypatch.setitem(datasets.SOURCES, "toy", ("toy-files", "synthetic"))
+    monkeypatch.setattr(spec_module, "DATASETS", (*spec_module.DATASETS, "toy"))
+    monkeypatch.setattr(spec_module, "ALL_SOURCES", (*spec_module.ALL_SOURCES, "toy-files"))
+    monkeypatch.setitem(models.DATASET_SHAPES, "toy", (1, 12, 4))
+    # 2. the loader of its files
+    monkeypatch.setitem(loading._LOADERS, "toy", _load_toy)
+    generator = torch.Generator().manual_seed(0)
+    arrays = {}
+    for which, n in (("train", TOY_DATA.n_train), ("test", TOY_DATA.n_test)):
+        labels = torch.arange(n) % 4
+        images = torch.randint(0, 64, (n, 1, 12, 12), generator=generator, dtype=torch.uint8)
+        images[:, :, :, :3] += (labels * 60).to(torch.uint8)[:, None, None, None]  # a learnable class stripe
+        arrays |= {f"{which}_images": images, f"{which}_labels": labels}
+    torch.save(arrays, tmp_path / "toy.pt")
+    # 3. each model's smallest layer on it
+    for model in vocabulary.MODELS:
+        monkeypatch.setitem(spec_module.SMALLEST_LAYER, (model, "toy"), spec_module.SMALLEST_LAYER[(model, "mnist")])
+    # 4. specs naming it validate against its sizes and train, from its files and synthetic
+    with pytest.raises(SpecError, match=r"data\.train_size: 200 exceeds the 96 examples of toy"):
+        validate({**SMOKE_RUN, "dataset": "toy", "data": {"source": "toy-files", "train_size": 200}})
+    for source in ("toy-files", "synthetic"):
+        data = {**SMOKE_RUN["data"], "source": source, "root": str(tmp_path)}
+        run = {**SMOKE_RUN, "dataset": "toy", "data": data}
+        assert execute(validate(run), tmp_path / source, log=quiet) == EXIT_COMPLETED
+        result = json.loads((tmp_path / source / "result.json").read_text())
+        assert result["data"] == {
+            "name": "toy",
+            "source": source,
+            "synthetic": source == "synthetic",
+            "n_train": 64,
+            "n_test": 32,
+        }
 
 
 # --- A table ---------------------------------------------------------------------------------
