@@ -1,6 +1,7 @@
 # Reproduction of Shi et al., "Fast Certified Robust Training with Short Warmup" (NeurIPS 2021).
 #   snakemake --cores all results/table1.tex          # one table (paper scale: the default)
-#   snakemake --cores all --config scale=smoke        # every table, figure and the report, in minutes
+#   snakemake --cores all --config scale=smoke        # every table, figure and the reports, in minutes
+#   snakemake --cores all --config scale=demo -- reports/demo/report.html   # the demo's page, ~10 min
 #   snakemake --cores 1 results/plan.tsv              # runs and GPU-hours per table, before launching
 #   snakemake --profile slurm                         # everything on a GPU cluster
 # A scale other than paper writes under results/<scale>/, reports/<scale>/ and logs/<scale>/
@@ -36,6 +37,7 @@ localrules:
     table,
     figure,
     report_pdf,
+    report_html,
     plan,
 
 
@@ -45,3 +47,4 @@ rule all:
         expand(f"{RESULTS}/{{table}}.tex", table=TABLES),
         expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=("pdf", "png")),
         f"{REPORTS}/report.pdf",
+        f"{REPORTS}/report.html",

@@ -24,6 +24,7 @@ RESULT_FILE = "result.json"
 LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
 RUN_FILES = (SPEC_FILE, METRICS_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)  # what a run writes
+RUN_LOCK_FILE = "run.lock"  # held (flock, fastcert.locks) by the one process training the run
 REQUESTED_SPEC_FILE = "spec.yaml"  # the spec the workflow hands to `fastcert train --spec`
 CHECKPOINTS = ("best", "last")  # the checkpoints a run keeps, also the keys of its result.json
 # the checkpoint whose errors tables and the report show by default (the authors' choice); the config schema's
@@ -100,6 +101,16 @@ class PrecisionDetail(TypedDict):
     certification: str
 
 
+class GpuDetail(TypedDict):
+    """The GPU slots a local job held (fastcert.run.placement): which GPU, how many of its slots, and
+    the most runs (this one included) that held slots of it at once, seen at the start and every epoch."""
+
+    index: int
+    slots: int
+    slots_per_gpu: int
+    runs_sharing: int
+
+
 class Provenance(TypedDict):
     fastcert_version: str
     git_commit: str | None
@@ -109,6 +120,7 @@ class Provenance(TypedDict):
     device: str
     spec_hash: str
     seed: int
+    gpu: GpuDetail | None  # None: not placed by fastcert (CPU, a chosen cuda:N, SLURM, CUDA_VISIBLE_DEVICES)
 
 
 class Result(TypedDict):

@@ -6,12 +6,14 @@
   run only with ``FASTCERT_SLURM=1``; ``.ci/run`` runs them after the default suite;
 * ``@pytest.mark.pdflatex`` tests (they compile LaTeX) skip, naming the install line, where pdflatex is
   missing (README: TeX Live is needed only for the PDF report), but fail under ``CI=true``: CI installs
-  TeX Live, so a skip there would hide a broken report.
+  TeX Live, so a skip there would hide a broken report;
+* ``@pytest.mark.chromium`` tests (the report page in a browser) likewise, with Chromium.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -38,12 +40,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.cuda`` tests need a GPU: skipped without one (torch imported only for them);
-    ``@pytest.mark.pdflatex`` tests need pdflatex: skipped without it, failed without it in CI."""
-    if "pdflatex" in item.keywords and not pdflatex_available():
-        install = "; ".join(INSTALL["pdflatex"].splitlines())
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"pdflatex is not on PATH, and CI=true: CI must install TeX Live ({install})", pytrace=False)
-        pytest.skip(f"pdflatex is not on PATH (install it: {install})")
+    ``@pytest.mark.pdflatex`` and ``chromium`` tests need that program: skipped without it, failed
+    without it in CI (which installs both)."""
+    programs = {
+        "pdflatex": (pdflatex_available, "TeX Live", "; ".join(INSTALL["pdflatex"].splitlines())),
+        "chromium": (lambda: shutil.which("chromium") is not None, "Chromium", "sudo apt-get install chromium"),
+    }
+    for program, (available, package, install) in programs.items():
+        if program in item.keywords and not available():
+            if os.environ.get("CI") == "true":
+                message = f"{program} is not on PATH, and CI=true: CI must install {package} ({install})"
+                pytest.fail(message, pytrace=False)
+            pytest.skip(f"{program} is not on PATH (install it: {install})")
     if "cuda" in item.keywords:
         import torch
 

@@ -180,3 +180,37 @@ def test_training_on_cuda_killed_and_resumed(tmp_path: Path) -> None:
     for got, want in zip(records, expected, strict=True):
         assert got["test"]["err"] == pytest.approx(want["test"]["err"], abs=0.1)
         assert got["test"]["verified_err"] == pytest.approx(want["test"]["verified_err"], abs=0.1)
+
+
+def test_a_local_job_waits_for_a_free_gpu_and_trains_on_it(tmp_path: Path) -> None:
+    """Placement (fastcert.run.placement) on the real GPUs: with every GPU's slot held here the job waits,
+    saying so; given the last GPU it trains there, and result.json says so."""
+    import os
+    import subprocess
+    import sys
+
+    from fastcert.locks import FileLock
+    from fastcert.run.placement import SLOTS_DIR_ENV, slot_path
+
+    gpus = torch.cuda.device_count()
+    locks = [FileLock(slot_path(tmp_path, gpu, 0)) for gpu in range(gpus)]
+    for lock in locks:
+        assert lock.try_acquire()
+    spec, out = tmp_path / "spec.json", tmp_path / "run"
+    spec.write_text(json.dumps({**CUDA_RUN, "device": "auto", "schedule": {"start": 1, "length": 1, "epochs": 2}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastcert.run.cli", "train", "--spec", str(spec), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, SLOTS_DIR_ENV: str(tmp_path)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("waiting for a GPU: 1 free slot(s)")
+    locks[-1].release()
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert f"on GPU {gpus - 1}, 1 of its 1 slot(s)" in stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["provenance"]["gpu"] == {"index": gpus - 1, "slots": 1, "slots_per_gpu": 1, "runs_sharing": 1}

@@ -95,8 +95,20 @@ def test_an_unknown_or_idle_variant_is_an_error_naming_it() -> None:
 def test_manifests_name_the_differences_of_their_target_and_which_choice_ran() -> None:
     expansion = expand_targets(EXPERIMENTS, PAPER, "paper", "experiments.yaml", ("figure6-bn",))
     figure6 = manifest_document(expansion, "figure6", "paper", PAPER)["differences"]
+    declared = EXPERIMENTS["differences"]["figure6-bn"]
+    # the whole declaration, so that the report explains it from the manifests alone
     assert figure6 == [
-        {"name": "figure6-bn", "setting": EXPERIMENTS["differences"]["figure6-bn"]["setting"], "variant": True}
+        {
+            "name": "figure6-bn",
+            "setting": declared["setting"],
+            "variant": True,
+            "kind": declared["kind"],
+            "paper": declared["paper"],
+            "default": declared["default"],
+            "evidence": " ".join(declared["evidence"].split()),
+            "variant_description": declared["variant"]["description"],
+            "targets": declared["targets"],
+        }
     ]
     table2 = manifest_document(expansion, "table2", "paper", PAPER)["differences"]
     assert [(d["name"], d["variant"]) for d in table2] == [("tinyimagenet-recipe", False)]

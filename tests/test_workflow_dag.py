@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -353,7 +354,60 @@ def test_demo_scale_trains_three_runs_and_renders_the_other_rows_as_not_run(tmp_
     workdir = copy_workflow(tmp_path)
     demo = ("--config", "scale=demo")
     assert dry_run_trainings(workdir, "results/demo/table1.tex", *demo) == 3
+    # README's first command: the demo's page shows every table and figure and trains nothing more
+    assert dry_run_trainings(workdir, "reports/demo/report.html", *demo) == 3
     result = snakemake(workdir, "results/demo/table2.tex", *demo, "--cores", "1", "--quiet", "rules")
     assert result.returncode == 0, result.stdout  # Table 2 needs no run at this scale
     assert manifest(workdir, "table2", "demo")["runs"] == []
     assert r"\textit{not run at this scale}" in (results(workdir, "demo") / "table2.tex").read_text()
+
+
+FAKE_TRAIN = """#!/bin/sh
+# `fastcert train --spec S --out DIR`: note start and end, hold a second, leave a result
+echo "start $(date +%s.%N)" >> "$FASTCERT_TRAIN_LOG"
+sleep 1
+mkdir -p "$5" && echo '{"status": "completed"}' > "$5/result.json"
+echo "end $(date +%s.%N)" >> "$FASTCERT_TRAIN_LOG"
+"""
+
+
+def most_at_once(log: Path) -> int:
+    """Most training jobs between their start and end lines at one time."""
+    running = peak = 0
+    events = sorted((float(stamp), kind) for kind, stamp in (line.split() for line in log.read_text().splitlines()))
+    for _, kind in sorted(events, key=lambda event: (event[0], event[1] == "start")):
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_workstation_starts_no_more_training_jobs_than_gpu_slots(
+    paper: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--cores all` with 2 GPUs trains 2 runs at once (each job then takes a GPU of its own, tests/test_placement.py);
+    a dry run of Table 1 at the paper scale says the limit; `--resources gpu=N` and a cluster executor keep theirs."""
+    monkeypatch.setenv("FASTCERT_GPUS", "8")
+    shown = snakemake(paper, "-n", "--cores", "all", "results/table1.tex")
+    assert shown.returncode == 0, shown.stdout
+    assert "fastcert: at most 8 training jobs at once (resource gpu=8: 8 GPU(s) x 1 slot(s))" in shown.stdout
+    (paper / "config" / "packed.yaml").write_text("train:\n  slots_per_gpu: 4\n")
+    packed = snakemake(paper, "results/table1.tex", "-n", "--cores", "all", "--configfile", "config/packed.yaml")
+    assert "resource gpu=32: 8 GPU(s) x 4 slot(s)" in packed.stdout
+    assert "fastcert: at most" not in snakemake(paper, "-n", "--cores", "all", "--resources", "gpu=3").stdout
+    assert "fastcert: at most" not in snakemake(paper, "-n", "--executor", "slurm", "--jobs", "9").stdout
+    monkeypatch.setenv("FASTCERT_GPUS", "0")
+    assert "fastcert: at most" not in snakemake(paper, "-n", "--cores", "all", "results/table1.tex").stdout
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "fastcert").write_text(FAKE_TRAIN)
+    (bin_dir / "fastcert").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FASTCERT_TRAIN_LOG", str(tmp_path / "train.log"))
+    monkeypatch.setenv("FASTCERT_GPUS", "2")
+    run_ids = sorted(run_dirs(paper, "table9"))[:6]
+    results = [f"{run_dir}/result.json" for run_dir in run_ids]
+    trained = snakemake(paper, "--cores", "8", *results)
+    assert trained.returncode == 0, trained.stdout
+    assert len((tmp_path / "train.log").read_text().splitlines()) == 12
+    assert most_at_once(tmp_path / "train.log") == 2

@@ -77,9 +77,9 @@ def test_snakemake_html_report_embeds_the_generated_outputs(tmp_path: Path) -> N
     run_smoke(workdir, "results/smoke/table5.tex", "results/smoke/figures/figure1.png")
     (workdir / "reports" / "smoke").mkdir(parents=True)
     targets = ("results/smoke/table5.tex", "results/smoke/figures/figure1.png")
-    result = snakemake(workdir, *SMOKE, "--report", "reports/smoke/report.html", "--", *targets)
+    result = snakemake(workdir, *SMOKE, "--report", "reports/smoke/snakemake-report.html", "--", *targets)
     assert result.returncode == 0, result.stdout
-    html = (workdir / "reports/smoke/report.html").read_text()
+    html = (workdir / "reports/smoke/snakemake-report.html").read_text()
     for output in targets:
         embedded = base64.b64encode((workdir / output).read_bytes()).decode()
         assert embedded in html, f"{output} is not embedded in the HTML report"
@@ -159,3 +159,5 @@ def test_every_table_figure_and_the_report_at_smoke_scale(tmp_path: Path) -> Non
         for ext in ("pdf", "png"):
             assert (workdir / f"results/smoke/figures/figure{n}.{ext}").stat().st_size > 0
     assert (workdir / "reports/smoke/report.pdf").read_bytes().startswith(b"%PDF")
+    page = (workdir / "reports/smoke/report.html").read_text(encoding="utf-8")
+    assert all(f'<table id="table{n}">' in page for n in range(1, 11)) and page.count("data:image/png;base64,") == 6

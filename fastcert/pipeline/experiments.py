@@ -250,12 +250,23 @@ def manifest_document(expansion: Expansion, target: str, scale_name: str, scale:
 
 
 def target_differences(experiments: dict[str, Any], variants: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Per target, the differences from the paper's text that concern it (for its caption): name,
-    setting, and which choice this run of the workflow made (the default, or the variant)."""
+    """Per target, the differences from the paper's text that concern it, as the experiments file
+    states them (setting, kind, the paper's text, the default, evidence, the variant's description,
+    targets), with which choice this run of the workflow made (``variant``): its caption names them
+    and the report explains them from the manifests alone."""
     found: dict[str, list[dict[str, Any]]] = {}
     for name, difference in experiments.get("differences", {}).items():
+        entry = {
+            "name": name,
+            "setting": difference["setting"],
+            "variant": name in variants,
+            "kind": difference["kind"],
+            "paper": difference["paper"],
+            "default": difference["default"],
+            "evidence": " ".join(difference["evidence"].split()),
+            "variant_description": difference["variant"]["description"],
+            "targets": list(difference["targets"]),
+        }
         for target in difference["targets"]:
-            found.setdefault(target, []).append(
-                {"name": name, "setting": difference["setting"], "variant": name in variants}
-            )
+            found.setdefault(target, []).append(entry)
     return found

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -299,18 +300,29 @@ def scale_note(name: str, manifest: Manifest) -> str | None:
 
 
 def draw(name: str, manifest: Manifest, producers: Sequence[Producer] = ()) -> Figure:
-    """Figure ``name`` drawn from ``manifest``'s runs, or from ``producers`` (Figure 1: no training)."""
+    """Figure ``name`` drawn from ``manifest``'s runs, or from ``producers`` (Figure 1: no training).
+
+    The subtitle says what and which data; the scale's note (:func:`scale_note`) is a paragraph and
+    belongs in the caption beside the figure, not in the image, where a long line would be cut."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
     spec = FIGURES[name]
     panels = len(spec.get("panels", [None]))
-    note = scale_note(name, manifest)
     with matplotlib.rc_context(RC_PARAMS):
-        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8 + (0.3 if note else 0.0)), layout="constrained")
+        fig = Figure(figsize=(3.6 * panels + 0.6, 3.8), layout="constrained")
         _PAINTERS[spec["kind"]](fig, spec, manifest, producers)
-        subtitle = "\n".join([spec["title"], provenance(name, manifest), *([note] if note else [])])
-        fig.suptitle(subtitle, fontsize=7.5)
+        fig.suptitle(_wrapped([spec["title"], provenance(name, manifest)], fig, SUBTITLE_SIZE), fontsize=SUBTITLE_SIZE)
     return fig
+
+
+SUBTITLE_SIZE = 7.5  # points
+_EM_PER_CHARACTER = 0.62  # DejaVu Sans at its widest lower-case average, so wrapped lines always fit
+
+
+def _wrapped(lines: list[str], fig: Figure, size: float) -> str:
+    """``lines`` joined by newlines, each wrapped to the figure's width at font size ``size``."""
+    columns = int(fig.get_figwidth() * 72 / (size * _EM_PER_CHARACTER)) - 2
+    return "\n".join(wrapped for line in lines for wrapped in textwrap.wrap(line, columns) or [""])
 
 
 def save(fig: Figure, paths: dict[str, str]) -> None:

@@ -19,7 +19,8 @@ Layout keys:
   producer document config/producers.yaml makes for this table; metric sources ``{from: producer,
   field}``).
 * ``columns``: ``[[key, header]]`` shown at the left of each row.
-* ``metrics``: shown values, each ``{name, header, paper, paper_std, source, digits, compare}``;
+* ``metrics``: shown values, each ``{name, header, paper, paper_std, source, digits, compare, unit}``
+  (``unit``: shown in the HTML header, e.g. ``%``, ``s``; the LaTeX caption states it);
   ``source`` says where our value comes from (see :func:`fastcert.reporting.tables.extract`).
 * ``best``: ``{label, of, by}``: a row ``method = label`` holding the single best run of ``of``
   (lowest ``by``), the authors' "Ours (best)".
@@ -50,6 +51,7 @@ def _errors() -> list[dict[str, Any]]:
             "paper_std": "standard_std",
             "source": {"from": "result", "field": "standard_err", "percent": True},
             "digits": 2,
+            "unit": "%",
         },
         {
             "name": "verified",
@@ -58,6 +60,7 @@ def _errors() -> list[dict[str, Any]]:
             "paper_std": "verified_std",
             "source": {"from": "result", "field": "verified_err", "percent": True},
             "digits": 2,
+            "unit": "%",
         },
     ]
 
@@ -76,6 +79,7 @@ def _timing() -> list[dict[str, Any]]:
             "paper": paper,
             "source": {"from": "epoch_time", "phase": phase},
             "digits": 1,
+            "unit": "s",
             "compare": False,
         }
         for phase, paper, header in phases
@@ -87,6 +91,7 @@ def _timing() -> list[dict[str, Any]]:
             "paper": "total_time",
             "source": {"from": "total_time"},
             "digits": 1,
+            "unit": "s",
             "compare": False,
         }
     )
@@ -264,6 +269,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                 "paper_std": "active_relu_std",
                 "source": {"from": "metrics", "split": "train", "field": "active", "epoch": "last", "percent": True},
                 "digits": 2,
+                "unit": "%",
             },
             {
                 "name": "inactive_relu",
@@ -272,6 +278,7 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                 "paper_std": "inactive_relu_std",
                 "source": {"from": "metrics", "split": "train", "field": "inactive", "epoch": "last", "percent": True},
                 "digits": 2,
+                "unit": "%",
             },
             *_errors(),
         ],

@@ -51,7 +51,7 @@ from fastcert.reporting.table_layouts import LAYOUTS
 
 PAPER = r"Shi et al.\ (NeurIPS 2021)"
 NOT_RUN_AT_SCALE = "not run at this scale"  # the status of a row the scale's `only` filter leaves out (``not_run``)
-_NOTES = {  # LaTeX shown instead of a number, by the reason there is none
+NOTES = {  # shown instead of a number, by the reason there is none (the tables' LaTeX subset)
     "not run": "---",
     NOT_RUN_AT_SCALE: r"\textit{not run at this scale}",
     Status.DIVERGED: r"\textit{diverged}",
@@ -105,7 +105,8 @@ class Row:
 
 @dataclass
 class Table:
-    """A table's rows and cells; :meth:`to_latex` renders it, the report summarizes its cells."""
+    """A table's rows and cells; :meth:`to_latex` and :func:`fastcert.reporting.html.render_table`
+    render it, the report summarizes its cells. Its text is in the LaTeX subset both renderers read."""
 
     name: str
     caption: str
@@ -576,7 +577,7 @@ def _render_latex(table: Table) -> str:
     layout = table.layout
     show_n = layout.get("show_n", True)
     key_columns = len(layout["columns"]) + (1 if show_n else 0)
-    widths = [_metric_width(m) for m in layout["metrics"]]
+    widths = [metric_width(m) for m in layout["metrics"]]
     header_top = [""] * key_columns
     header = [h for _, h in layout["columns"]] + (["$n$"] if show_n else [])
     cmidrules = []
@@ -604,7 +605,8 @@ def _render_latex(table: Table) -> str:
     )
 
 
-def _metric_width(metric: dict[str, Any]) -> int:
+def metric_width(metric: dict[str, Any]) -> int:
+    """Columns of one metric in every renderer: ours; ours and paper; or ours, paper and Δ."""
     if not metric.get("paper"):
         return 1
     return 3 if metric.get("compare", True) else 2
@@ -620,7 +622,7 @@ def _latex_line(row: Row, layout: dict[str, Any], key_columns: int, widths: list
         if row.kind == "literature":
             ours = ""
         elif cell.ours is None:
-            ours = _NOTES[cell.note or "n/a"]
+            ours = NOTES[cell.note or "n/a"]
         else:
             ours = fmt_pm(cell.ours, cell.ours_std, digits)
         if cell.paper is None:

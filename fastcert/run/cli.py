@@ -1,4 +1,4 @@
-"""The ``fastcert`` command: ``train`` one run spec into a directory, ``verify`` a checkpoint.
+"""The ``fastcert`` command: ``train`` one run spec into a directory, ``verify`` a checkpoint, ``status`` of a campaign.
 
 Errors a user can fix (bad spec, wrong or unwritable directory, damaged file, unavailable method,
 device or dataset) are one line on stderr naming the key, file or value, with exit status 2; spec
@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fastcert.run.data.integrity import DataIntegrityError, DatasetMissingError
 from fastcert.run.exits import (
     EXIT_CODES_HELP,
     EXIT_USAGE,
@@ -73,7 +72,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     batches = ", ".join(f"{method} {size}" for method, size in DEFAULT_BATCH.items())
     verify_cmd.add_argument("--batch-size", type=int, help=f"examples per bound pass (default: {batches})")
+
+    status_cmd = commands.add_parser(
+        "status",
+        help="where the workflow's runs stand, per table and figure (no torch; run from the repository)",
+        description="Per table and figure of a scale: runs completed / training / failed / diverged / not "
+        "started, the epoch and time left of each run in training, device-hours spent against results/plan.tsv.",
+    )
+    status_cmd.add_argument("--scale", default="paper", help="the workflow's scale (default: paper)")
     return parser
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fastcert.pipeline.status import campaign, render
+
+    try:
+        targets = campaign(args.scale)
+    except FileNotFoundError as error:
+        raise RunError(str(error)) from None
+    print(render(args.scale, targets), end="")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -141,9 +159,21 @@ def _verify(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastcert`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "status":  # torch-free: fastcert.run.data (its errors too) imports torch
+        return _guarded(args, _status, ())
+    from fastcert.run.data.integrity import DataIntegrityError, DatasetMissingError
+
+    return _guarded(args, _train if args.command == "train" else _verify, (DatasetMissingError, DataIntegrityError))
+
+
+def _guarded(
+    args: argparse.Namespace, command: Callable[[argparse.Namespace], int], errors: tuple[type[Exception], ...]
+) -> int:
+    """Run ``command``; a user-fixable error is one line on stderr and exit status 2."""
+    user_errors: tuple[type[Exception], ...] = (SpecError, RunError, *errors)
     try:
-        return _train(args) if args.command == "train" else _verify(args)
-    except (SpecError, RunError, DatasetMissingError, DataIntegrityError) as error:
+        return command(args)
+    except user_errors as error:
         print(f"fastcert {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 

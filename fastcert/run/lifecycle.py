@@ -64,6 +64,7 @@ from fastcert.io import (
 from fastcert.method.init import initialize
 from fastcert.method.models import build
 from fastcert.method.precision import FLOAT32, label
+from fastcert.pipeline.resources import slot_need
 from fastcert.records import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -73,6 +74,7 @@ from fastcert.records import (
     SPEC_FILE,
     DivergedDetail,
     EpochSummary,
+    GpuDetail,
     InterruptedDetail,
     MetricsRecord,
     Phase,
@@ -84,6 +86,7 @@ from fastcert.records import (
     read_metrics,
     read_result,
 )
+from fastcert.run import placement
 from fastcert.run.data import Split, load_dataset
 from fastcert.run.data.splits import seeded_generator
 from fastcert.run.exits import (
@@ -127,6 +130,25 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RunError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     return device
+
+
+def place_on_gpu(
+    spec: RunSpec, device: torch.device, note: str, log: Callable[[str], None]
+) -> placement.Placement | None:
+    """Slots of one GPU for a local job that asked for ``auto``/``cuda`` (not ``cuda:N``): waits for
+    them and makes that GPU the current one. None where a scheduler placed the job or on the CPU."""
+    if device.type != "cuda" or device.index is not None or placement.scheduled():
+        return None
+    gpus = torch.cuda.device_count()
+    slots = placement.slots_per_gpu()
+    memory = placement.gpu_memory_gb()
+    if memory is None:
+        memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(gpus)) / 2**30
+    need = slot_need(spec, memory, slots)
+    held = placement.place(gpus, need, slots, directory=placement.slots_dir(), note=note, log=log)
+    torch.cuda.set_device(held.gpu)
+    log(f"{note}: on GPU {held.gpu}, {need} of its {slots} slot(s)")
+    return held
 
 
 def build_model(spec: RunSpec) -> torch.nn.Module:
@@ -214,6 +236,7 @@ def provenance(spec: RunSpec, device: torch.device) -> Provenance:
         "device": _device_name(device),
         "spec_hash": spec.hash(),
         "seed": spec.seed,
+        "gpu": None,
     }
 
 
@@ -532,11 +555,37 @@ def execute(
                 "delete the directory to try again"
             )
             return EXIT_DIVERGED
+    held = place_on_gpu(spec, torch_device, f"training {run_dir.path}", log)
+    if held is None:
+        return _train_in(spec, run_dir, torch_device, config, None, progress, log)
+    try:
+        return _train_in(spec, run_dir, torch.device("cuda", held.gpu), config, held, progress, log)
+    finally:
+        held.release()
+
+
+def _train_in(
+    spec: RunSpec,
+    run_dir: _RunDir,
+    torch_device: torch.device,
+    config: TrainConfig,
+    held: placement.Placement | None,
+    progress: bool | None,
+    log: Callable[[str], None],
+) -> int:
+    """Train (or resume) on ``torch_device``, holding the GPU slots ``held``; return the exit status."""
     prov = provenance(spec, torch_device)
+    if held is not None:
+        sharing = held.runs_on_gpu()
+        prov["gpu"] = GpuDetail(
+            index=held.gpu, slots=len(held.locks), slots_per_gpu=held.slots_per_gpu, runs_sharing=sharing
+        )
     flag = _StopFlag()
     info: DatasetInfo | None = None
 
     def on_epoch_end(record: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
+        if held is not None and prov["gpu"] is not None:
+            prov["gpu"]["runs_sharing"] = max(prov["gpu"]["runs_sharing"], held.runs_on_gpu())
         metrics = cast(MetricsRecord, record)  # training's records have MetricsRecord's keys
         run_dir.record_epoch(metrics, state, is_best)
         log(_epoch_line(metrics, config.epochs))

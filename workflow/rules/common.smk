@@ -3,6 +3,7 @@
 which tests call without Snakemake. Its ExperimentError becomes a WorkflowError here.
 """
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastcert.pipeline.experiments import RUNS_DIR, expand_targets, manifest_doc
 from fastcert.pipeline.scales import scale_root
 from fastcert.pipeline.tools import require_programs
 from fastcert.records import REQUESTED_SPEC_FILE, RESULT_FILE
+from fastcert.run.placement import GPU_MEMORY_ENV, SLOTS_PER_GPU_ENV, detected_gpus
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
@@ -64,12 +66,48 @@ def memory_mb(wildcards: Any) -> int:
     return resources.memory_mb(asking(EXPANSION.run_spec, wildcards.run_id, config["scale"]), config["train"])
 
 
+def limit_gpu_jobs() -> None:
+    """On a workstation (no cluster executor: no ``--jobs`` nodes) and unless ``--resources gpu=N`` says
+    otherwise, Snakemake starts at most GPUs x slots training jobs (each declares gpu=1): the rest wait
+    for it, not for a slot lock (issue 18)."""
+    if workflow.global_resources["_nodes"].value is not None or "gpu" in workflow.global_resources:
+        return
+    try:
+        limit = resources.gpu_job_limit(config["train"], detected_gpus())
+    except ValueError as error:  # a bad $FASTCERT_GPUS
+        raise WorkflowError(str(error)) from None
+    if limit is not None:
+        workflow.global_resources["gpu"] = limit
+        print(
+            f"fastcert: at most {limit} training jobs at once (resource gpu={limit}: "
+            f"{limit // config['train']['slots_per_gpu']} GPU(s) x {config['train']['slots_per_gpu']} slot(s))",
+            file=sys.stderr,
+        )
+
+
+def placement_env() -> str:
+    """The packing settings a training job reads (fastcert.run.placement), as shell assignments."""
+    memory = config["train"]["gpu_memory_gb"]
+    env = f"{SLOTS_PER_GPU_ENV}={config['train']['slots_per_gpu']}"
+    return env + (f" {GPU_MEMORY_ENV}={memory}" if memory is not None else "")
+
+
 def device_hours() -> dict[str, float]:
     """Estimated device-hours of every run the scale needs, by run directory (the plan's input)."""
     return {
         f"{RUNS_DIR}/{rid}": resources.estimated_seconds(spec, SCALE, config["train"], EPOCH_TIMES) / 3600
         for rid, spec in EXPANSION.runs.items()
     }
+
+
+def workstation() -> dict[str, Any]:
+    """The machines the plan's wall-clock columns schedule on (fastcert.pipeline.plan.Workstation)."""
+    train = config["train"]
+    slots = {
+        f"{RUNS_DIR}/{rid}": resources.slot_need(spec, train["gpu_memory_gb"], train["slots_per_gpu"])
+        for rid, spec in EXPANSION.runs.items()
+    }
+    return {"gpus": tuple(train["plan_gpus"]), "slots_per_gpu": train["slots_per_gpu"], "slots": slots}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,9 +119,12 @@ def device_hours() -> dict[str, float]:
 for config_path in workflow.configfiles:
     asking(read_yaml, config_path)
 asking(check, config, load_schema(SCHEMAS / "config.schema.yaml"), "config (config/config.yaml and --config)")
+limit_gpu_jobs()
 EXPERIMENTS = asking(load_checked, config["experiments"], SCHEMAS / "experiments.schema.yaml")
 SCALES = asking(load_checked, config["scales"], SCHEMAS / "scales.schema.yaml")
 SCALE = asking(choose_scale, SCALES, config["scale"], config["scales"])
+# what every scale runs, shows and costs: the reports list them (they read no configuration file)
+SCALE_OVERVIEW = {name: {key: scale[key] for key in ("description", "shows", "cost")} for name, scale in SCALES.items()}
 # the paper's Table 7 per-epoch times guide the runtime requests
 EPOCH_TIMES = resources.epoch_time_guide(
     asking(read_yaml, config["paper_results"])["tables"]["table7"], EXPERIMENTS["levels"]

@@ -13,5 +13,6 @@ rule plan:
         scale=config["scale"],
         scale_description=SCALE["description"],
         device_hours=device_hours(),
+        workstation=workstation(),
     script:
         "../scripts/plan.py"

@@ -1,5 +1,6 @@
-# Manifests, tables, figures and the PDF report. The product scripts belong to the tables module
-# (workflow/scripts/table.py, figure.py, report.py); they read snakemake.input.manifest,
+# Manifests, tables, figures and the reports (PDF, and an HTML page that needs no TeX). The product
+# scripts belong to the tables module (workflow/scripts/table.py, figure.py, report.py,
+# report_html.py); they read snakemake.input.manifest,
 # snakemake.input.results (every run's result.json; metrics.jsonl sits next to it) and
 # snakemake.config.
 
@@ -68,11 +69,32 @@ rule report_pdf:
         manifests=expand(f"{RESULTS}/manifests/{{target}}.json", target=MANIFESTS),
         producers=expand("results/producers/{producer}.json", producer=PRODUCERS),
         paper=config["paper_results"],
-        scales=config["scales"],
-        experiments=config["experiments"],
     output:
         report(f"{REPORTS}/report.pdf", caption="../report/report.rst", category="Report"),
     log:
         f"{LOGS}/report.log",
+    params:
+        scales=SCALE_OVERVIEW,
     script:
         "../scripts/report.py"
+
+
+# The same report as one self-contained page (figures embedded, CSS inline, no scripts): opens from a
+# copied folder on any machine, no TeX needed. It rebuilds the tables from the manifests and runs, as the
+# PDF does, so it needs only what the tables need (at the demo scale: Table 1's three runs).
+rule report_html:
+    input:
+        figures=expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURES),
+        manifests=expand(f"{RESULTS}/manifests/{{target}}.json", target=MANIFESTS),
+        results=sorted({path for target in TABLES for path in run_files(target)}),
+        producers=expand("results/producers/{producer}.json", producer=PRODUCERS),
+        paper=config["paper_results"],
+        plan=f"{RESULTS}/plan.tsv",
+    output:
+        report(f"{REPORTS}/report.html", caption="../report/report_html.rst", category="Report"),
+    log:
+        f"{LOGS}/report_html.log",
+    params:
+        scales=SCALE_OVERVIEW,
+    script:
+        "../scripts/report_html.py"

@@ -39,7 +39,8 @@ rule train:
         mem_mb=memory_mb,
     params:
         run_dir=lambda wildcards: f"{RUNS_DIR}/{wildcards.run_id}",
+        placement=placement_env(),
     shell:
-        "fastcert train --spec {input.spec} --out {params.run_dir} > {log} 2>&1"
+        "{params.placement} fastcert train --spec {input.spec} --out {params.run_dir} > {log} 2>&1"
         " || {{ status=$?; [ $status -eq 3 ] && echo 'diverged: kept as a result, tables mark its cells' >> {log}"
         " || exit $status; }}"

@@ -3,7 +3,7 @@
 
 from typing import TYPE_CHECKING
 
-from fastcert.pipeline.plan import write_plan
+from fastcert.pipeline.plan import Workstation, write_plan
 from fastcert.pipeline.script_log import logged
 
 if TYPE_CHECKING:  # Snakemake's script preamble defines it at run time
@@ -13,6 +13,7 @@ with logged(snakemake.log[0], "plan") as log:
     text = write_plan(
         list(snakemake.input.manifests),
         snakemake.params.device_hours,
+        Workstation(**snakemake.params.workstation),
         snakemake.params.scale,
         snakemake.params.scale_description,
         snakemake.output[0],

@@ -2,8 +2,8 @@
 figure and the summary of where the reproduction agrees with the paper.
 
 Inputs: ``tables`` (results/tableN.tex), ``figures`` (PDFs named figureN.pdf), ``manifests`` (one
-per table and figure), ``producers`` (results/producers/*.json), ``paper``,
-``scales`` (config/scales.yaml: what each scale shows and costs). Needs pdflatex (TeX Live).
+per table and figure), ``producers`` (results/producers/*.json), ``paper``; ``params.scales``: what each scale of
+config/scales.yaml runs, shows and costs. Needs pdflatex (TeX Live).
 """
 
 from typing import TYPE_CHECKING
@@ -21,8 +21,7 @@ with logged(snakemake.log[0], "report") as log:
         manifests=list(snakemake.input.manifests),
         producers=list(snakemake.input.producers),
         paper_path=snakemake.input.paper,
-        scales_path=snakemake.input.scales,
-        experiments_path=snakemake.input.experiments,
+        scales=snakemake.params.scales,
         output=snakemake.output[0],
         checkpoint=snakemake.config["tables"]["checkpoint"],
     )
