@@ -22,6 +22,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/producers.smk"
 include: "workflow/rules/products.smk"
 include: "workflow/rules/plan.smk"
+include: "workflow/rules/verification.smk"
 
 
 onstart:
@@ -39,6 +40,7 @@ localrules:
     report_pdf,
     report_html,
     plan,
+    verification_table,
 
 
 rule all:

@@ -95,12 +95,14 @@ def check_sound(
     exact: bool = False,
     effort: float = 1.0,
     method: str = "ibp",
+    intersect_ibp: bool = False,
 ) -> BoundPass:
     """Run a bound pass of ``method`` and check it against sampled and attacked points.
 
     ``effort`` scales the number of samples and attack steps. CROWN-IBP and CROWN run without
     autograd (full CROWN would otherwise keep the graph of every neuron chunk)."""
-    bound = bound_pass if method == "ibp" else torch.no_grad()(functools.partial(bound_pass, method=method))
+    refined = functools.partial(bound_pass, method=method, intersect_ibp=intersect_ibp)
+    bound = bound_pass if method == "ibp" else torch.no_grad()(refined)
     result = bound(model, x, x_lower, x_upper, C=C)
     frozen = frozen_copy(model, result)
     recorder = Recorder(frozen)

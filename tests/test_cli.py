@@ -43,6 +43,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_the_test_pass_batch_size_changes_no_error_and_no_identity(trained: Path, tmp_path: Path) -> None:
+    """Issue 24 item 4: the per-epoch test pass has its own batch size, a runtime setting."""
+    out = tmp_path / "run"
+    spec = str(write(tmp_path / "run.yaml", SPEC))
+    assert main(["train", "--spec", spec, "--out", str(out), "--no-progress", "--test-batch-size", "7"]) == 0
+    for ours, reference in zip(read_jsonl(out / "metrics.jsonl"), read_jsonl(trained / "metrics.jsonl"), strict=True):
+        assert ours["train"] == reference["train"]
+        assert (ours["test"]["err"], ours["test"]["verified_err"]) == (
+            reference["test"]["err"],
+            reference["test"]["verified_err"],
+        )
+    assert json.loads((out / "spec.json").read_text()) == json.loads((trained / "spec.json").read_text())
+    assert main(["train", "--spec", spec, "--out", str(tmp_path / "bad"), "--test-batch-size", "0"]) == 2
+
+
 def test_train_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--help"])
@@ -128,12 +143,49 @@ def test_verify_with_tighter_bounds_verifies_at_least_what_ibp_verifies(
 ) -> None:
     checkpoint = str(trained / "checkpoint_last.pt")
     errors = {}
-    for name in ("ibp", method):
+    for name in ("ibp", method):  # --method: the old name of --verifier
         assert main(["verify", "--checkpoint", checkpoint, "--method", name, "--test-size", "4", "--eps", "0.002"]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["method"] == name and result["n"] == 4
+        assert list(result["verifiers"]) == [name] and result["n"] == 4
         errors[name] = result["verified_err"]
     assert errors[method] <= errors["ibp"]
+
+
+def test_verify_cascade_reports_each_verifier_and_resumes_from_its_shards(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = str(trained / "checkpoint_best.pt")
+    target = tmp_path / "cascade.json"
+    args = ["verify", "--checkpoint", checkpoint, "--verifier", "crown-ibp,ibp", "--eps", "0.02"]
+    assert main([*args, "--out", str(target), "--shard-size", "16"]) == 0
+    written = json.loads(target.read_text())
+    shards = sorted(path.name for path in (tmp_path / "cascade.json.shards").iterdir())
+    assert shards == ["shard-00000.json", "shard-00001.json", "shard-00002.json"]  # 40 examples
+    ibp, crown_ibp = written["verifiers"]["ibp"], written["verifiers"]["crown-ibp"]
+    assert ibp["tried"] == 40 and crown_ibp["tried"] == 40 - ibp["certified"] - round(written["standard_err"] * 40)
+    assert written["verified_err"] == crown_ibp["verified_err"] <= ibp["verified_err"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(target), "--shard-size", "16"]) == 0  # every shard read back
+    again = json.loads(target.read_text())
+    assert again["verifiers"] == written["verifiers"]  # the stored seconds too: nothing recomputed
+    assert main([*args, "--out", str(target), "--shard-size", "8"]) == 2
+    assert "holds a shard of another verification" in capsys.readouterr().err
+    jobs = tmp_path / "jobs.json"  # as two cluster jobs, then one that collects their shards
+    for part in ("0/2", "1/2"):
+        assert main([*args, "--out", str(jobs), "--shard-size", "16", "--part", part]) == 0
+        assert json.loads(capsys.readouterr().out)["part"] == part and not jobs.exists()
+    assert len(list((tmp_path / "jobs.json.shards").iterdir())) == 3
+    assert main([*args, "--out", str(jobs), "--shard-size", "16"]) == 0
+    collected = json.loads(jobs.read_text())
+    for name, stage in collected["verifiers"].items():
+        assert (stage["tried"], stage["certified"]) == (
+            written["verifiers"][name]["tried"],
+            written["verifiers"][name]["certified"],
+        )
+    assert main([*args, "--part", "2/2", "--out", str(jobs)]) == 2
+    assert "--part must be K/N with 0 <= K < N, got '2/2'" in capsys.readouterr().err
+    assert main([*args[:-3], "ibp,alpha-crown"]) == 2
+    assert "--verifier: unknown verifier 'alpha-crown'" in capsys.readouterr().err
 
 
 def test_verify_on_a_test_subset(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:

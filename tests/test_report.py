@@ -125,7 +125,8 @@ def test_report_compiles_with_tables_figures_and_summary(tmp_path):
     assert "kaiming_normal_(mode=’fan_out’)" in section or "kaiming_normal_(mode='fan_out')" in section
     assert (
         "Settings that differ from the paper’s text (report, “Settings that differ from the paper”): "
-        f"{FIGURE2_SETTING} (variant figure2-schedule)" in joined
+        "The warmup regularizers of Ours: whether L_std = ReLU(tau - std(c))/tau is added to L_tightness + "
+        f"L_relu (default l-std); {FIGURE2_SETTING} (variant figure2-schedule)" in joined
     )
 
 
@@ -142,3 +143,22 @@ def test_a_scale_without_cost_is_named(tmp_path):
         build_report(
             **_inputs(tmp_path), paper_path=PAPER_PATH, output=tmp_path / "r.pdf", root=tmp_path, scales=scales
         )
+
+
+def test_checkpoint_gap_measures_best_against_last_over_distinct_completed_runs(tmp_path):
+    """Issue 22 §3: the report states how far the test-set-chosen best checkpoint lies from the last."""
+    from fastcert.reporting.report import checkpoint_gap
+
+    write_run(tmp_path / "runs/a", verified=0.70, last=(0.5, 0.73))
+    write_run(tmp_path / "runs/b", verified=0.60, last=(0.5, 0.61))
+    write_run(tmp_path / "runs/c", status="diverged", verified=0.1, last=(0.5, 0.9))
+    key = {"dataset": "CIFAR-10", "schedule_total": 160, "schedule_phases": [1, 80, 79], "model": "CNN-7"}
+    entries = [
+        ({**key, "method": m}, f"runs/{r}") for m, r in (("Ours", "a"), ("Vanilla IBP", "b"), ("CROWN-IBP", "c"))
+    ]
+    manifest = load_manifest(write_manifest(tmp_path / "m/table1.json", "table1", entries), tmp_path)
+    twice = load_manifest(write_manifest(tmp_path / "m/table7.json", "table7", entries[:1]), tmp_path)
+    gap = checkpoint_gap([manifest, twice])
+    assert gap is not None and gap.runs == 2  # run a counted once, the diverged run c not at all
+    assert gap.mean == pytest.approx(2.0) and gap.largest == pytest.approx(3.0)
+    assert checkpoint_gap([]) is None

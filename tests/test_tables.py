@@ -415,6 +415,16 @@ def test_caption_names_the_data_per_dataset_and_the_scales_note(tmp_path, paper)
     assert "not run at this scale" in table.caption  # the legend of the cells
 
 
+def test_caption_says_how_the_checkpoint_was_chosen(tmp_path, paper):
+    """Issue 22 §3: the best checkpoint is picked on the test set, and the caption says so."""
+    write_run(tmp_path / "runs/c")
+    entries = [({**CIFAR160, "method": "Ours"}, "runs/c")]
+    best = _table(tmp_path, paper, "table1", entries)
+    assert "lowest verified error on the test set, as the authors' train.py chooses it" in best.caption
+    last = _table(tmp_path, paper, "table1", entries, checkpoint="last")
+    assert "(last checkpoint)" in last.caption and "test set" not in last.caption
+
+
 def test_rows_declared_but_not_run_at_this_scale_say_so(tmp_path, paper):
     ours = {**CIFAR160, "method": "Ours"}
     skipped = {**CIFAR160, "model": "Wide-ResNet", "method": "Ours"}

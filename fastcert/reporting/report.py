@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastcert import __version__
 from fastcert.io import atomic_write_text
@@ -137,6 +137,28 @@ def _by_name(paths: list[str | os.PathLike], kind: str) -> dict[str, Path]:
     return dict(sorted(named.items(), key=lambda item: _number(item[0])))
 
 
+class CheckpointGap(NamedTuple):
+    """How far the best checkpoint's verified error lies from the last one's, percentage points."""
+
+    runs: int
+    mean: float
+    largest: float
+
+
+def checkpoint_gap(manifests: Sequence[Manifest]) -> CheckpointGap | None:
+    """|best − last| verified error over the distinct completed runs of ``manifests`` (None if none):
+    the best checkpoint is chosen on the test set, so this is how much that choice can flatter."""
+    gaps = {}
+    for manifest in manifests:
+        for run in manifest.runs:
+            best, last = (run.result[k] if run.usable and run.result else None for k in ("best", "last"))
+            if best and last and best["verified_err"] is not None and last["verified_err"] is not None:
+                gaps[run.run_dir] = 100 * abs(best["verified_err"] - last["verified_err"])
+    if not gaps:
+        return None
+    return CheckpointGap(len(gaps), sum(gaps.values()) / len(gaps), max(gaps.values()))
+
+
 def _tables(
     names: Sequence[str],
     loaded: dict[str, Manifest],
@@ -178,6 +200,7 @@ def _context(
         "tables": [{"name": t.name, "number": _number(t.name)} for t in tables],
         "figures": [_figure_entry(name, loaded[name]) for name in figures],
         "checkpoint": checkpoint,
+        "checkpoint_gap": checkpoint_gap(list(loaded.values())),
         "totals": {
             k: sum(getattr(s, k) for s in summaries) for k in ("agree", "disagree", "without_ours", "not_compared")
         },

@@ -49,6 +49,14 @@ from fastcert.reporting.collect import (
 from fastcert.reporting.latex import escape, fmt_delta, fmt_pm, render_template
 from fastcert.reporting.table_layouts import LAYOUTS
 
+# How each checkpoint was chosen, for captions: the best one is picked on the *test* set (the
+# authors' train.py does the same), which a reader must know to weigh its numbers.
+CHECKPOINT_TEXT = {
+    "best": "best checkpoint: the epoch at the target $\\varepsilon$ with the lowest verified error on the test set, "
+    "as the authors' train.py chooses it",
+    "last": "last checkpoint",
+}
+
 PAPER = r"Shi et al.\ (NeurIPS 2021)"
 NOT_RUN_AT_SCALE = "not run at this scale"  # the status of a row the scale's `only` filter leaves out (``not_run``)
 NOTES = {  # shown instead of a number, by the reason there is none (the tables' LaTeX subset)
@@ -547,7 +555,7 @@ def _caption(
         provenance
         or (
             f"Reproduction at scale \\texttt{{{escape(scale)}}} on {escape(data)}; "
-            f"ours: mean $\\pm$ sample std over completed repeats ({checkpoint} checkpoint), "
+            f"ours: mean $\\pm$ sample std over completed repeats ({CHECKPOINT_TEXT[checkpoint]}), "
             f"$n$ = completed/listed runs (diverged, interrupted or missing runs are named, "
             f"never averaged)."
         ),

@@ -21,7 +21,7 @@ from fastcert.run.exits import (
     RunError,
 )
 from fastcert.run.spec import SpecError, load, validate
-from fastcert.run.verify import DEFAULT_BATCH
+from fastcert.run.verify import DEFAULT_BATCH, DEFAULT_SHARD_SIZE, VERIFIERS, parse_verifiers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,17 +50,33 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bar per epoch (default: when stderr is a terminal)",
     )
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="one plain log line per epoch only")
+    train_cmd.add_argument(
+        "--test-batch-size",
+        type=int,
+        metavar="N",
+        help="examples per batch of the per-epoch test pass (default: the spec's batch_size; "
+        "not part of the run's identity, the errors do not depend on it)",
+    )
 
     verify_cmd = commands.add_parser(
         "verify",
         help="verified error of a checkpoint on its test split",
         description="Rebuild the model and test data of a checkpoint and write its standard and "
-        "verified error as JSON (stdout, and FILE with --out).",
+        "verified error as JSON (stdout, and FILE with --out). Several verifiers run as a cascade, "
+        "cheapest first, each on the examples still uncertified; CROWN-IBP and CROWN are intersected "
+        "with IBP, so they certify at least what IBP does.",
         epilog=VERIFY_EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify_cmd.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT")
-    verify_cmd.add_argument("--method", required=True, choices=tuple(DEFAULT_BATCH))
+    verify_cmd.add_argument(
+        "--verifier",
+        "--method",
+        dest="verifiers",
+        required=True,
+        metavar="NAMES",
+        help=f"bound methods to certify with, comma-separated, of {', '.join(VERIFIERS)} (--method: the old name)",
+    )
     verify_cmd.add_argument("--eps", type=float, help="ε in pixel units (default: the spec's eps_test)")
     verify_cmd.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here (atomically)")
     verify_cmd.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -72,6 +88,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     batches = ", ".join(f"{method} {size}" for method, size in DEFAULT_BATCH.items())
     verify_cmd.add_argument("--batch-size", type=int, help=f"examples per bound pass (default: {batches})")
+    verify_cmd.add_argument(
+        "--shard-size",
+        type=int,
+        default=DEFAULT_SHARD_SIZE,
+        metavar="N",
+        help="with --out: verify N examples per shard and keep each shard's counts in FILE.shards/, "
+        "so that a rerun resumes where a killed one stopped (default: %(default)s)",
+    )
+    verify_cmd.add_argument(
+        "--part",
+        metavar="K/N",
+        help="with --out: verify only the shards numbered K modulo N (one of N cluster jobs, K from 0) "
+        "and write no FILE; the same command without --part then collects every shard into FILE",
+    )
 
     status_cmd = commands.add_parser(
         "status",
@@ -100,7 +130,9 @@ def _train(args: argparse.Namespace) -> int:
         spec = validate({**spec.to_dict(), "device": args.device})
     from fastcert.run.lifecycle import execute
 
-    return execute(spec, args.out, progress=args.progress)
+    if args.test_batch_size is not None and args.test_batch_size < 1:
+        raise RunError(f"--test-batch-size must be >= 1, got {args.test_batch_size}")
+    return execute(spec, args.out, progress=args.progress, test_batch_size=args.test_batch_size)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -111,7 +143,7 @@ def _verify(args: argparse.Namespace) -> int:
         load_data,
         resolve_device,
     )
-    from fastcert.run.verify import verify
+    from fastcert.run.verify import ShardError, verify
 
     checkpoint = load_checkpoint(args.checkpoint)
     try:
@@ -121,7 +153,16 @@ def _verify(args: argparse.Namespace) -> int:
     eps = spec.eps_test if args.eps is None else args.eps
     if not 0 <= eps <= 1:
         raise RunError(f"--eps must lie in [0, 1], got {eps}")
-    for flag, value in (("--batch-size", args.batch_size), ("--test-size", args.test_size)):
+    try:
+        verifiers = parse_verifiers(args.verifiers)
+    except ValueError as error:
+        raise RunError(f"--verifier: {error}") from None
+    part = _part(args.part, args.out)
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--test-size", args.test_size),
+        ("--shard-size", args.shard_size),
+    ):
         if value is not None and value < 1:
             raise RunError(f"{flag} must be >= 1, got {value}")
     if args.test_size is not None:
@@ -136,24 +177,55 @@ def _verify(args: argparse.Namespace) -> int:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunError(f"{args.checkpoint}: its weights do not fit its spec's model ({reason})") from None
     model.to(device)
-    errors = verify(model, test_split, info, eps, method=args.method, batch_size=args.batch_size)
+    shard_dir = None if args.out is None else args.out.with_name(args.out.name + ".shards")
+    shard_key = {"spec_hash": checkpoint["spec_hash"], "kind": checkpoint["kind"], "epoch": checkpoint["epoch"]}
+    try:
+        errors = verify(
+            model,
+            test_split,
+            info,
+            eps,
+            verifiers,
+            batch_size=args.batch_size,
+            shard_dir=shard_dir,
+            shard_size=args.shard_size,
+            shard_key=shard_key,
+            part=part,
+        )
+    except ShardError as error:
+        raise RunError(str(error)) from None
+    except OSError as error:
+        raise RunError(f"--out {args.out}: cannot write its shards ({error.strerror or error})") from None
     result = {
         "checkpoint": str(args.checkpoint),
         "kind": checkpoint["kind"],
         "epoch": checkpoint["epoch"],
-        "method": args.method,
         "eps": eps,
         **errors,
         "data": {"source": info.source, "synthetic": info.synthetic},
         "spec_hash": checkpoint["spec_hash"],
     }
-    if args.out is not None:
+    if part is not None:
+        result["part"] = args.part  # a part's counts only: FILE is written by the run without --part
+    elif args.out is not None:
         try:
             atomic_write_json(args.out, result)
         except OSError as error:
             raise RunError(f"--out {args.out}: cannot write ({error.strerror or error})") from None
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _part(text: str | None, out: Path | None) -> tuple[int, int] | None:
+    """``--part K/N`` as (K, N); a one-line error for a malformed part or one without ``--out``."""
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise RunError(f"--part must be K/N with 0 <= K < N, got {text!r}")
+    if out is None:
+        raise RunError("--part needs --out (its shards go to FILE.shards/)")
+    return int(k), int(n)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,6 +37,7 @@ augmentation).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
@@ -532,16 +533,18 @@ def execute(
     *,
     device: str | None = None,
     progress: bool | None = None,
+    test_batch_size: int | None = None,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> int:
     """Run (or resume, or report) the training of ``spec`` in ``out_dir``; return the exit status.
 
     ``device`` overrides ``spec.device``; ``progress`` (default: stderr is a terminal) shows a
-    per-epoch progress bar. Raises :class:`RunError` for runs that must not start.
+    per-epoch progress bar; ``test_batch_size`` sets the per-epoch test pass's batch (default: the
+    spec's batch_size). Raises :class:`RunError` for runs that must not start.
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
-    config = TrainConfig.from_spec(spec)
+    config = dataclasses.replace(TrainConfig.from_spec(spec), test_batch_size=test_batch_size)
     run_dir.check()
     previous = run_dir.previous_result()
     if previous is not None:

@@ -81,7 +81,8 @@ class TrainConfig:
     :meth:`from_spec` (the spec keys of the same names; defaults live in :class:`RunSpec` only).
 
     ``objective`` names the method's objective (fastcert.method.objectives); ``augment`` is the
-    training data's random crop and flip (on for every run; tests turn it off).
+    training data's random crop and flip (on for every run; tests turn it off); ``test_batch_size``
+    is None here (the caller may set it: a runtime setting, not in the spec).
     """
 
     eps_train: float
@@ -102,6 +103,9 @@ class TrainConfig:
     grad_clip: float
     augment: bool
     tf32: bool
+    # examples per batch of the per-epoch test pass (None: batch_size). A runtime setting, not part of
+    # the run's identity: in eval mode the errors do not depend on it (a GPU can take far larger ones).
+    test_batch_size: int | None
 
     @classmethod
     def from_spec(cls, spec: RunSpec) -> TrainConfig:
@@ -126,6 +130,7 @@ class TrainConfig:
             grad_clip=spec.grad_clip,
             augment=True,
             tf32=spec.tf32,
+            test_batch_size=None,
         )
 
 
@@ -493,7 +498,7 @@ def _test_epoch(
     meter = Meter()
     warmup = regularizer_active(epoch, config.start, config.length)
     with certification():  # its verified error is reported and picks the best checkpoint
-        for x, y in split.batches(config.batch_size, shuffle=False, augment=False):
+        for x, y in split.batches(config.test_batch_size or config.batch_size, shuffle=False, augment=False):
             if should_stop():
                 raise Interrupted(completed)
             _batch_terms(

@@ -20,6 +20,8 @@ def bound_pass(
     x_upper: Tensor,
     C: Tensor | None = None,
     method: str = "ibp",
+    intersect_ibp: bool = False,
+    chunk_elements: int | None = None,
 ) -> BoundPass:
     """Clean forward and bounds over the box ``[x_lower, x_upper]`` in one traversal.
 
@@ -27,11 +29,14 @@ def bound_pass(
     the autograd graph), updates its running stats once, as ``nn.BatchNorm`` would, and the
     bounds reuse those statistics; in eval mode the running stats are used. ``C`` [B, M, K] is
     folded into the last Linear layer when the model ends with one (tighter than applying it to
-    logit intervals).
+    logit intervals). ``intersect_ibp`` (CROWN-IBP, CROWN): bounds never looser than IBP's, CROWN
+    run only where IBP leaves neurons unstable (:mod:`.crown`); off, CROWN is auto_LiRPA's.
+    ``chunk_elements``: CROWN's chunk size (:meth:`.crown.BackwardPass.tighten_intermediate`).
     """
     _check_method(method)
     if method != "ibp":  # CROWN-IBP / CROWN: one IBP traversal, then backward passes over it
-        return refine(model, bound_pass(model, x, x_lower, x_upper, C=C), x_lower, x_upper, C, method)
+        ibp = bound_pass(model, x, x_lower, x_upper, C=C)
+        return refine(model, ibp, x_lower, x_upper, C, method, intersect_ibp, chunk_elements)
     _check_inputs(x, x_lower, x_upper, C)
     plan = plan_for(model)
     flow, stacked = _input_flow(x, x_lower, x_upper)
