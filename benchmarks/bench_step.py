@@ -97,12 +97,15 @@ def ibp_eps0_step(s: Setup) -> Step:
 
 def ibp_regularized_step(s: Setup) -> Step:
     from fastcert.method.regularizers import relu_loss, tightness_loss
+    from fastcert.run.spec import RunSpec  # the default tau and lambda0
 
     def step() -> None:
         s.optimizer.zero_grad(set_to_none=True)
         result = bound_pass(s.model, s.x, s.x_lower, s.x_upper, C=s.C)
-        reg = tightness_loss(s.x_lower, s.x_upper, result.pre_activation) + relu_loss(result.pre_activation)
-        (robust_ce(result.lower) + 0.5 * reg).backward()
+        reg = tightness_loss(s.x_lower, s.x_upper, result.pre_activation, RunSpec.tau) + relu_loss(
+            result.pre_activation, RunSpec.tau
+        )
+        (robust_ce(result.lower) + RunSpec.lambda0 * reg).backward()
         s.optimizer.step()
 
     return step

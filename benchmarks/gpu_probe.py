@@ -16,6 +16,7 @@ has (sync counts, kernel time) is recorded as null. Needs torch and fastcert onl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -51,6 +52,7 @@ def syncs(device: str, batch: int, width: float, batches: int) -> dict[str, Any]
         return None
     from fastcert.method.models import build
     from fastcert.run.data.loading import load_dataset
+    from fastcert.run.spec import validate
     from fastcert.run.training import TrainConfig, train
 
     counts = []
@@ -60,8 +62,8 @@ def syncs(device: str, batch: int, width: float, batches: int) -> dict[str, Any]
         )
         torch.manual_seed(0)
         model = build("cnn7", "mnist", width=width).to(device)
-        regularizers = ("tightness", "relu")
-        config = TrainConfig(0.4, 0.4, start=1, length=2, epochs=1, batch_size=batch, regularizers=regularizers)
+        spec = validate({"method": "ours", "dataset": "mnist", "eps_train": 0.4, "eps_test": 0.4, "batch_size": batch})
+        config = dataclasses.replace(TrainConfig.from_spec(spec), start=1, length=2, epochs=1, milestones=())
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")

@@ -1,4 +1,5 @@
-"""The names a run spec may use (models, BN modes, initializations, regularizer terms, methods).
+"""The names a run spec may use (models, BN modes, initializations, regularizer terms; the training
+methods are the keys of the method table, :mod:`fastcert.methods`).
 
 Why a module without torch: the workflow validates every run spec while Snakemake parses the
 Snakefile (on the submit host and again inside every cluster job), and the plan and dry runs do
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 MODELS = ("cnn7", "wide_resnet", "resnext")
 BN_MODES = ("full", "conv", "none")
-METHODS = ("vanilla", "ours", "crown-ibp")
 INIT_SCHEMES = (
     "default",
     "ibp",

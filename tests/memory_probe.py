@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from fastcert.run.lifecycle import build_model, load_data, train_config
+from fastcert.run.lifecycle import build_model, load_data
 from fastcert.run.spec import validate
-from fastcert.run.training import train
+from fastcert.run.training import TrainConfig, train
 
 
 def _status_bytes(key: str) -> int:
@@ -34,7 +34,7 @@ def main() -> None:
     train_split, test_split, info = load_data(spec, torch.device("cpu"))
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident size
     before = _status_bytes("VmRSS")
-    train(model, train_split, test_split, info, train_config(spec))
+    train(model, train_split, test_split, info, TrainConfig.from_spec(spec))
     print(json.dumps({"peak_bytes": _status_bytes("VmHWM") - before}))
 
 

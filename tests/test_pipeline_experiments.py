@@ -16,6 +16,7 @@ from workflow_builders import EXPERIMENTS, PAPER
 
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import expand_targets, manifest_document, run_id
+from fastcert.run.spec import RunSpec
 from fastcert.run.spec import validate as validate_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,12 +106,25 @@ def _edited(edit: Any) -> dict[str, Any]:
             lambda e: e["levels"]["lambda0"]["0.1"].update(spec={"lamda0": 0.1}),
             r"targets.table10.groups\[0\] \(.*lambda0=0.1.*\), scale paper: invalid run spec: .*lamda0: unknown key",
         ),
-        (lambda e: e["base"].pop("lr"), r"the run spec lacks lr \(add them to a level or to base\)"),
+        (
+            lambda e: e["base"].update(lr="fast"),
+            r"targets.table1.groups\[0\] \(.*\), scale paper: invalid run spec: lr: expected a number",
+        ),
     ],
 )
 def test_bad_experiments_name_the_entry(edit: Any, message: str) -> None:
     with pytest.raises(ExperimentError, match=message):
         expand_targets(_edited(edit), PAPER, "paper", "experiments.yaml")
+
+
+def test_a_key_that_base_and_the_levels_leave_out_is_the_run_spec_default() -> None:
+    paper = expand_targets(EXPERIMENTS, PAPER, "paper", "experiments.yaml")
+    assert "tf32" not in EXPERIMENTS["base"] and "lr" in EXPERIMENTS["base"]
+    without_lr = expand_targets(_edited(lambda e: e["base"].pop("lr")), PAPER, "paper", "experiments.yaml")
+    assert without_lr.runs.keys() == paper.runs.keys()  # base's lr is RunSpec's: the same runs
+    faster = expand_targets(_edited(lambda e: e["base"].update(lr=0.001)), PAPER, "paper", "experiments.yaml")
+    assert {spec.lr for spec in faster.runs.values()} == {0.001}
+    assert {spec.tf32 for spec in paper.runs.values()} == {RunSpec.tf32}
 
 
 def test_the_engine_imports_without_torch() -> None:

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
 from torch import nn
+from train_configs import train_config
 
 from fastcert.method import precision
 from fastcert.method.precision import certification, float32_precision, tf32_in_use
 from fastcert.run.data.loading import load_dataset
-from fastcert.run.training import TrainConfig, train
+from fastcert.run.training import train
 from fastcert.run.verify import verify
 
 NEW_API = precision._NEW_API
@@ -242,7 +243,7 @@ def test_training_uses_tf32_only_when_asked_and_evaluation_never(
     enable_tf32_legacy()
     before = settings()
     spy = FlagSpy(monkeypatch)
-    config = TrainConfig(
+    config = train_config(
         eps_train=0.1, eps_test=0.1, start=1, length=1, epochs=2, batch_size=16, tf32=tf32, augment=False
     )
     train(small_net(), train_split, test, info, config)

@@ -24,9 +24,11 @@ from fastcert.method.regularizers import (
 from fastcert.vocabulary import REGULARIZER_TERMS
 
 Layer = tuple[torch.Tensor, torch.Tensor]
+TAU = 0.5  # the paper's τ
+OURS_TERMS = ("tightness", "relu")
 
 
-def std_loss(pre_activation: list[Layer], tau: float = 0.5) -> torch.Tensor:
+def std_loss(pre_activation: list[Layer], tau: float = TAU) -> torch.Tensor:
     """``L_std`` alone: the ``std`` part of the fused pass (its input box plays no part in it)."""
     box = torch.zeros(1, 1, dtype=pre_activation[0][0].dtype)
     return warmup_regularizer(box, box, pre_activation, terms=("std",), tau=tau)[0]
@@ -44,7 +46,7 @@ def from_centers(centers: list[float], active: list[bool], inactive: list[bool])
     return c - radius, c + radius
 
 
-def reference_relu_loss(pre_activation: list[Layer], tau: float = 0.5) -> float:
+def reference_relu_loss(pre_activation: list[Layer], tau: float = TAU) -> float:
     """The paper's L_relu written with plain IEEE arithmetic, as the authors compute it."""
     total = torch.zeros((), dtype=torch.float64)
     for lower, upper in pre_activation:
@@ -92,7 +94,7 @@ FLAT_INACTIVE = layer([0.5, -1.5, -7], [1.5, -0.5, 1])
     ],
 )
 def test_relu_loss_single_layer_by_hand(name: str, bounds: Layer, expected: float) -> None:
-    value = relu_loss([bounds]).item()
+    value = relu_loss([bounds], TAU).item()
     assert value == pytest.approx(expected, rel=1e-12, abs=1e-15), name
     assert value == pytest.approx(reference_relu_loss([bounds]), rel=1e-12, abs=1e-15), name
 
@@ -100,8 +102,8 @@ def test_relu_loss_single_layer_by_hand(name: str, bounds: Layer, expected: floa
 def test_relu_loss_averages_over_all_layers_including_skipped_ones() -> None:
     layers = [LAYER_A, NO_INACTIVE, LAYER_B, ALL_UNSTABLE, NO_ACTIVE]
     expected = (3 / 7 + 11 / 8 + 2) / 5
-    assert relu_loss(layers).item() == pytest.approx(expected, rel=1e-12)
-    assert relu_loss(layers).item() == pytest.approx(reference_relu_loss(layers), rel=1e-12)
+    assert relu_loss(layers, TAU).item() == pytest.approx(expected, rel=1e-12)
+    assert relu_loss(layers, TAU).item() == pytest.approx(reference_relu_loss(layers), rel=1e-12)
 
 
 def test_relu_loss_tau() -> None:
@@ -111,7 +113,7 @@ def test_relu_loss_tau() -> None:
 
 def test_relu_loss_skips_non_finite_bounds() -> None:
     broken = layer([float("nan"), -2, 1], [1, -1, 2])
-    assert relu_loss([LAYER_A, broken]).item() == pytest.approx(3 / 14, rel=1e-12)
+    assert relu_loss([LAYER_A, broken], TAU).item() == pytest.approx(3 / 14, rel=1e-12)
 
 
 def test_relu_loss_matches_reference_on_random_layers() -> None:
@@ -121,9 +123,9 @@ def test_relu_loss_matches_reference_on_random_layers() -> None:
         center = torch.randn(4, 6, generator=generator, dtype=torch.float64) + shift
         radius = torch.rand(4, 6, generator=generator, dtype=torch.float64) * 1.5
         layers.append((center - radius, center + radius))
-    assert relu_loss(layers).item() == pytest.approx(reference_relu_loss(layers), rel=1e-12)
+    assert relu_loss(layers, TAU).item() == pytest.approx(reference_relu_loss(layers), rel=1e-12)
     for bounds in layers:
-        assert relu_loss([bounds]).item() == pytest.approx(reference_relu_loss([bounds]), rel=1e-12)
+        assert relu_loss([bounds], TAU).item() == pytest.approx(reference_relu_loss([bounds]), rel=1e-12)
 
 
 def test_relu_loss_gradient_matches_finite_differences() -> None:
@@ -134,8 +136,8 @@ def test_relu_loss_gradient_matches_finite_differences() -> None:
     )
     lower.requires_grad_(True)
     upper.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda lo, up: relu_loss([(lo, up)]), (lower, upper))
-    relu_loss([(lower, upper)]).backward()
+    assert torch.autograd.gradcheck(lambda lo, up: relu_loss([(lo, up)], TAU), (lower, upper))
+    relu_loss([(lower, upper)], TAU).backward()
     assert lower.grad.abs().sum() > 0 and upper.grad.abs().sum() > 0
 
 
@@ -144,7 +146,7 @@ def test_relu_loss_edge_case_gradients_are_finite_and_zero(bounds: Layer) -> Non
     # Skipped layers and the constant outcomes (α or β forced to 0) carry no gradient, and
     # the 1e-12 clamp keeps 1/α finite when α = 0.
     lower, upper = (t.clone().requires_grad_(True) for t in bounds)
-    relu_loss([(lower, upper), LAYER_A]).backward()
+    relu_loss([(lower, upper), LAYER_A], TAU).backward()
     assert torch.equal(lower.grad, torch.zeros_like(lower))
     assert torch.equal(upper.grad, torch.zeros_like(upper))
 
@@ -164,7 +166,7 @@ def test_input_and_layer_tightness() -> None:
 
 def test_tightness_loss_by_hand() -> None:
     layers = [WIDTH_1, WIDTH_5, WIDTH_0]
-    assert tightness_loss(X_LOWER, X_UPPER, layers).item() == pytest.approx(0.75 / 3)
+    assert tightness_loss(X_LOWER, X_UPPER, layers, TAU).item() == pytest.approx(0.75 / 3)
     # τ = 1: (0.375 + 0.875 + 0) / 3.
     assert tightness_loss(X_LOWER, X_UPPER, layers, tau=1.0).item() == pytest.approx(1.25 / 3)
 
@@ -175,7 +177,7 @@ def test_tightness_clamp(width: float) -> None:
     x_lower = torch.zeros(2, dtype=torch.float64)
     x_upper = torch.full((2,), 2e-13, dtype=torch.float64)
     narrow = layer([0.0, 0.0], [2 * width, 2 * width])
-    assert tightness_loss(x_lower, x_upper, [narrow]).item() == pytest.approx(0.8)
+    assert tightness_loss(x_lower, x_upper, [narrow], TAU).item() == pytest.approx(0.8)
 
 
 def test_tightness_loss_gradient() -> None:
@@ -185,8 +187,8 @@ def test_tightness_loss_gradient() -> None:
     lower = torch.randn(2, 4, generator=generator, dtype=torch.float64) - 1
     upper = lower + torch.rand(2, 4, generator=generator, dtype=torch.float64) * 2
     inputs = tuple(t.requires_grad_(True) for t in (x_lower, x_upper, lower, upper))
-    assert tightness_loss(*inputs[:2], [inputs[2:]]).item() > 0
-    assert torch.autograd.gradcheck(lambda a, b, c, d: tightness_loss(a, b, [(c, d)]), inputs)
+    assert tightness_loss(*inputs[:2], [inputs[2:]], TAU).item() > 0
+    assert torch.autograd.gradcheck(lambda a, b, c, d: tightness_loss(a, b, [(c, d)], TAU), inputs)
 
 
 def test_std_loss_by_hand_and_gradient() -> None:
@@ -209,31 +211,31 @@ def test_relu_state() -> None:
 
 def test_warmup_regularizer_sums_selected_terms_and_returns_all() -> None:
     layers = [WIDTH_1, WIDTH_5, LAYER_A]
-    total, parts = warmup_regularizer(X_LOWER, X_UPPER, layers)
+    total, parts = warmup_regularizer(X_LOWER, X_UPPER, layers, OURS_TERMS, TAU)
     assert set(parts) == {"tightness", "relu", "std"}
-    assert parts["tightness"].item() == pytest.approx(tightness_loss(X_LOWER, X_UPPER, layers).item())
-    assert parts["relu"].item() == pytest.approx(relu_loss(layers).item())
+    assert parts["tightness"].item() == pytest.approx(tightness_loss(X_LOWER, X_UPPER, layers, TAU).item())
+    assert parts["relu"].item() == pytest.approx(relu_loss(layers, TAU).item())
     assert parts["std"].item() == pytest.approx(std_loss(layers).item())
     assert total.item() == pytest.approx(parts["tightness"].item() + parts["relu"].item())
-    only_std, _ = warmup_regularizer(X_LOWER, X_UPPER, layers, terms=("std",))
+    only_std, _ = warmup_regularizer(X_LOWER, X_UPPER, layers, terms=("std",), tau=TAU)
     assert only_std.item() == pytest.approx(parts["std"].item())
-    nothing, _ = warmup_regularizer(X_LOWER, X_UPPER, layers, terms=())
+    nothing, _ = warmup_regularizer(X_LOWER, X_UPPER, layers, terms=(), tau=TAU)
     assert nothing.item() == 0.0
 
 
 def test_warmup_regularizer_gradient_flows_to_the_bounds() -> None:
     lower, upper = (t.clone().requires_grad_(True) for t in LAYER_A)
     x_upper = X_UPPER.clone().requires_grad_(True)
-    total, _ = warmup_regularizer(X_LOWER, x_upper, [(lower, upper)])
+    total, _ = warmup_regularizer(X_LOWER, x_upper, [(lower, upper)], OURS_TERMS, TAU)
     total.backward()
     assert x_upper.grad.abs().sum() > 0 and lower.grad.abs().sum() > 0
 
 
 def test_bad_input_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown regularizer"):
-        warmup_regularizer(X_LOWER, X_UPPER, [LAYER_A], terms=("tightness", "l1"))
+        warmup_regularizer(X_LOWER, X_UPPER, [LAYER_A], terms=("tightness", "l1"), tau=TAU)
     with pytest.raises(ValueError, match="empty"):
-        relu_loss([])
+        relu_loss([], TAU)
     with pytest.raises(ValueError, match=r"pre_activation\[1\]"):
         relu_state([LAYER_A, (torch.zeros(2), torch.zeros(3))])
     with pytest.raises(ValueError, match="tau"):
@@ -423,7 +425,7 @@ def test_relu_state_counts_across_slices_and_layouts(monkeypatch: pytest.MonkeyP
 
 def test_mixed_dtypes_are_rejected() -> None:
     with pytest.raises(ValueError, match=r"pre_activation\[1\].*float32.*differs"):
-        relu_loss([LAYER_A, (torch.zeros(2), torch.zeros(2))])
+        relu_loss([LAYER_A, (torch.zeros(2), torch.zeros(2))], TAU)
     with pytest.raises(ValueError, match="floating point"):
         relu_state([(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))])
 

@@ -20,6 +20,8 @@ from train_process import launch, wait_for_epochs
 
 from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
 from fastcert.locks import is_locked, read_holder
+from fastcert.method import objectives
+from fastcert.method.objectives import ibp_objective
 from fastcert.records import RUN_LOCK_FILE
 from fastcert.run import lifecycle as run_module
 from fastcert.run.cli import main
@@ -32,7 +34,6 @@ from fastcert.run.lifecycle import (
     load_checkpoint,
 )
 from fastcert.run.spec import MAX_SEED, validate
-from fastcert.run.training import ibp_objective
 
 EPOCHS = 6
 TINY = {
@@ -180,7 +181,7 @@ def test_divergence_ends_the_run_with_its_epoch_and_reason(tmp_path: Path, monke
         calls["n"] += kwargs["training"]
         return out._replace(robust_loss=out.robust_loss * float("inf")) if calls["n"] > 6 else out
 
-    monkeypatch.setattr(run_module, "objective_for", lambda config: poisoned)
+    monkeypatch.setitem(objectives.OBJECTIVES, "ibp", lambda loss_fusion: poisoned)
     spec = validate(TINY)
     assert execute(spec, tmp_path, log=quiet) == EXIT_DIVERGED
     result = json.loads((tmp_path / "result.json").read_text())

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from run_builders import epoch_record, write_manifest, write_producer, write_run
+from train_configs import train_config
 
 from fastcert.io import DuplicateKeyError
 from fastcert.method.init import initialize
@@ -35,7 +36,7 @@ from fastcert.reporting.tables import (
     render_target,
 )
 from fastcert.run.data.loading import load_dataset
-from fastcert.run.training import TrainConfig, train
+from fastcert.run.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PATH = ROOT / "config" / "paper_results.yaml"
@@ -219,7 +220,7 @@ def test_table6_from_trained_runs_has_every_cell(tmp_path, paper):
     """Epoch 1 is ε = 0 (regular training, no bounds), yet its test pass logs the statistic (IBP at
     1e-6 px), so runs with and without IBP initialization fill all eight cells."""
     train_split, test_split, info = load_dataset("cifar10", source="synthetic", train_size=32, test_size=16)
-    config = TrainConfig(eps_train=8 / 255, eps_test=8 / 255, start=2, length=2, epochs=4, batch_size=16)
+    config = train_config(eps_train=8 / 255, eps_test=8 / 255, start=2, length=2, epochs=4, batch_size=16)
     entries = []
     for init in (True, False):
         torch.manual_seed(0)

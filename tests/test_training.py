@@ -13,25 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from train_configs import train_config
 
 from fastcert.method.bounds import bound_pass
 from fastcert.method.init import initialize
 from fastcert.method.models import build
+from fastcert.method.objectives import BatchBounds, ibp_objective, objective_for
 from fastcert.method.perturbation import input_box
 from fastcert.method.regularizers import log_tightness_ratio
 from fastcert.method.schedule import SmoothedSchedule
 from fastcert.run import training
 from fastcert.run.data.loading import load_dataset
-from fastcert.run.training import (
-    BatchBounds,
-    Diverged,
-    Interrupted,
-    Meter,
-    TrainConfig,
-    ibp_objective,
-    objective_for,
-    train,
-)
+from fastcert.run.training import Diverged, Interrupted, Meter, TrainConfig, train
 from fastcert.run.verify import verify
 
 EPS = 0.05
@@ -60,7 +53,7 @@ def config(**overrides: Any) -> TrainConfig:
         "milestones": (3,),
         "batch_size": 16,
     }
-    return TrainConfig(**{**base, **overrides})
+    return train_config(**{**base, **overrides})
 
 
 class Recorder:
@@ -279,7 +272,7 @@ def test_non_finite_test_metrics_become_null_and_are_listed(data) -> None:
 TIGHTNESS_RUNS = [
     ("vanilla", {}, "default"),
     ("ours", {"regularizers": TERMS}, "ibp"),
-    ("crown-ibp", {"bounds": "crown-ibp"}, "default"),
+    ("crown-ibp", {"objective": "crown-ibp"}, "default"),
     ("vanilla, eps below 1e-6", {"eps_train": 1e-9, "eps_test": 1e-9}, "default"),
 ]
 
@@ -348,15 +341,17 @@ def test_the_tightness_pass_changes_nothing_else(data, monkeypatch) -> None:
     assert all(torch.equal(weights[k], weights_without[k]) for k in weights)  # BN running stats included
 
 
-def test_an_unknown_bound_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown bound method 'crown'; valid: ibp, crown-ibp"):
-        objective_for(config(bounds="crown"))
+def test_an_unknown_objective_is_refused(data) -> None:
+    with pytest.raises(ValueError, match="unknown objective 'crown'; valid: ibp, crown-ibp"):
+        train(tiny_model(), *data, config(objective="crown"))
+    with pytest.raises(ValueError, match="unknown objective 'crown'; valid: ibp, crown-ibp"):
+        objective_for("crown", loss_fusion=True)
 
 
 @pytest.mark.parametrize("loss_fusion", [True, False])
 def test_crown_ibp_trains_mixed_during_the_ramp_and_pure_ibp_at_eps_max(data, loss_fusion: bool) -> None:
     train_split, test_split, info = data
-    cfg = config(start=1, length=2, epochs=3, bounds="crown-ibp", loss_fusion=loss_fusion)
+    cfg = config(start=1, length=2, epochs=3, objective="crown-ibp", loss_fusion=loss_fusion)
     model = tiny_model(init="default")
     history = train(model, train_split, test_split, info, cfg).history
     ramp, target = history[1], history[2]
@@ -484,7 +479,7 @@ def test_training_on_learnable_data_reduces_verified_error(method: str) -> None:
     train_split, test_split, info = load_dataset("mnist", source="synthetic", train_size=512, test_size=200)
     ours = method == "ours"
     model = tiny_model(init="ibp" if ours else "default")
-    cfg = TrainConfig(
+    cfg = train_config(
         eps_train=0.02,
         eps_test=0.02,
         start=1,

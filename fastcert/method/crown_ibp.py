@@ -36,7 +36,7 @@ FRACTION_SLACK = 1e-9  # ε/ε_max computed in floating point may overshoot [0, 
 
 
 class CrownIBPBatch(NamedTuple):
-    """One batch of the objective: the fields of ``fastcert.run.training.BatchBounds`` plus ``ibp``.
+    """One batch of the objective: the fields of ``fastcert.method.objectives.BatchBounds`` plus ``ibp``.
 
     ``margin_lower`` is None for a fused batch; ``ibp`` is the IBP traversal (its ``lower`` are
     the IBP margin bounds, ``pre_activation`` the IBP ReLU input bounds, as the regularizers and
@@ -71,7 +71,7 @@ def crown_ibp_objective(
 ) -> CrownIBPBatch:
     """Robust loss of CROWN-IBP (mixed with IBP by ``1 − eps_fraction``) on one batch.
 
-    Matches ``fastcert.run.training.Objective`` once ``loss_fusion`` is bound (``functools.partial``).
+    Matches ``fastcert.method.objectives.Objective`` once ``loss_fusion`` is bound (``functools.partial``).
     The exp-chord slope floor of the fused bound is on in train mode only, as in auto_LiRPA.
     """
     C = spec_matrix(y, num_classes, dtype=x.dtype)

@@ -302,7 +302,7 @@ def _tightness(width0: Tensor, sums: _LayerSums, tau: float) -> Tensor:
     return (F.relu(tau - width0 / sums.mean_half_width.clamp(min=_CLAMP)) / tau).mean()
 
 
-def tightness_loss(x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds], tau: float = 0.5) -> Tensor:
+def tightness_loss(x_lower: Tensor, x_upper: Tensor, pre_activation: Sequence[Bounds], tau: float) -> Tensor:
     """``(1/m) Σ_i ReLU(τ − Ê(Δ0)/max(Ê(Δi), 1e−12)) / τ``: penalizes layers that widen bounds."""
     _check(pre_activation, tau)
     width0 = input_tightness(x_lower, x_upper)
@@ -345,7 +345,7 @@ def _relu(sums: _LayerSums, tau: float) -> Tensor:
     return torch.where(counted, term, zero).sum() / len(term)
 
 
-def relu_loss(pre_activation: Sequence[Bounds], tau: float = 0.5) -> Tensor:
+def relu_loss(pre_activation: Sequence[Bounds], tau: float) -> Tensor:
     """``L_relu``: average over all m layers of the counted layer terms (see ``_relu``).
 
     It pushes the active and inactive neurons to balance (in summed centers α and in spread β),
@@ -454,8 +454,8 @@ def warmup_regularizer(
     x_lower: Tensor,
     x_upper: Tensor,
     pre_activation: Sequence[Bounds],
-    terms: Sequence[str] = ("tightness", "relu"),
-    tau: float = 0.5,
+    terms: Sequence[str],
+    tau: float,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Return ``(Σ selected terms, every term)``; all terms are returned for logging, as the
     authors log them whether or not they are used. λ is applied by the caller.
@@ -469,8 +469,8 @@ def warmup_regularizer_with_counts(
     x_lower: Tensor,
     x_upper: Tensor,
     pre_activation: Sequence[Bounds],
-    terms: Sequence[str] = ("tightness", "relu"),
-    tau: float = 0.5,
+    terms: Sequence[str],
+    tau: float,
 ) -> tuple[Tensor, dict[str, Tensor], ReluCounts]:
     """:func:`warmup_regularizer` and :func:`relu_counts` of the same bounds in one pass (a warmup
     batch needs both; the bounds are read once instead of twice)."""

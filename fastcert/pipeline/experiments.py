@@ -21,7 +21,6 @@ from fastcert.run.spec import RunSpec, SpecError
 from fastcert.run.spec import validate as validate_spec
 
 RUNS_DIR = "runs"
-SPEC_KEYS = frozenset(field.name for field in dataclasses.fields(RunSpec)) - {"seed"}
 
 
 @dataclass(frozen=True)
@@ -72,22 +71,27 @@ def repeat_count(repeats: int | dict, names: dict[str, str], where: str) -> int:
     return counts[names[axis]]
 
 
+def spec_defaults() -> dict[str, Any]:
+    """Every run-spec key at :class:`RunSpec`'s default, seed excepted (the expansion sets it): what
+    a paper-scale spec holds where neither ``base`` nor a level sets a key."""
+    defaults = RunSpec().to_dict()
+    del defaults["seed"]
+    return defaults
+
+
 def group_rows(experiments: dict[str, Any], group: dict[str, Any], where: str) -> Iterator[tuple[dict, dict, int, str]]:
-    """(row key, paper-scale spec without seed, repeats, where) for every combination of a group's
-    levels; ``where`` names the combination in error messages."""
+    """(row key, complete paper-scale spec without seed, repeats, where) for every combination of a
+    group's levels; ``where`` names the combination in error messages."""
     axes = group["axes"]
     for combination in product(*axes.values()):
         names = dict(zip(axes, combination))
         key: dict[str, Any] = {}
-        spec = dict(experiments["base"])
+        spec = deep_merge(spec_defaults(), experiments["base"])
         for axis, name in names.items():
             level_key, level_spec = level(experiments, axis, name, where)
             key.update(level_key)
             spec = deep_merge(spec, level_spec)
         row = f"{where} ({', '.join(f'{a}={n}' for a, n in names.items())})"
-        missing = sorted(SPEC_KEYS - set(spec))
-        if missing:
-            raise ExperimentError(f"{row}: the run spec lacks {', '.join(missing)} (add them to a level or to base)")
         if "keys" in group:
             absent = [name for name in group["keys"] if name not in key]
             if absent:

@@ -109,15 +109,9 @@ from fastcert.run.exits import (
     EXIT_USAGE,
     RunError,
 )
-from fastcert.run.footprint import fit_error, host_memory_bytes, per_epoch_test_batch, slot_need
+from fastcert.run.footprint import fit_error, host_memory_bytes, slot_need
 from fastcert.run.spec import RunSpec
-from fastcert.run.training import (
-    Diverged,
-    Interrupted,
-    TrainConfig,
-    objective_for,
-    train,
-)
+from fastcert.run.training import Diverged, Interrupted, TrainConfig, train
 
 CHECKPOINT_FORMAT = "fastcert-checkpoint-1"
 CHECKPOINT_KEYS = ("format", "train_state_format", "kind", "epoch", "best", "model", "spec", "spec_hash")
@@ -134,7 +128,6 @@ __all__ = [
     "load_checkpoint",
     "load_data",
     "resolve_device",
-    "train_config",
 ]
 
 
@@ -177,30 +170,6 @@ def place_on_gpu(
     torch.cuda.set_device(held.gpu)
     log(f"{note}: on GPU {held.gpu}, {need} of its {slots} slot(s)")
     return held
-
-
-def train_config(spec: RunSpec) -> TrainConfig:
-    """The training hyperparameters of a spec (vanilla and ours bound with IBP)."""
-    return TrainConfig(
-        eps_train=spec.eps_train,
-        eps_test=spec.eps_test,
-        start=spec.schedule.start,
-        length=spec.schedule.length,
-        epochs=spec.schedule.epochs,
-        milestones=spec.schedule.milestones,
-        bounds="crown-ibp" if spec.method == "crown-ibp" else "ibp",
-        loss_fusion=spec.loss_fusion,
-        regularizers=tuple(spec.regularizers or ()),
-        lambda0=spec.lambda0,
-        tau=spec.tau,
-        constant_lambda=spec.constant_lambda,
-        batch_size=spec.batch_size,
-        test_batch_size=per_epoch_test_batch(spec),
-        grad_accumulation=spec.grad_accumulation,
-        lr=spec.lr,
-        grad_clip=spec.grad_clip,
-        tf32=spec.tf32,
-    )
 
 
 def build_model(spec: RunSpec) -> torch.nn.Module:
@@ -657,11 +626,9 @@ def execute(
     """
     run_dir = _RunDir(Path(out_dir), spec)
     torch_device = resolve_device(device or spec.device)
-    config = (
-        train_config(spec)
-        if test_batch_size is None
-        else dataclasses.replace(train_config(spec), test_batch_size=test_batch_size)
-    )
+    config = TrainConfig.from_spec(spec)
+    if test_batch_size is not None:
+        config = dataclasses.replace(config, test_batch_size=test_batch_size)
     _check_fits(spec, torch_device)
     run_dir.check()  # before the lock: nothing is created for a run that cannot start
     with run_dir.writer(wait=wait, log=log):
@@ -741,7 +708,6 @@ def _train_in(
                 info,
                 config,
                 generator=seeded_generator(spec.seed, "train-order"),
-                objective=objective_for(config),
                 on_epoch_end=on_epoch_end,
                 start_state=start_state,
                 should_stop=flag,

@@ -2,8 +2,9 @@
 
 A training job on a cluster may wait hours in a queue before it starts, so every mistake in a spec
 (an unknown key, a wrong type, an impossible value) must be caught up front, by a message that names
-the key path and, for choices, the valid values. Validation also resolves the method defaults
-(``init``/``regularizers`` = null), so that two specs describing the same run have the same hash:
+the key path and, for choices, the valid values. Validation also resolves the method's defaults
+(``init``/``regularizers`` = null, from the method table :mod:`fastcert.methods`), so that two specs
+describing the same run have the same hash:
 the hash identifies a run directory's experiment and guards resume against a changed spec.
 
 Beyond each value on its own, validation checks that the spec still *means* the experiment it
@@ -33,8 +34,9 @@ import yaml
 from fastcert.datasets import DATASETS as DATASET_CATALOG
 from fastcert.datasets import SOURCES
 from fastcert.io import load_yaml
+from fastcert.methods import TRAINING_METHODS
 from fastcert.phases import ramp_end
-from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, METHODS, MODELS, REGULARIZER_TERMS
+from fastcert.vocabulary import BN_MODES, INIT_SCHEMES, MODELS, REGULARIZER_TERMS
 
 DATASETS = tuple(DATASET_CATALOG)
 ALL_SOURCES = tuple(dict.fromkeys(source for sources in SOURCES.values() for source in sources))
@@ -268,7 +270,7 @@ _TOP_FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "bn": lambda p, v: _choice(p, v, BN_MODES),
     "bn_centralize": _bool,
     "bn_unitize": _bool,
-    "method": lambda p, v: _choice(p, v, METHODS),
+    "method": lambda p, v: _choice(p, v, tuple(TRAINING_METHODS)),
     "init": _optional(_init),
     "regularizers": _optional(_regularizers),
     "lambda0": lambda p, v: _float(p, v, minimum=0.0),
@@ -300,13 +302,6 @@ def _section(path: str, raw: Any, fields: Mapping[str, Callable[[str, Any], Any]
 
 _TOP_FIELDS["data"] = lambda p, v: DataSpec(**_section(p, v, _DATA_FIELDS))
 _TOP_FIELDS["schedule"] = lambda p, v: ScheduleSpec(**_section(p, v, _SCHEDULE_FIELDS))
-
-
-def _method_defaults(method: str) -> tuple[str, tuple[str, ...]]:
-    """``init`` and ``regularizers`` a method implies when the spec leaves them null."""
-    if method == "ours":
-        return "ibp", ("tightness", "relu")
-    return "default", ()
 
 
 def _check_data(spec: RunSpec) -> None:
@@ -394,12 +389,11 @@ def _check_consistency(spec: RunSpec) -> None:
 def validate(raw: Any) -> RunSpec:
     """Check a parsed spec mapping and return it as a default-resolved :class:`RunSpec`."""
     top = _section("", raw, _TOP_FIELDS)
-    method = top.get("method", RunSpec.method)
-    default_init, default_terms = _method_defaults(method)
+    method = TRAINING_METHODS[top.get("method", RunSpec.method)]
     if top.get("init") is None:
-        top["init"] = default_init
+        top["init"] = method.init
     if top.get("regularizers") is None:
-        top["regularizers"] = default_terms
+        top["regularizers"] = method.regularizers
     spec = RunSpec(**top)
     _check_consistency(spec)
     return spec

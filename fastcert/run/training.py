@@ -22,8 +22,9 @@ Precision (:mod:`fastcert.method.precision`): training runs with TF32 only when
 checkpoint, always runs without TF32. The train split's verified error is a by-product of the
 training pass and shares its precision.
 
-The bound method is one pluggable function (:class:`Objective`): IBP for Vanilla IBP and Ours,
-:func:`fastcert.method.crown_ibp.crown_ibp_objective` for the CROWN-IBP baseline (:func:`objective_for`).
+The bound pass is one pluggable function (:class:`fastcert.method.objectives.Objective`), the one
+the run's method names in the method table (:mod:`fastcert.methods`): IBP for Vanilla IBP and Ours,
+CROWN-IBP for the CROWN-IBP baseline.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, NamedTuple, Protocol, TypeAlias
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -45,8 +45,8 @@ from tqdm import tqdm
 
 from fastcert.datasets import DatasetInfo
 from fastcert.method.bounds import bound_pass
-from fastcert.method.crown_ibp import CrownIBPBatch, crown_ibp_objective
-from fastcert.method.losses import certified, robust_ce, spec_matrix
+from fastcert.method.losses import certified
+from fastcert.method.objectives import BatchResult, Objective, objective_for
 from fastcert.method.perturbation import input_box
 from fastcert.method.precision import certification, float32_precision
 from fastcert.method.regularizers import (
@@ -60,12 +60,14 @@ from fastcert.method.schedule import (
     reg_lambda,
     regularizer_active,
 )
+from fastcert.methods import training_method
 from fastcert.records import EpochSummary, Phase, epoch_summary
 from fastcert.run.data.splits import Split
+from fastcert.run.footprint import per_epoch_test_batch
+from fastcert.run.spec import RunSpec
 
 NATURAL_BOUND_EPS = 1e-6  # authors' --min-eps-reg: bounds for the regularizers in ε = 0 batches
 LR_DECAY = 0.2
-TRAINING_BOUNDS = ("ibp", "crown-ibp")
 STATE_FORMAT = "fastcert-train-state-1"
 # Train-metric keys averaged with batch-size weights (the authors' meter uses n = batch size for
 # these and n = 1, i.e. equal weight per sub-batch, for everything else).
@@ -76,94 +78,61 @@ RELU_KEYS = ("active", "inactive", "unstable")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one run (spec keys of the same names; see docs/architecture.md)."""
+    """Hyperparameters of one run, as the loop reads them: built from a validated run spec by
+    :meth:`from_spec` (the spec keys of the same names; defaults live in :class:`RunSpec` only).
+
+    ``objective`` names the method's objective (fastcert.method.objectives); ``augment`` is the
+    training data's random crop and flip (on for every run; tests turn it off); ``test_batch_size``
+    is None here (the caller may set it: a runtime setting, not in the spec).
+    """
 
     eps_train: float
     eps_test: float
     start: int
     length: int
     epochs: int
-    milestones: tuple[int, ...] = ()
-    bounds: str = "ibp"
-    loss_fusion: bool = True
-    regularizers: tuple[str, ...] = ()
-    lambda0: float = 0.5
-    tau: float = 0.5
-    constant_lambda: bool = False
-    batch_size: int = 128
-    grad_accumulation: int = 1
-    lr: float = 5e-4
-    grad_clip: float = 10.0
-    augment: bool = True
-    tf32: bool = False
+    milestones: tuple[int, ...]
+    objective: str
+    loss_fusion: bool
+    regularizers: tuple[str, ...]
+    lambda0: float
+    tau: float
+    constant_lambda: bool
+    batch_size: int
+    grad_accumulation: int
+    lr: float
+    grad_clip: float
+    augment: bool
+    tf32: bool
     # examples per batch of the per-epoch test pass (None: batch_size). A runtime setting, not part of
     # the run's identity: in eval mode the errors do not depend on it (a GPU can take far larger ones).
-    test_batch_size: int | None = None
+    test_batch_size: int | None
 
-
-class BatchBounds(NamedTuple):
-    """What an objective returns for one (sub-)batch.
-
-    ``margin_lower`` is None when the method bounds the loss directly (loss fusion): the batch then
-    has no verified error.
-    """
-
-    clean: Tensor
-    robust_loss: Tensor
-    margin_lower: Tensor | None
-    pre_activation: list[tuple[Tensor, Tensor]]
-
-
-# CROWN-IBP's batch has the same fields plus its IBP traversal (``ibp``); the loop reads only these.
-BatchResult: TypeAlias = BatchBounds | CrownIBPBatch
-
-
-class Objective(Protocol):
-    """One bound pass on a batch: clean logits, robust loss, margin bounds, ReLU input bounds.
-
-    ``eps_fraction`` = ε/ε_max (CROWN-IBP mixes CROWN and IBP with it); ``training`` = False is
-    the test pass (no loss fusion there).
-    """
-
-    def __call__(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        x_lower: Tensor,
-        x_upper: Tensor,
-        *,
-        num_classes: int,
-        eps_fraction: float,
-        training: bool,
-    ) -> BatchResult: ...
-
-
-def ibp_objective(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    x_lower: Tensor,
-    x_upper: Tensor,
-    *,
-    num_classes: int,
-    eps_fraction: float,
-    training: bool,
-) -> BatchBounds:
-    """IBP with the spec matrix folded into the last layer (Vanilla IBP and Ours)."""
-    del eps_fraction, training  # IBP is the same at every ε and in both passes
-    C = spec_matrix(y, num_classes, dtype=x.dtype)
-    result = bound_pass(model, x, x_lower, x_upper, C=C, method="ibp")
-    return BatchBounds(result.clean, robust_ce(result.lower), result.lower, list(result.pre_activation))
-
-
-def objective_for(config: TrainConfig) -> Objective:
-    """The objective of ``config.bounds``: IBP, or CROWN-IBP mixed with IBP (loss fusion per config)."""
-    if config.bounds == "ibp":
-        return ibp_objective
-    if config.bounds == "crown-ibp":
-        return partial(crown_ibp_objective, loss_fusion=config.loss_fusion)
-    raise ValueError(f"unknown bound method {config.bounds!r}; valid: {', '.join(TRAINING_BOUNDS)}")
+    @classmethod
+    def from_spec(cls, spec: RunSpec) -> TrainConfig:
+        """The training configuration of a validated spec (its method's objective from the method table)."""
+        assert spec.regularizers is not None, "validate() resolves regularizers from the method"
+        return cls(
+            eps_train=spec.eps_train,
+            eps_test=spec.eps_test,
+            start=spec.schedule.start,
+            length=spec.schedule.length,
+            epochs=spec.schedule.epochs,
+            milestones=spec.schedule.milestones,
+            objective=training_method(spec.method).objective,
+            loss_fusion=spec.loss_fusion,
+            regularizers=spec.regularizers,
+            lambda0=spec.lambda0,
+            tau=spec.tau,
+            constant_lambda=spec.constant_lambda,
+            batch_size=spec.batch_size,
+            grad_accumulation=spec.grad_accumulation,
+            lr=spec.lr,
+            grad_clip=spec.grad_clip,
+            augment=True,
+            tf32=spec.tf32,
+            test_batch_size=per_epoch_test_batch(spec),
+        )
 
 
 class Diverged(RuntimeError):
@@ -620,7 +589,7 @@ def _train(
     should_stop: Callable[[], bool],
     progress: bool,
 ) -> TrainResult:
-    objective = objective or objective_for(config)
+    objective = objective or objective_for(config.objective, loss_fusion=config.loss_fusion)
     generator = generator or torch.Generator().manual_seed(torch.initial_seed())
     _check_sub_batch_sizes(model, len(train_split), config)
     run = _Run(model, config, len(train_split), generator)
