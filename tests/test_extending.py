@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from footprints import measured_footprint
 from run_builders import write_run
 from torch import Tensor, nn
 from workflow_builders import EXPERIMENTS, PAPER
@@ -31,6 +32,7 @@ from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import expand_targets, manifest_document
 from fastcert.reporting.table_layouts import LAYOUTS
 from fastcert.reporting.tables import render_target
+from fastcert.run import footprint
 from fastcert.run import spec as spec_module
 from fastcert.run.cli import main
 from fastcert.run.data import loading
@@ -130,11 +132,16 @@ def test_recipe_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     # 3. its smallest layer at width 1 (8 channels), per dataset
     for dataset in ("mnist", "cifar10", "tinyimagenet"):
         monkeypatch.setitem(spec_module.SMALLEST_LAYER, ("toy_cnn", dataset), 8)
+    # 4. its memory footprint per dataset (fastcert train checks the fit, the workflow packs GPUs by it)
+    for dataset in ("mnist", "cifar10", "tinyimagenet"):
+        monkeypatch.setitem(
+            footprint.MODEL_FOOTPRINT, ("toy_cnn", dataset), measured_footprint("toy_cnn", dataset, 1.0)
+        )
     built = models.build("toy_cnn", "mnist")
     assert min(m.out_channels for m in built.modules() if isinstance(m, nn.Conv2d)) == 8
     with pytest.raises(SpecError, match="width: "):
         validate({**SMOKE_RUN, "model": "toy_cnn", "width": 0.05})  # 0.4 channels
-    # 4. a spec naming it validates and trains
+    # 5. a spec naming it validates and trains
     spec = validate({**SMOKE_RUN, "model": "toy_cnn", "width": 0.5, "method": "ours"})
     assert execute(spec, tmp_path / "run", log=quiet) == EXIT_COMPLETED
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -188,7 +195,10 @@ def test_recipe_a_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     # 3. each model's smallest layer on it
     for model in vocabulary.MODELS:
         monkeypatch.setitem(spec_module.SMALLEST_LAYER, (model, "toy"), spec_module.SMALLEST_LAYER[(model, "mnist")])
-    # 4. specs naming it validate against its sizes and train, from its files and synthetic
+    # 4. each model's memory footprint on it
+    for model in vocabulary.MODELS:
+        monkeypatch.setitem(footprint.MODEL_FOOTPRINT, (model, "toy"), measured_footprint(model, "toy", 1.0))
+    # 5. specs naming it validate against its sizes and train, from its files and synthetic
     with pytest.raises(SpecError, match=r"data\.train_size: 200 exceeds the 96 examples of toy"):
         validate({**SMOKE_RUN, "dataset": "toy", "data": {"source": "toy-files", "train_size": 200}})
     for source in ("toy-files", "synthetic"):

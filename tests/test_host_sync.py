@@ -15,6 +15,7 @@ import pytest
 import torch
 from host_sync import Event, SyncRecorder
 from soundness import single_thread  # noqa: F401  (autouse: tiny tensors, shared cores)
+from train_configs import train_config
 
 from fastcert.method import regularizers
 from fastcert.method.affine import channel_constant
@@ -39,7 +40,7 @@ CASES: dict[str, dict[str, Any]] = {
     # ε ramps in epoch 1, the warmup regularizers are optimized, CIFAR augmentation is drawn
     "ours-ramp": {"regularizers": ("tightness", "relu"), "start": 1, "length": 2},
     # CROWN-IBP mixed with IBP (loss fusion in training, margins in the test pass)
-    "crown-ibp-ramp": {"bounds": "crown-ibp", "start": 1, "length": 2},
+    "crown-ibp-ramp": {"objective": "crown-ibp", "start": 1, "length": 2},
     # ε = 0 epoch: clean training batches, a test pass on the point box x itself
     "natural": {"start": 2, "length": 1, "grad_accumulation": 2},
 }
@@ -64,7 +65,7 @@ def keys(counts: Counter[Event]) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_training_step_and_a_test_batch_do_not_wait_for_the_device(case: str) -> None:
-    config = TrainConfig(eps_train=0.1, eps_test=0.1, epochs=1, batch_size=BATCH, **CASES[case])
+    config = train_config(eps_train=0.1, eps_test=0.1, epochs=1, batch_size=BATCH, **CASES[case])
     one = record(config, train_size=2 * BATCH, test_size=BATCH)
     three = record(config, train_size=4 * BATCH, test_size=2 * BATCH)
     extra = three - one  # two more training steps and one more test batch

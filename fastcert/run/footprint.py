@@ -76,24 +76,26 @@ def _test_pass_elements_per_example(spec: RunSpec) -> float:
     return TEST_PASS_COEFFICIENT_COPIES * (DATASETS[spec.dataset].num_classes - 1) * widest
 
 
-def per_epoch_test_batch(spec: RunSpec) -> int:
-    """The per-epoch test pass's batch: the training batch, or fewer examples where the CROWN-IBP test
-    pass's K−1 margin coefficients would outgrow the training pass (TinyImageNet's 199 margins: about
-    100 GB at batch 128 for CNN-7), so that the test pass never sets a run's peak memory.
+def per_epoch_test_batch(spec: RunSpec) -> int | None:
+    """The per-epoch test pass's batch where it must differ from the training batch, else None: fewer
+    examples where the CROWN-IBP test pass's K−1 margin coefficients would outgrow the training pass
+    (TinyImageNet's 199 margins: about 100 GB at batch 128 for CNN-7), so that the test pass never sets
+    a run's peak memory.
 
     Each example's bounds do not depend on the batch it is in, so this changes no number (up to float
     rounding), only how many examples are bounded at once.
     """
     per_example = _test_pass_elements_per_example(spec)
     if per_example == 0.0:
-        return spec.batch_size
-    return max(1, min(spec.batch_size, math.floor(_train_pass_elements(spec) / per_example)))
+        return None
+    batch = max(1, math.floor(_train_pass_elements(spec) / per_example))
+    return batch if batch < spec.batch_size else None
 
 
 def bound_pass_bytes(spec: RunSpec) -> int:
     """Peak of the batch-dependent memory: the training pass's autograd graph on one sub-batch, or the
-    CROWN-IBP test pass's margin coefficients on one :func:`per_epoch_test_batch`, whichever is larger."""
-    test = _test_pass_elements_per_example(spec) * per_epoch_test_batch(spec)
+    CROWN-IBP test pass's margin coefficients on one test batch (:func:`per_epoch_test_batch`), whichever is larger."""
+    test = _test_pass_elements_per_example(spec) * (per_epoch_test_batch(spec) or spec.batch_size)
     return math.ceil(FLOAT_BYTES * max(_train_pass_elements(spec), test))
 
 

@@ -367,8 +367,9 @@ class _RunDir:
                 lock.remove()
                 _remove_dirs(created)
 
-    def previous_result(self) -> Result | None:
-        """``result.json`` of an earlier attempt; an unreadable one is ignored (it is rewritten)."""
+    def previous_result(self, *, warn: bool = True) -> Result | None:
+        """``result.json`` of an earlier attempt; an unreadable one is ignored (it is rewritten when the
+        run stops), with a warning if ``warn``."""
         result_file = self.file(RESULT_FILE)
         if not result_file.exists():
             return None
@@ -378,7 +379,8 @@ class _RunDir:
             problem = f"{result_file}: damaged ({type(error).__name__}: {error})"
         except RecordError as error:
             problem = str(error)
-        _warn(f"{problem}; ignored (it is rewritten when this run stops)")
+        if warn:
+            _warn(f"{problem}; ignored (it is rewritten when this run stops)")
         return None
 
     def read_resume(self) -> _Resume:
@@ -631,28 +633,40 @@ def execute(
         config = dataclasses.replace(config, test_batch_size=test_batch_size)
     _check_fits(spec, torch_device)
     run_dir.check()  # before the lock: nothing is created for a run that cannot start
+    finished = _finished(run_dir, log, warn=False)  # a finished run is reported without writing, not even the lock
+    if finished is not None:
+        return finished
     with run_dir.writer(wait=wait, log=log):
         return _run(run_dir, torch_device, config, progress, log)
+
+
+def _finished(run_dir: _RunDir, log: Callable[[str], None], *, warn: bool = True) -> int | None:
+    """The exit status of a run that has ended for good (completed, or diverged), said in one line; None
+    for a run to start or resume (``warn``: say so if its result.json is damaged)."""
+    previous = run_dir.previous_result(warn=warn)
+    if previous is None:
+        return None
+    if previous["status"] == Status.COMPLETED:
+        log(f"{run_dir.path}: already completed; nothing to do")
+        return EXIT_COMPLETED
+    if previous["status"] == Status.DIVERGED:
+        detail = previous.get("diverged")
+        reason = detail.get("reason") if detail else None
+        log(f"{run_dir.path}: diverged earlier ({reason}); delete the directory to try again")
+        return EXIT_DIVERGED
+    return None
 
 
 def _run(
     run_dir: _RunDir, torch_device: torch.device, config: TrainConfig, progress: bool | None, log: Callable[[str], None]
 ) -> int:
-    """:func:`execute` under the directory's lock; checks again what another writer may have changed."""
+    """:func:`execute` under the directory's lock; checks again what another writer may have changed
+    (it may have finished the run while this one waited)."""
     spec = run_dir.spec
     run_dir.check()
-    previous = run_dir.previous_result()
-    if previous is not None:
-        if previous["status"] == Status.COMPLETED:
-            log(f"{run_dir.path}: already completed; nothing to do")
-            return EXIT_COMPLETED
-        if previous["status"] == Status.DIVERGED:
-            detail = previous.get("diverged")
-            log(
-                f"{run_dir.path}: diverged earlier ({detail.get('reason') if detail else None}); "
-                "delete the directory to try again"
-            )
-            return EXIT_DIVERGED
+    finished = _finished(run_dir, log)
+    if finished is not None:
+        return finished
     held = place_on_gpu(spec, torch_device, f"training {run_dir.path}", log)
     if held is None:
         return _train_in(spec, run_dir, torch_device, config, None, progress, log)
