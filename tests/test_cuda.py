@@ -218,3 +218,30 @@ def test_a_local_job_waits_for_a_free_gpu_and_trains_on_it(tmp_path: Path) -> No
     assert f"on GPU {gpus - 1}, 1 of its 1 slot(s)" in stdout
     result = json.loads((out / "result.json").read_text())
     assert result["provenance"]["gpu"] == {"index": gpus - 1, "slots": 1, "slots_per_gpu": 1, "runs_sharing": 1}
+
+
+CPU_RUN_ON_A_GPU_MACHINE = """
+import json, sys, torch
+from fastcert.run.lifecycle import execute
+from fastcert.run.spec import validate
+status = execute(validate(json.loads(sys.argv[1])), sys.argv[2], log=lambda line: None)
+print(json.dumps({"status": status, "cuda_initialized": torch.cuda.is_initialized()}))
+"""
+
+
+def test_a_cpu_run_on_a_gpu_machine_never_initializes_cuda(tmp_path: Path) -> None:
+    """A run with ``device: cpu`` where GPUs are visible takes no GPU memory (a CUDA context is ~500 MB
+    on every GPU it touches): RNG capture and restore leave CUDA alone (issue 24). Open question for the
+    first GPU run: torch's Adam.step asks for the current accelerator stream, which may create a context."""
+    import subprocess
+    import sys
+
+    raw = {**CUDA_RUN, "device": "cpu", "schedule": {"start": 1, "length": 1, "epochs": 2}}
+    probe = subprocess.run(
+        [sys.executable, "-c", CPU_RUN_ON_A_GPU_MACHINE, json.dumps(raw), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(probe.stdout.splitlines()[-1]) == {"status": 0, "cuda_initialized": False}
