@@ -96,8 +96,8 @@ def is_locked(path: str | os.PathLike[str]) -> bool:
 class FileLock:
     """An exclusive ``flock`` on ``path`` (created if missing), with the holder's line inside.
 
-    Use as a context manager (``with FileLock(p, note=...):`` waits for nothing and raises
-    :class:`LockBusy`), or call :meth:`acquire` with ``wait=True`` to wait for the holder to finish.
+    :meth:`acquire` raises :class:`LockBusy` for a held lock, or with ``wait=True`` waits for the holder
+    to finish; :meth:`try_acquire` only tries.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, note: str = "", stale_after_s: float = STALE_AFTER_S) -> None:
@@ -106,10 +106,6 @@ class FileLock:
         self.stale_after_s = stale_after_s
         self._fd: int | None = None
         self._since = ""
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; True on success. Raises nothing for a busy lock."""
@@ -176,13 +172,6 @@ class FileLock:
             return
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self.release()
-
-    def __enter__(self) -> FileLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
         self.release()
 
     def _is_current(self, fd: int) -> bool:
