@@ -25,6 +25,7 @@ from typing import Any
 from fastcert.io import load_yaml
 from fastcert.pipeline.config import choose_scale, load_checked
 from fastcert.pipeline.experiments import expand_targets, manifest_document
+from fastcert.records import METRICS_FILE, RESULT_FILE, Phase, Status
 from fastcert.reporting.collect import load_manifest, load_producer, schedule_phases
 from fastcert.reporting.figures import FIGURES, draw, save
 from fastcert.reporting.report import build_html_report
@@ -36,22 +37,22 @@ SPLIT = {"err": 0.3, "verified_err": 0.6, "active": 0.2, "inactive": 0.7, "unsta
 def _write_run(run_dir: Path, spec: dict[str, Any], index: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     eps0, ramp, target = schedule_phases(spec["schedule"]) or (1, 1, 1)
-    phases = ["eps0"] * eps0 + ["ramp"] * ramp + ["target"] * target
+    phases = [Phase.EPS0] * eps0 + [Phase.RAMP] * ramp + [Phase.TARGET] * target
     records = [
         {"epoch": e, "phase": p, "train": SPLIT, "test": {**SPLIT, "log_tightness_ratio": 3.0}}
         for e, p in enumerate(phases, start=1)
     ]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     errors = {"epoch": len(phases), "standard_err": 0.2 + index % 7 / 100, "verified_err": 0.6 + index % 5 / 100}
     result = {
-        "status": "completed",
+        "status": Status.COMPLETED,
         "best": errors,
         "last": errors,
-        "epoch_time": {"eps0": 10.0, "ramp": 12.0, "target": 11.0},
+        "epoch_time": {Phase.EPS0: 10.0, Phase.RAMP: 12.0, Phase.TARGET: 11.0},
         "total_time": 1000.0,
         "data": {"name": spec["dataset"], "source": "auto", "synthetic": False, "n_train": 50000, "n_test": 10000},
     }
-    (run_dir / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    (run_dir / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
 
 
 def _producers(root: Path) -> list[Path]:
