@@ -16,23 +16,32 @@ The pass refines an IBP traversal (:func:`fastcert.method.bounds.bound_pass` wit
 whose :class:`~.ops.PassContext` supplies the BatchNorm maps (so train-mode BN uses the clean
 batch's statistics of that very traversal, and running stats are updated once) and the IBP bounds
 of every ReLU input. *CROWN-IBP* keeps those; *CROWN* replaces them layer by layer, in forward
-order, by CROWN bounds from a backward pass per layer (M = that layer's neurons, in chunks that
-bound the memory). That is auto_LiRPA's ``sparse_intermediate_bounds=False`` ("crown_dense" in the
-fixtures); its default sparse rule, which keeps IBP bounds for positions IBP calls stable in every
-example of the batch, differs only where an IBP-stable neuron is CROWN-unstable, and makes the
-bounds of one example depend on the others, so it is not reproduced.
+order, by CROWN bounds from backward passes that start at that layer's neurons. That is
+auto_LiRPA's ``sparse_intermediate_bounds=False`` ("crown_dense" in the fixtures); its default
+sparse rule, which keeps IBP bounds for positions IBP calls stable in every example of the batch,
+differs only where an IBP-stable neuron is CROWN-unstable, and makes the bounds of one example
+depend on the others, so it is not reproduced. The neurons of a feature map (a layer reached from
+the input through convolutions, BatchNorm, ReLUs and residual sums) are bounded on local
+coefficients, one row per (example, neuron) with only its receptive field (:mod:`.window`); the
+rest (after a Flatten) on dense coefficients, a chunk of neurons for the whole batch per pass.
 
 *Intersected with IBP* (``intersect_ibp=True``, what ``fastcert verify`` uses): on IBP-trained
 networks plain CROWN's intermediate bounds are far looser than IBP's (on the demo's CNN-7 it
 certified 0 of 64 test images that IBP certifies 48 of), because its relaxation errors compound
 layer by layer where IBP's intervals were trained to be tight. Both boxes contain the true range,
-so their intersection does too. Each ReLU input then keeps IBP's bounds and gets a backward pass
-only for the neurons IBP leaves unstable in some example of the batch (a stable neuron's
-relaxation is exact, so tightening it changes nothing downstream); values IBP bounds exactly (one
-Linear/Conv from the input, with BatchNorm or Flatten around it) need none. The final bounds are
-intersected with IBP's as well, so the margin bound is never below IBP's and every example IBP
-certifies stays certified. Per example the result does not depend on the rest of the batch (an
-IBP-stable neuron's bounds do not enter any relaxation).
+so their intersection does too. Each ReLU input then keeps IBP's bounds and gets backward passes
+only for the neurons IBP leaves unstable in that example (in some example of the batch, for the
+dense rows after a Flatten; a stable neuron's relaxation is exact, so tightening it changes nothing
+downstream); values IBP bounds exactly (one Linear/Conv from the input, with BatchNorm or Flatten
+around it) need none. The final bounds are intersected with IBP's as well, so the margin bound is
+never below IBP's and every example IBP certifies stays certified. Per example the result does not
+depend on the rest of the batch (an IBP-stable neuron's bounds do not enter any relaxation).
+
+Speed (``benchmarks/bench_verify.py``, one CPU thread; the figures and the load are in
+``benchmarks/README.md``): on the demo's trained Ours model the per-example rows and local
+coefficients took intersected CROWN from 2× auto_LiRPA 0.7.1's CROWN time to 0.14×; on
+IBP-init weights, where IBP leaves a third to a half of the neurons unstable, it stays near
+auto_LiRPA's time.
 """
 
 from __future__ import annotations
@@ -47,10 +56,11 @@ from torch import Tensor, nn
 from .ops import BackwardContext, BatchNormOp, Bounds, ConvOp, FlattenOp, LinearOp, PassContext, ReluOp
 from .plan import Plan, plan_for
 from .result import BoundPass
+from .window import Window, WindowContext, concretize, unit_windows
 
 REFINED_METHODS = ("crown-ibp", "crown")
 # Largest coefficient tensor (elements) one chunk of intermediate CROWN bounds may create: 64 MiB
-# in float32; the chunk size barely changes the speed on CPU, larger chunks help on a GPU.
+# in float32; 2**20 to 2**24 time alike on CPU (within the machine's noise), larger chunks help on a GPU.
 CHUNK_ELEMENTS = 2**24
 
 
@@ -107,27 +117,42 @@ class BackwardPass:
         ``chunk_elements`` caps the coefficient tensor of one chunk (default :data:`CHUNK_ELEMENTS`).
         ``intersect_ibp``: keep the IBP bounds where CROWN is not tighter and run backward passes
         only for IBP-unstable neurons of values IBP does not bound exactly (module docstring).
+        Feature maps reached from the input through convolutions, BatchNorm, ReLUs and residual
+        sums are bounded on local coefficients (:mod:`.window`), one row per (example, neuron);
+        other values (after a Flatten) on dense coefficients, per neuron for the whole batch.
         """
         chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
         exact = _exact_under_ibp(self.plan) if intersect_ibp else set()
+        windowed = _windowed_values(self.plan, self.context.shapes)
         for op in self.relus:
             value = op.src[0]
             if value in exact:
                 continue
             ibp_lower, ibp_upper = self.context.relu_bounds[op.index]
-            if not intersect_ibp:
-                rows = torch.arange(ibp_lower[0].numel(), device=self.center.device)
-                lower, upper = self._neuron_bounds(value, rows, chunk_elements)
-                self.context.relu_bounds[op.index] = lower.view_as(ibp_lower), upper.view_as(ibp_upper)
+            if intersect_ibp:
+                unstable = (ibp_lower < 0) & (ibp_upper > 0)
+            else:
+                unstable = torch.ones_like(ibp_lower, dtype=torch.bool)
+            if value in windowed:
+                pairs = unstable.flatten(1).nonzero()
+                if len(pairs) == 0:
+                    continue
+                lower, upper = self._window_bounds(value, pairs, chunk_elements)
+                index = (pairs[:, 0], pairs[:, 1])
+                self.context.relu_bounds[op.index] = (
+                    _tighten_pairs(ibp_lower, index, lower, torch.maximum if intersect_ibp else None),
+                    _tighten_pairs(ibp_upper, index, upper, torch.minimum if intersect_ibp else None),
+                )
                 continue
-            unstable = ((ibp_lower < 0) & (ibp_upper > 0)).flatten(1).any(0)
-            rows = unstable.nonzero().flatten()
+            rows = unstable.flatten(1).any(0).nonzero().flatten()
             if len(rows) == 0:
                 continue
             lower, upper = self._neuron_bounds(value, rows, chunk_elements)
+            every = torch.arange(lower.shape[0], device=lower.device)[:, None]
+            index = (every.expand_as(lower).flatten(), rows.repeat(lower.shape[0]))
             self.context.relu_bounds[op.index] = (
-                _tighten_rows(ibp_lower, rows, lower, torch.maximum),
-                _tighten_rows(ibp_upper, rows, upper, torch.minimum),
+                _tighten_pairs(ibp_lower, index, lower.flatten(), torch.maximum if intersect_ibp else None),
+                _tighten_pairs(ibp_upper, index, upper.flatten(), torch.minimum if intersect_ibp else None),
             )
 
     def _neuron_bounds(self, value: int, rows: Tensor, chunk_elements: int) -> Bounds:
@@ -148,6 +173,46 @@ class BackwardPass:
             lowers.append(lower)
             uppers.append(upper)
         return torch.cat(lowers, 1), torch.cat(uppers, 1)
+
+    def _window_bounds(self, value: int, pairs: Tensor, chunk_elements: int) -> tuple[Tensor, Tensor]:
+        """CROWN bounds [P] of the (example, flat neuron) ``pairs`` [P, 2] of feature map ``value``,
+        on local coefficients, a chunk of pairs per backward pass (the widest window, measured by
+        a pass of one pair, sets the chunk)."""
+        widest = self._window_pass(value, pairs[:1])[1]
+        chunk = max(1, chunk_elements // (2 * widest))
+        lowers, uppers = [], []
+        for begin in range(0, len(pairs), chunk):
+            both = self._window_pass(value, pairs[begin : begin + chunk])[0]
+            count = len(both) // 2
+            lowers.append(both[:count])
+            uppers.append(-both[count:])
+        return torch.cat(lowers), torch.cat(uppers)
+
+    def _window_pass(self, value: int, pairs: Tensor) -> tuple[Tensor, int]:
+        """Lower bounds [2P] of ``+z`` then ``−z`` for each pair's neuron z, and the most coefficients
+        any window of the pass held."""
+        start, positions = unit_windows(self.context.shapes[value], pairs[:, 1], self.center.dtype)
+        context = WindowContext(
+            example=pairs[:, 0].repeat(2),
+            position=positions,
+            bn_affine=self.context.bn_affine,
+            relu_bounds=self.context.relu_bounds,
+            shapes=self.context.shapes,
+        )
+        pending: dict[int, Window] = {value: start}
+        offset = torch.zeros(len(context.example), dtype=self.center.dtype, device=self.center.device)
+        widest = start.A.numel()
+        for op in reversed(self.plan.ops[:value]):
+            window = pending.pop(op.index + 1, None)
+            if window is None:
+                continue
+            inputs, term = op.backward_window(context, window)
+            if term is not None:
+                offset = offset + term
+            for src, window_in in zip(op.src, inputs):
+                pending[src] = pending[src].plus(window_in) if src in pending else window_in
+                widest = max(widest, pending[src].A.numel())
+        return concretize(context, pending.pop(0), self.center, self.radius) + offset, widest
 
 
 def refine(
@@ -189,10 +254,27 @@ def _output_identity(clean: Tensor) -> Tensor:
     return eye.expand(clean.shape[0], -1, -1)
 
 
-def _tighten_rows(ibp: Tensor, rows: Tensor, crown: Tensor, tighter: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """IBP bounds [B, *S] with the flat positions ``rows`` replaced by the tighter of IBP and CROWN [B, len(rows)]."""
+def _tighten_pairs(
+    ibp: Tensor,
+    index: tuple[Tensor, Tensor],
+    crown: Tensor,
+    tighter: Callable[[Tensor, Tensor], Tensor] | None,
+) -> Tensor:
+    """IBP bounds [B, *S] with the (example, flat position) pairs ``index`` replaced by the CROWN
+    bounds [P] there, or by the tighter of the two when ``tighter`` is given."""
     flat = ibp.flatten(1)
-    return flat.index_copy(1, rows, tighter(flat[:, rows], crown)).view_as(ibp)
+    values = crown if tighter is None else tighter(flat[index], crown)
+    return flat.index_put(index, values).view_as(ibp)
+
+
+def _windowed_values(plan: Plan, shapes: list[tuple[int, ...]]) -> set[int]:
+    """Plan values bounded on local coefficients: [C, H, W] maps whose every ancestor op has a
+    window rule (convolution, BatchNorm, ReLU, residual sum) and reads [C, H, W] maps."""
+    windowed = {0} if len(shapes[0]) == 3 else set()
+    for op in plan.ops:
+        if op.windowed and len(shapes[op.index + 1]) == 3 and all(src in windowed for src in op.src):
+            windowed.add(op.index + 1)
+    return windowed
 
 
 def _exact_under_ibp(plan: Plan) -> set[int]:

@@ -33,6 +33,7 @@ from .kernels import (
     interval_relu,
 )
 from .relaxation import relu_backward
+from .window import Window, WindowContext
 
 Bounds = tuple[Tensor, Tensor]
 
@@ -92,6 +93,12 @@ class Op:
 
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
         """CROWN: coefficients of each input and the offset (see :class:`BackwardContext`)."""
+        raise NotImplementedError
+
+    windowed: ClassVar[bool] = False  # has a backward_window rule
+
+    def backward_window(self, ctx: WindowContext, window: Window) -> tuple[tuple[Window, ...], Tensor | None]:
+        """CROWN on local coefficients (:mod:`.window`): as ``backward``, per row, offset [P] or None."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -206,6 +213,26 @@ class ConvOp(Op):
             A_in = F.conv_transpose2d(flat, m.weight, None, m.stride, padding, output_padding, m.groups, m.dilation)
         offset = None if m.bias is None else torch.matmul(_sum_trailing(A, keep=3), m.bias)
         return (A_in.view(tuple(A.shape[:2]) + in_shape),), offset
+
+    windowed = True
+
+    def backward_window(self, ctx: WindowContext, window: Window) -> tuple[tuple[Window, ...], Tensor | None]:
+        """The transposed convolution without padding maps a window of h rows to one of
+        ``(h − 1)·stride + dilation·(k − 1) + 1`` rows starting ``padding`` rows earlier (stride
+        times further along); the part that lands on the padding ring is masked where it
+        would count (:class:`~.window.Window`). Channels-last on CPU (oneDNN's transposed
+        convolutions run ~1.7× faster so, and the ReLU rule then reads each position's channels
+        contiguously), except 1×1 kernels, whose channels-last strided transpose oneDNN
+        corrupts (class docstring)."""
+        m = self.module
+        padding = _numeric_padding(m, self.name)
+        window = ctx.inside(window, self.index + 1)
+        A = window.A.contiguous() if m.kernel_size == (1, 1) else cpu_channels_last(window.A)
+        A_in = F.conv_transpose2d(A, m.weight, None, m.stride, 0, 0, m.groups, m.dilation)
+        scale = (window.scale[0] * m.stride[0], window.scale[1] * m.stride[1])
+        shift = (window.shift[0] * m.stride[0] - padding[0], window.shift[1] * m.stride[1] - padding[1])
+        offset = None if m.bias is None else torch.matmul(window.A.sum((2, 3)), m.bias)
+        return (Window(A_in, scale, shift, inside=False),), offset
 
 
 def cpu_channels_last(t: Tensor) -> Tensor:
@@ -328,6 +355,15 @@ class BatchNormOp(Op):
         view = (1, 1, -1) + (1,) * (A.dim() - 3)
         return (A * scale.view(view),), torch.matmul(_sum_trailing(A, keep=3), shift)
 
+    windowed = True
+
+    def backward_window(self, ctx: WindowContext, window: Window) -> tuple[tuple[Window, ...], Tensor | None]:
+        """The per-channel affine map on a window (its shift counts on the map's positions only)."""
+        scale, shift = ctx.bn_affine[self.index]
+        A_in = window.A * scale.view(1, -1, 1, 1)
+        offset = torch.matmul(ctx.channel_sums(window, self.index + 1), shift)
+        return (Window(A_in, window.scale, window.shift, window.inside),), offset
+
 
 class ReluOp(Op):
     """``nn.ReLU``: ``[l, u] → [relu(l), relu(u)]``; records ``(l, u)`` as a pre-activation bound."""
@@ -355,6 +391,18 @@ class ReluOp(Op):
         lower, upper = ctx.relu_bounds[self.index]
         A_in, offset = relu_backward(_layout_like(A, lower), lower.unsqueeze(1), upper.unsqueeze(1))
         return (A_in,), offset
+
+    windowed = True
+
+    def backward_window(self, ctx: WindowContext, window: Window) -> tuple[tuple[Window, ...], Tensor | None]:
+        """The same lines as ``backward``, read from each row's example on each row's window
+        (zero off the map, so the coefficients there vanish)."""
+        lines = ctx.gather(ctx.relu_lines(self.index), window)  # [P, h, w, 3, C]
+        A = window.A.permute(0, 2, 3, 1)  # [P, h, w, C]
+        A_neg = A.clamp(max=0)
+        A_in = torch.addcmul(A * lines[..., 0, :], A_neg, lines[..., 1, :])
+        offset = (A_neg * lines[..., 2, :]).flatten(1).sum(1)
+        return (Window(A_in.permute(0, 3, 1, 2), window.scale, window.shift, inside=True),), offset
 
 
 class FlattenOp(Op):
@@ -400,6 +448,12 @@ class AddOp(Op):
     def backward(self, ctx: BackwardContext, A: Tensor) -> tuple[tuple[Tensor, ...], Tensor | None]:
         """CROWN: both summands get the same coefficients (summed again where the branches split)."""
         return (A, A), None
+
+    windowed = True
+
+    def backward_window(self, ctx: WindowContext, window: Window) -> tuple[tuple[Window, ...], Tensor | None]:
+        """Both summands get the same window."""
+        return (window, window), None
 
 
 # --- backward (CROWN) support ------------------------------------------------------------------
