@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_builders import train_diverged
 
 from fastcert.io import read_jsonl
 from fastcert.run import lifecycle
@@ -377,6 +378,25 @@ def test_verify_on_a_damaged_checkpoint_fails_with_one_line_naming_it(
     err = one_error_line(capsys, "verify")
     assert f"{checkpoint}: " in err
     assert ("no such checkpoint file" if damage in ("missing", "directory") else "not a readable checkpoint") in err
+
+
+def test_verify_of_a_run_that_diverged_without_a_best_checkpoint_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22: the run directory and why it has nothing to verify, not "no such file"."""
+    run = train_diverged(tmp_path / "run")
+    assert not (run / "checkpoint_best.pt").exists()
+    capsys.readouterr()
+    out = tmp_path / "v.json"
+    argv = ["verify", "--checkpoint", str(run / "checkpoint_best.pt"), "--verifier", "ibp", "--out", str(out)]
+    assert main(argv) == 2
+    diverged = json.loads((run / "result.json").read_text())["diverged"]
+    assert diverged["epoch"] == 1 and diverged["reason"].startswith("non-finite training loss")
+    assert one_error_line(capsys, "verify") == (
+        f"fastcert verify: error: {run}: the run diverged in epoch 1 ({diverged['reason']}); "
+        "no checkpoint_best.pt to verify\n"
+    )
+    assert not out.exists() and not (tmp_path / "v.json.shards").exists()
 
 
 def test_verify_to_an_unwritable_out_fails_with_one_line(

@@ -157,6 +157,7 @@ def _verify(args: argparse.Namespace, *, owns_process: bool) -> int:
     )
     from fastcert.run.verify import ShardError, verify
 
+    _refuse_what_a_run_did_not_leave(args.checkpoint)
     checkpoint = load_checkpoint(args.checkpoint)
     try:
         spec = validate(checkpoint["spec"])
@@ -226,6 +227,22 @@ def _verify(args: argparse.Namespace, *, owns_process: bool) -> int:
             raise RunError(f"--out {args.out}: cannot write ({error.strerror or error})") from None
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _refuse_what_a_run_did_not_leave(checkpoint: Path) -> None:
+    """A checkpoint missing from a run directory that has stopped: one line naming the directory and why
+    (diverged, interrupted, no best checkpoint), not just "no such file"."""
+    from fastcert.records import RESULT_FILE, RecordError, unverifiable
+
+    run_dir = checkpoint.parent
+    if checkpoint.exists() or not (run_dir / RESULT_FILE).is_file():
+        return
+    try:
+        reason = unverifiable(run_dir)
+    except RecordError as error:
+        raise RunError(str(error)) from None
+    if reason is not None:
+        raise RunError(f"{run_dir}: the run {reason}; no {checkpoint.name} to verify")
 
 
 def _part(text: str | None, out: Path | None) -> tuple[int, int] | None:
