@@ -227,3 +227,25 @@ def read_result(path: str | os.PathLike[str]) -> Result:
     if status not in RESULT_STATUSES:
         raise RecordError(f"{path}: status {status!r} is not one of {', '.join(RESULT_STATUSES)}")
     return cast(Result, {**value, "status": Status(status)})
+
+
+def unverifiable(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why the run in ``run_dir`` has no model to verify, as what follows "the run" in a one-line message
+    ("diverged in epoch 1 (non-finite training loss (nan))"); None when it completed with a best checkpoint.
+
+    Why here: ``fastcert verify`` (asked for a checkpoint the run did not leave) and the workflow (which
+    does not verify such a run and has the verification table say why) must give the same reason. A
+    diverged run counts even where it kept a best checkpoint of an earlier epoch: the tables report no
+    number of a diverged run. A damaged ``result.json`` is a :class:`RecordError`."""
+    directory = Path(run_dir)
+    if not (directory / RESULT_FILE).is_file():
+        return f"has not finished (no {RESULT_FILE})"
+    result = read_result(directory / RESULT_FILE)
+    if result["status"] == Status.DIVERGED:
+        diverged = result.get("diverged")
+        return "diverged" if diverged is None else f"diverged in epoch {diverged['epoch']} ({diverged['reason']})"
+    if result["status"] == Status.INTERRUPTED:
+        return f"was interrupted after {result['epochs_completed']} epoch(s) (rerun fastcert train to resume it)"
+    if not (directory / BEST_CHECKPOINT).is_file():
+        return "completed without a best checkpoint"
+    return None

@@ -131,3 +131,33 @@ def write_producer(path: Path, name: str, targets: list[str], rows: list[dict[st
         encoding="utf-8",
     )
     return path
+
+
+# A tiny real run whose learning rate makes its first step's loss non-finite (as tests/test_run.py's
+# huge-lr run): it diverges in epoch 1 and leaves result.json and metrics, but no checkpoint.
+DIVERGING_SPEC = {
+    "dataset": "mnist",
+    "data": {"source": "synthetic", "train_size": 96, "test_size": 48},
+    "model": "cnn7",
+    "width": 0.0625,
+    "method": "ours",
+    "lr": 1e30,
+    "schedule": {"start": 1, "length": 1, "epochs": 2, "milestones": []},
+    "eps_train": 0.05,
+    "eps_test": 0.05,
+    "batch_size": 16,
+    "seed": 7,
+    "device": "cpu",
+}
+
+
+def train_diverged(run_dir: Path) -> Path:
+    """``fastcert train`` of :data:`DIVERGING_SPEC` into ``run_dir`` (exit status 3: diverged)."""
+    from fastcert.run.cli import main
+    from fastcert.run.exits import EXIT_DIVERGED
+
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    spec = run_dir.parent / f"{run_dir.name}.yaml"
+    spec.write_text(json.dumps(DIVERGING_SPEC), encoding="utf-8")
+    assert main(["train", "--spec", str(spec), "--out", str(run_dir), "--no-progress"]) == EXIT_DIVERGED
+    return run_dir

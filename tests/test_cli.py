@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_builders import train_diverged
 
 from fastcert.io import read_jsonl
 from fastcert.run import lifecycle
@@ -19,6 +20,7 @@ from fastcert.run.cli import main
 from fastcert.run.footprint import fit_error, host_memory_bytes, training_memory_bytes
 from fastcert.run.spec import validate
 
+CALLERS_VISIBLE_GPUS = os.environ.get("CUDA_VISIBLE_DEVICES")
 SPEC = {
     "dataset": "mnist",
     "data": {"source": "synthetic", "train_size": 64, "test_size": 40},
@@ -378,6 +380,25 @@ def test_verify_on_a_damaged_checkpoint_fails_with_one_line_naming_it(
     assert ("no such checkpoint file" if damage in ("missing", "directory") else "not a readable checkpoint") in err
 
 
+def test_verify_of_a_run_that_diverged_without_a_best_checkpoint_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22: the run directory and why it has nothing to verify, not "no such file"."""
+    run = train_diverged(tmp_path / "run")
+    assert not (run / "checkpoint_best.pt").exists()
+    capsys.readouterr()
+    out = tmp_path / "v.json"
+    argv = ["verify", "--checkpoint", str(run / "checkpoint_best.pt"), "--verifier", "ibp", "--out", str(out)]
+    assert main(argv) == 2
+    diverged = json.loads((run / "result.json").read_text())["diverged"]
+    assert diverged["epoch"] == 1 and diverged["reason"].startswith("non-finite training loss")
+    assert one_error_line(capsys, "verify") == (
+        f"fastcert verify: error: {run}: the run diverged in epoch 1 ({diverged['reason']}); "
+        "no checkpoint_best.pt to verify\n"
+    )
+    assert not out.exists() and not (tmp_path / "v.json.shards").exists()
+
+
 def test_verify_to_an_unwritable_out_fails_with_one_line(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -386,6 +407,45 @@ def test_verify_to_an_unwritable_out_fails_with_one_line(
         == 2
     )
     assert f"--out {tmp_path}: cannot write" in one_error_line(capsys, "verify")
+
+
+# A ``fastcert`` process (main() without argv) whose Adam steps record CUDA_VISIBLE_DEVICES as torch's
+# accelerator health check (the one that would initialize CUDA) sees it.
+HEALTH_CHECK_PROBE = """
+import json, os, sys
+import torch
+from fastcert.run.cli import main
+seen = []
+check = torch.optim.Optimizer._accelerator_graph_capture_health_check
+def recording(self):
+    seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    check(self)
+torch.optim.Optimizer._accelerator_graph_capture_health_check = recording
+sys.argv = ["fastcert", *sys.argv[1:]]
+status = main()
+print(json.dumps({"status": status, "seen": seen}))
+"""
+
+
+def test_a_cpu_run_hides_the_gpus_from_adams_accelerator_check(tmp_path: Path) -> None:
+    """Issue 24 item 4: ``fastcert train`` of a ``device: cpu`` spec sets ``CUDA_VISIBLE_DEVICES=""`` before
+    its first Adam step asks for an accelerator (on a GPU machine that would create a CUDA context)."""
+    spec, out = write(tmp_path / "run.yaml", SPEC), tmp_path / "run"
+    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    argv = ["train", "--spec", str(spec), "--out", str(out), "--no-progress"]
+    probe = subprocess.run(
+        [sys.executable, "-c", HEALTH_CHECK_PROBE, *argv], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert probe.returncode == 0, probe.stderr
+    report = json.loads(probe.stdout.splitlines()[-1])
+    assert report["status"] == 0
+    assert len(report["seen"]) == 8 and set(report["seen"]) == {""}  # 2 epochs of 64 examples, batches of 16
+
+
+def test_the_command_called_with_argv_leaves_its_callers_environment_alone(trained: Path) -> None:
+    """The module's CPU runs (``trained``) call main(argv) in this process: its GPUs stay visible."""
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == CALLERS_VISIBLE_GPUS
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["verify", "--help"]])

@@ -222,26 +222,31 @@ def test_a_local_job_waits_for_a_free_gpu_and_trains_on_it(tmp_path: Path) -> No
 
 CPU_RUN_ON_A_GPU_MACHINE = """
 import json, sys, torch
-from fastcert.run.lifecycle import execute
-from fastcert.run.spec import validate
-status = execute(validate(json.loads(sys.argv[1])), sys.argv[2], log=lambda line: None)
+from fastcert.run.cli import main
+sys.argv = ["fastcert", "train", "--spec", sys.argv[1], "--out", sys.argv[2], "--no-progress"]
+status = main()
 print(json.dumps({"status": status, "cuda_initialized": torch.cuda.is_initialized()}))
 """
 
 
 def test_a_cpu_run_on_a_gpu_machine_never_initializes_cuda(tmp_path: Path) -> None:
-    """A run with ``device: cpu`` where GPUs are visible takes no GPU memory (a CUDA context is ~500 MB
-    on every GPU it touches): RNG capture and restore leave CUDA alone (issue 24). Open question for the
-    first GPU run: torch's Adam.step asks for the current accelerator stream, which may create a context."""
+    """A ``fastcert train`` with ``device: cpu`` where GPUs are visible takes no GPU memory (a CUDA context
+    is ~500 MB on every GPU it touches): RNG capture and restore leave CUDA alone, and torch's Adam.step,
+    which asks for the current accelerator stream (that would initialize CUDA), finds no GPU, because the
+    command hides them from a CPU run (issue 24; tests/test_cli.py checks the variable on a CPU machine)."""
+    import os
     import subprocess
     import sys
 
-    raw = {**CUDA_RUN, "device": "cpu", "schedule": {"start": 1, "length": 1, "epochs": 2}}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**CUDA_RUN, "device": "cpu", "schedule": {"start": 1, "length": 1, "epochs": 2}}))
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     probe = subprocess.run(
-        [sys.executable, "-c", CPU_RUN_ON_A_GPU_MACHINE, json.dumps(raw), str(tmp_path / "run")],
+        [sys.executable, "-c", CPU_RUN_ON_A_GPU_MACHINE, str(spec), str(tmp_path / "run")],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
+        env=env,
     )
     assert json.loads(probe.stdout.splitlines()[-1]) == {"status": 0, "cuda_initialized": False}

@@ -123,3 +123,19 @@ def test_settings_come_from_the_environment_and_bad_values_name_the_variable(tmp
         placement.gpu_memory_gb({placement.GPU_MEMORY_ENV: "lots"})
     assert placement.scheduled({"CUDA_VISIBLE_DEVICES": "3"}) and placement.scheduled({"SLURM_JOB_ID": "12"})
     assert not placement.scheduled({})
+
+
+def test_only_a_cpu_job_hides_the_gpus_and_a_gpu_job_keeps_its_placement() -> None:
+    """Issue 24 item 4: ``CUDA_VISIBLE_DEVICES=""`` for a CPU job only; ``auto`` and ``cuda[:N]`` keep what
+    the scheduler set (or nothing, for slot placement)."""
+    for device in ("auto", "cuda", "cuda:1"):
+        environ = {"CUDA_VISIBLE_DEVICES": "3"}
+        assert not placement.hide_gpus_from_cpu_job(device, environ)
+        assert environ == {"CUDA_VISIBLE_DEVICES": "3"}
+        empty: dict[str, str] = {}
+        assert not placement.hide_gpus_from_cpu_job(device, empty)
+        assert empty == {} and not placement.scheduled(empty)
+    for device in ("cpu", "cpu:0"):
+        environ = {"CUDA_VISIBLE_DEVICES": "3", "SLURM_JOB_ID": "12"}
+        assert placement.hide_gpus_from_cpu_job(device, environ)
+        assert environ == {"CUDA_VISIBLE_DEVICES": "", "SLURM_JOB_ID": "12"}

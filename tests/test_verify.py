@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -201,7 +202,61 @@ def test_the_verification_table_shows_each_verifier_beside_the_papers_ibp(setup,
         *(f"{100 * stages[name]['verified_err']:.2f}" for name in ("ibp", "crown-ibp", "crown")),
         f"{100 * cascade['verified_err']:.2f}",
         "1",
+        "—",
     ]
     ibp = f"{100 * only_ibp['verified_err']:.2f}"
-    assert rows["Vanilla IBP"][4:] == [ibp, "—", "—", ibp, "1"]  # verifiers not run: no number
+    assert rows["Vanilla IBP"][4:] == [ibp, "—", "—", ibp, "1", "—"]  # verifiers not run: no number
     assert "on 40 test images per model" in text
+
+
+def test_a_diverged_run_is_not_verified_and_its_row_says_why(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22: a run that diverged before its first epoch (no checkpoint at all) gets the document that
+    stands for its verification, and its row names it and the reason: no failed job, no silent gap."""
+    from run_builders import train_diverged, write_manifest, write_run
+
+    from fastcert.io import read_json
+    from fastcert.reporting.collect import load_manifest
+    from fastcert.reporting.tables import load_paper
+    from fastcert.reporting.verification import skipped, verification_table
+
+    model, test, info = setup
+    diverged = train_diverged(tmp_path / "runs" / "d")
+    assert not any(diverged.glob("checkpoint_*.pt"))
+    reason = read_json(diverged / "result.json")["diverged"]["reason"]
+    assert skipped(diverged) == {"run_dir": str(diverged), "not_verified": f"diverged in epoch 1 ({reason})"}
+    completed = write_run(tmp_path / "runs" / "c")
+    (completed / "checkpoint_best.pt").write_bytes(b"")  # only its presence counts here
+    assert skipped(completed) is None
+    key = {"dataset": "MNIST", "schedule_total": 70, "schedule_phases": [0, 20, 50], "model": "CNN-7"}
+    entries = [({**key, "method": "Ours"}, "runs/c"), ({**key, "method": "Ours"}, "runs/d")]
+    entries.append(({**key, "method": "Vanilla IBP"}, "runs/e"))
+    shutil.copytree(diverged, tmp_path / "runs" / "e")  # a second diverged run, for a row of its own
+    manifest = load_manifest(write_manifest(tmp_path / "table1.json", "table1", entries), tmp_path)
+    paper = load_paper(Path(__file__).resolve().parents[1] / "config" / "paper_results.yaml")
+    docs = {"c": verify(model, test, info, 0.004, "ibp"), "d": skipped(diverged), "e": skipped(tmp_path / "runs/e")}
+    text = verification_table(manifest, docs, paper)
+    rows = {line.split(" | ")[2]: line.strip("| ").split(" | ") for line in text.splitlines() if "| MNIST |" in line}
+    ibp = f"{100 * docs['c']['verified_err']:.2f}"
+    note = f"diverged in epoch 1 ({reason})"
+    assert rows["Ours"][4:] == [ibp, "—", "—", ibp, "1", f"`d`: {note}"]  # the completed repeat's numbers only
+    assert rows["Vanilla IBP"][4:] == ["—", "—", "—", "—", "0", f"`e`: {note}"]
+    assert "on 40 test images per model" in text
+
+
+def test_the_workflow_does_not_verify_a_diverged_run_and_its_job_succeeds(tmp_path: Path) -> None:
+    """Issue 22: rule verify_checkpoint on a real diverged run writes the document that says why (the
+    verification table's input) instead of failing on the missing checkpoint."""
+    from run_builders import train_diverged
+    from workflow_builders import copy_workflow, snakemake
+
+    from fastcert.io import read_json
+
+    workdir = copy_workflow(tmp_path / "workflow")
+    reason = read_json(train_diverged(workdir / "runs" / "d") / "result.json")["diverged"]["reason"]
+    target = "results/smoke/verification/d.json"
+    args = ("--cores", "1", "--config", "scale=smoke", "--allowed-rules", "verify_checkpoint", "--", target)
+    done = snakemake(workdir, *args)
+    assert done.returncode == 0, done.stdout
+    assert read_json(workdir / target) == {"run_dir": "runs/d", "not_verified": f"diverged in epoch 1 ({reason})"}
+    log = (workdir / "logs/smoke/verification/d.log").read_text()
+    assert log == f"runs/d: the run diverged in epoch 1 ({reason}); not verified\n"

@@ -9,11 +9,13 @@ errors come before any work. Torch and the training code are imported inside the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fastcert.run import placement
 from fastcert.run.exits import (
     EXIT_CODES_HELP,
     EXIT_USAGE,
@@ -130,10 +132,12 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, *, owns_process: bool) -> int:
     spec = load(args.spec)
     if args.device is not None:
         spec = validate({**spec.to_dict(), "device": args.device})
+    if owns_process:
+        placement.hide_gpus_from_cpu_job(spec.device)
     from fastcert.run.lifecycle import execute
 
     if args.test_batch_size is not None and args.test_batch_size < 1:
@@ -141,7 +145,9 @@ def _train(args: argparse.Namespace) -> int:
     return execute(spec, args.out, progress=args.progress, test_batch_size=args.test_batch_size, wait=args.wait)
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace, *, owns_process: bool) -> int:
+    if owns_process:
+        placement.hide_gpus_from_cpu_job(args.device or "auto")
     from fastcert.io import atomic_write_json
     from fastcert.run.lifecycle import (
         build_model,
@@ -151,6 +157,7 @@ def _verify(args: argparse.Namespace) -> int:
     )
     from fastcert.run.verify import ShardError, verify
 
+    _refuse_what_a_run_did_not_leave(args.checkpoint)
     checkpoint = load_checkpoint(args.checkpoint)
     try:
         spec = validate(checkpoint["spec"])
@@ -222,6 +229,22 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_what_a_run_did_not_leave(checkpoint: Path) -> None:
+    """A checkpoint missing from a run directory that has stopped: one line naming the directory and why
+    (diverged, interrupted, no best checkpoint), not just "no such file"."""
+    from fastcert.records import RESULT_FILE, RecordError, unverifiable
+
+    run_dir = checkpoint.parent
+    if checkpoint.exists() or not (run_dir / RESULT_FILE).is_file():
+        return
+    try:
+        reason = unverifiable(run_dir)
+    except RecordError as error:
+        raise RunError(str(error)) from None
+    if reason is not None:
+        raise RunError(f"{run_dir}: the run {reason}; no {checkpoint.name} to verify")
+
+
 def _part(text: str | None, out: Path | None) -> tuple[int, int] | None:
     """``--part K/N`` as (K, N); a one-line error for a malformed part or one without ``--out``."""
     if text is None:
@@ -235,13 +258,20 @@ def _part(text: str | None, out: Path | None) -> tuple[int, int] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fastcert`` console script; returns the exit status."""
+    """Entry point of the ``fastcert`` console script; returns the exit status.
+
+    Without ``argv`` (the console script, ``python -m fastcert.run.cli``) the command owns its process:
+    ``train`` or ``verify`` on the CPU hides the GPUs from it, as soon as the device is known and before
+    anything has queried CUDA (:func:`fastcert.run.placement.hide_gpus_from_cpu_job` says why). A caller
+    that passes ``argv`` runs the command inside its own process, whose environment it leaves alone.
+    """
     args = _parser().parse_args(argv)
     if args.command == "status":  # torch-free: fastcert.run.data (its errors too) imports torch
         return _guarded(args, _status, ())
     from fastcert.run.data.integrity import DataIntegrityError, DatasetMissingError
 
-    return _guarded(args, _train if args.command == "train" else _verify, (DatasetMissingError, DataIntegrityError))
+    command = functools.partial(_train if args.command == "train" else _verify, owns_process=argv is None)
+    return _guarded(args, command, (DatasetMissingError, DataIntegrityError))
 
 
 def _guarded(

@@ -24,8 +24,9 @@ EXIT_CODES_HELP = """exit status:
   130  stopped by SIGINT (Ctrl-C), likewise"""
 VERIFY_EXIT_CODES_HELP = """exit status:
   0    written
-  2    missing, damaged or foreign checkpoint, bad arguments, unwritable --out, or the device or
-       dataset is not available; one line on stderr"""
+  2    missing, damaged or foreign checkpoint (missing from a run that diverged or stopped
+       without it: the run directory and why), bad arguments, unwritable --out, or the device
+       or dataset is not available; one line on stderr"""
 
 
 class RunError(Exception):

@@ -9,7 +9,8 @@ every slot taken a job waits, saying so in one log line. GPUs with the most free
 that runs spread over the GPUs before they share one.
 
 Under SLURM, or wherever ``CUDA_VISIBLE_DEVICES`` is set, the scheduler has placed the job and nothing
-here applies. Torch-free: the GPU count is an argument (the lifecycle passes torch's; tests a fake one).
+here applies. A job on the CPU sees no GPU at all (:func:`hide_gpus_from_cpu_job`). Torch-free: the GPU
+count is an argument (the lifecycle passes torch's; tests a fake one).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,8 @@ GPUS_ENV = "FASTCERT_GPUS"  # GPUs of this machine, where the driver's count is 
 SLOTS_DIR_ENV = "FASTCERT_GPU_SLOTS_DIR"  # where the slot lock files live (default below)
 SLOTS_PER_GPU_ENV = "FASTCERT_GPU_SLOTS"  # slots per GPU (default 1: a run takes a whole GPU)
 GPU_MEMORY_ENV = "FASTCERT_GPU_MEMORY_GB"  # memory per GPU for packing (default: the GPU's own)
-SCHEDULED_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")  # set: a scheduler chose the GPU
+VISIBLE_GPUS_ENV = "CUDA_VISIBLE_DEVICES"  # read by CUDA once, when the process first queries it
+SCHEDULED_ENV = (VISIBLE_GPUS_ENV, "SLURM_JOB_ID")  # set: a scheduler chose the GPU
 
 
 def detected_gpus(environ: Mapping[str, str] = os.environ, driver: Path = Path("/proc/driver/nvidia/gpus")) -> int:
@@ -76,6 +78,21 @@ def gpu_memory_gb(environ: Mapping[str, str] = os.environ) -> float | None:
 def scheduled(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether a scheduler (SLURM, or whoever set ``CUDA_VISIBLE_DEVICES``) already chose the GPU."""
     return any(name in environ for name in SCHEDULED_ENV)
+
+
+def hide_gpus_from_cpu_job(device: str, environ: MutableMapping[str, str] = os.environ) -> bool:
+    """For a job whose ``device`` is the CPU, set ``CUDA_VISIBLE_DEVICES=""`` in ``environ``; return
+    whether it did (``auto`` and ``cuda[:N]`` are left to placement or the scheduler).
+
+    Why: before every step torch's Adam (``Optimizer._accelerator_graph_capture_health_check``) asks
+    whether an accelerator is available and, where a GPU is, for its current stream, which initializes
+    CUDA: a context of ~500 MB on a GPU that a CPU run never uses. CUDA reads the variable when it first
+    initializes, so the caller sets it before anything in its process can have queried CUDA.
+    """
+    if device.partition(":")[0] != "cpu":
+        return False
+    environ[VISIBLE_GPUS_ENV] = ""
+    return True
 
 
 def slot_path(directory: Path, gpu: int, slot: int) -> Path:

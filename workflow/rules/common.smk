@@ -41,12 +41,6 @@ def run_files(target: str) -> list[str]:
     return [f"{run_dir}/{RESULT_FILE}" for run_dir in EXPANSION.run_dirs(target)]
 
 
-def verification_test_size(wildcards: Any) -> str:
-    """The --test-size flag of rule verify_checkpoint ('' for the whole test split)."""
-    size = config["verification"]["test_size"]
-    return "" if size is None else f"--test-size {size}"
-
-
 def target_manifest(target: str) -> dict:
     """The JSON a target's table/figure script reads (RESULTS/manifests/<target>.json)."""
     return manifest_document(EXPANSION, target, config["scale"], SCALE)

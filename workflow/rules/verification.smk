@@ -2,6 +2,8 @@
 # cascade of `fastcert verify` (IBP, then CROWN-IBP and CROWN on what is still uncertified) on a
 # class-balanced subset of config["verification"]["test_size"] test images, rendered beside the
 # paper's IBP numbers:  snakemake --cores 2 --config scale=demo -- results/demo/verification.md
+# A run with no model to verify (diverged, interrupted, no best checkpoint) is not verified: its JSON
+# says why and the table names it (fastcert.reporting.verification).
 
 
 rule verify_checkpoint:
@@ -13,12 +15,10 @@ rule verify_checkpoint:
         f"{LOGS}/verification/{{run_id}}.log",
     threads: SCALE["threads"]
     params:
-        checkpoint=lambda wildcards: f"{RUNS_DIR}/{wildcards.run_id}/checkpoint_best.pt",
         verifiers=config["verification"]["verifiers"],
-        test_size=verification_test_size,
-    shell:
-        "fastcert verify --checkpoint {params.checkpoint} --verifier {params.verifiers}"
-        " {params.test_size} --out {output} > {log} 2>&1"
+        test_size=config["verification"]["test_size"],
+    script:
+        "../scripts/verify_checkpoint.py"
 
 
 rule verification_table:
