@@ -25,7 +25,6 @@ LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
 RUN_LOCK_FILE = "run.lock"  # held by the one process writing the directory (fastcert.locks); not a record
 RUN_FILES = (SPEC_FILE, METRICS_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)  # what a run writes
-RUN_LOCK_FILE = "run.lock"  # held (flock, fastcert.locks) by the one process training the run
 REQUESTED_SPEC_FILE = "spec.yaml"  # the spec the workflow hands to `fastcert train --spec`
 CHECKPOINTS = ("best", "last")  # the checkpoints a run keeps, also the keys of its result.json
 # the checkpoint whose errors tables and the report show by default (the authors' choice); the config schema's
