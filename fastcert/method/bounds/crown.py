@@ -37,11 +37,9 @@ around it) need none. The final bounds are intersected with IBP's as well, so th
 never below IBP's and every example IBP certifies stays certified. Per example the result does not
 depend on the rest of the batch (an IBP-stable neuron's bounds do not enter any relaxation).
 
-Speed (``benchmarks/bench_verify.py``, one CPU thread; the figures and the load are in
-``benchmarks/README.md``): on the demo's trained Ours model the per-example rows and local
-coefficients took intersected CROWN from 2× auto_LiRPA 0.7.1's CROWN time to 0.14×; on
-IBP-init weights, where IBP leaves a third to a half of the neurons unstable, it stays near
-auto_LiRPA's time.
+Speed: the local coefficients and per-example rows are what make intersected CROWN faster than
+auto_LiRPA's CROWN on trained networks (``benchmarks/bench_verify.py``; figures in
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
