@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from soundness import (
     DTYPE,
     FAMILIES,
@@ -24,6 +25,7 @@ from torch import nn
 
 from fastcert.method.bounds import bound_pass
 from fastcert.method.bounds.crown import BackwardPass, _exact_under_ibp
+from fastcert.method.bounds.ops import BatchNormOp
 from fastcert.method.bounds.plan import plan_for
 from fastcert.method.losses import certified, spec_matrix
 from fastcert.method.models import build
@@ -135,3 +137,37 @@ def test_skipped_first_layer_matches_its_crown_bounds() -> None:
     backward = BackwardPass(model, ibp.context, x_lower, x_upper)
     backward.tighten_intermediate()
     torch.testing.assert_close(backward.pre_activation[0], first_ibp, rtol=1e-10, atol=1e-10)
+
+
+def test_each_relu_input_is_within_the_interval_pass_over_the_tightened_bounds_before_it() -> None:
+    """Intersected CROWN takes its IBP bounds of a ReLU input from an interval pass over the bounds
+    already tightened before it (as auto_LiRPA's reference bounds), not from the first traversal
+    alone: every ReLU input lies within conv→BN of the box of the previous tightened ReLU, which
+    is tighter than the traversal's somewhere; BatchNorm statistics are not taken again."""
+    model = _ibp_trained_like("cnn7", "mnist", seed=7).train()
+    x = torch.rand((3, 1, 28, 28), generator=torch.Generator().manual_seed(9))
+    x_lower, x_upper = (x - 0.03).clamp(0, 1), (x + 0.03).clamp(0, 1)
+    with torch.no_grad():
+        ibp = bound_pass(model, x, x_lower, x_upper)
+        assert ibp.context is not None
+        backward = BackwardPass(model, ibp.context, x_lower, x_upper)
+        backward.tighten_intermediate(intersect_ibp=True)
+    batch_norms = [m for m in model if isinstance(m, nn.BatchNorm2d)]
+    assert all(int(bn.num_batches_tracked) == 1 for bn in batch_norms)  # the traversal's update only
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    affine = [ibp.context.bn_affine[op.index] for op in backward.plan.ops if isinstance(op, BatchNormOp)]
+    tighter = False
+    for k in range(len(convs) - 1):
+        lower, upper = (bound.clamp(min=0) for bound in backward.pre_activation[k])
+        conv, (scale, shift) = convs[k + 1], affine[k + 1]
+        center = F.conv2d((upper + lower) / 2, conv.weight, conv.bias, conv.stride, conv.padding)
+        radius = F.conv2d((upper - lower) / 2, conv.weight.abs(), None, conv.stride, conv.padding)
+        center, radius = (
+            center * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1),
+            radius * scale.abs().view(1, -1, 1, 1),
+        )
+        next_lower, next_upper = backward.pre_activation[k + 1]
+        assert (next_lower >= center - radius - 1e-5).all() and (next_upper <= center + radius + 1e-5).all()
+        ibp_lower, ibp_upper = ibp.pre_activation[k + 1]
+        tighter |= bool(((center - radius > ibp_lower + 1e-4) | (center + radius < ibp_upper - 1e-4)).any())
+    assert tighter

@@ -29,8 +29,10 @@ rest (after a Flatten) on dense coefficients, a chunk of neurons for the whole b
 networks plain CROWN's intermediate bounds are far looser than IBP's (on the demo's CNN-7 it
 certified 0 of 64 test images that IBP certifies 48 of), because its relaxation errors compound
 layer by layer where IBP's intervals were trained to be tight. Both boxes contain the true range,
-so their intersection does too. Each ReLU input then keeps IBP's bounds and gets backward passes
-only for the neurons IBP leaves unstable in that example (in some example of the batch, for the
+so their intersection does too. Each ReLU input then keeps IBP's bounds, made tighter by an
+interval pass over the bounds already tightened before it (auto_LiRPA's "reference bounds": the
+ReLUs before it now have CROWN-tight inputs), and gets backward passes
+only for the neurons those bounds leave unstable in that example (in some example of the batch, for the
 dense rows after a Flatten; a stable neuron's relaxation is exact, so tightening it changes nothing
 downstream); values IBP bounds exactly (one Linear/Conv from the input, with BatchNorm or Flatten
 around it) need none. The final bounds are intersected with IBP's as well, so the margin bound is
@@ -51,7 +53,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .ops import BackwardContext, BatchNormOp, Bounds, ConvOp, FlattenOp, LinearOp, PassContext, ReluOp
+from .ops import BackwardContext, BatchNormOp, Bounds, ConvOp, FlattenOp, Flow, LinearOp, PassContext, ReluOp
 from .plan import Plan, plan_for
 from .result import BoundPass
 from .window import Window, WindowContext, concretize, unit_windows
@@ -114,44 +116,72 @@ class BackwardPass:
 
         ``chunk_elements`` caps the coefficient tensor of one chunk (default :data:`CHUNK_ELEMENTS`).
         ``intersect_ibp``: keep the IBP bounds where CROWN is not tighter and run backward passes
-        only for IBP-unstable neurons of values IBP does not bound exactly (module docstring).
+        only for IBP-unstable neurons of values IBP does not bound exactly (module docstring);
+        the IBP bounds of each ReLU input are those of an interval pass over the tightened bounds
+        of the ReLUs before it, intersected with the traversal's (as auto_LiRPA's reference
+        bounds), which leaves fewer neurons unstable.
         Feature maps reached from the input through convolutions, BatchNorm, ReLUs and residual
         sums are bounded on local coefficients (:mod:`.window`), one row per (example, neuron);
         other values (after a Flatten) on dense coefficients, per neuron for the whole batch.
         """
         chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
-        exact = _exact_under_ibp(self.plan) if intersect_ibp else set()
         windowed = _windowed_values(self.plan, self.context.shapes)
-        for op in self.relus:
-            value = op.src[0]
-            if value in exact:
-                continue
-            ibp_lower, ibp_upper = self.context.relu_bounds[op.index]
-            if intersect_ibp:
-                unstable = (ibp_lower < 0) & (ibp_upper > 0)
+        if not intersect_ibp:
+            for relu in self.relus:
+                self._tighten(relu, windowed, chunk_elements, intersect_ibp=False)
+            return
+        exact = _exact_under_ibp(self.plan)
+        interval = PassContext(
+            batch=self.center.shape[0], stacked=False, bn_affine=self.context.bn_affine, reuse_bn=True
+        )
+        boxes: dict[int, Flow] = {0: Flow(self.center, self.radius)}
+        for op in self.plan.ops:
+            if not isinstance(op, ReluOp):
+                boxes[op.index + 1] = op.interval(interval, *[boxes[src] for src in op.src])
             else:
-                unstable = torch.ones_like(ibp_lower, dtype=torch.bool)
-            if value in windowed:
-                pairs = unstable.flatten(1).nonzero()
-                if len(pairs) == 0:
-                    continue
-                lower, upper = self._window_bounds(value, pairs, chunk_elements)
-                index = (pairs[:, 0], pairs[:, 1])
-                self.context.relu_bounds[op.index] = (
-                    _tighten_pairs(ibp_lower, index, lower, torch.maximum if intersect_ibp else None),
-                    _tighten_pairs(ibp_upper, index, upper, torch.minimum if intersect_ibp else None),
-                )
-                continue
+                value = op.src[0]
+                if value not in exact:
+                    box = boxes[value]
+                    lower, upper = self.context.relu_bounds[op.index]
+                    assert box.radius is not None
+                    self.context.relu_bounds[op.index] = (
+                        torch.maximum(lower, box.stack - box.radius),
+                        torch.minimum(upper, box.stack + box.radius),
+                    )
+                    self._tighten(op, windowed, chunk_elements, intersect_ibp=True)
+                lower, upper = self.context.relu_bounds[op.index]
+                lower, upper = lower.clamp(min=0), upper.clamp(min=0)
+                boxes[op.index + 1] = Flow((upper + lower) / 2, (upper - lower) / 2)
+            for released in self.plan.release[op.index]:
+                boxes.pop(released, None)
+
+    def _tighten(self, op: ReluOp, windowed: set[int], chunk_elements: int, intersect_ibp: bool) -> None:
+        """CROWN bounds for the input of ReLU ``op``: of its unstable neurons, intersected with the
+        bounds in use (``intersect_ibp``), or of all of them, replacing them."""
+        value = op.src[0]
+        ibp_lower, ibp_upper = self.context.relu_bounds[op.index]
+        if intersect_ibp:
+            unstable = (ibp_lower < 0) & (ibp_upper > 0)
+        else:
+            unstable = torch.ones_like(ibp_lower, dtype=torch.bool)
+        if value in windowed:
+            pairs = unstable.flatten(1).nonzero()
+            if len(pairs) == 0:
+                return
+            lower, upper = self._window_bounds(value, pairs, chunk_elements)
+            index = (pairs[:, 0], pairs[:, 1])
+        else:
             rows = unstable.flatten(1).any(0).nonzero().flatten()
             if len(rows) == 0:
-                continue
-            lower, upper = self._neuron_bounds(value, rows, chunk_elements)
-            every = torch.arange(lower.shape[0], device=lower.device)[:, None]
-            index = (every.expand_as(lower).flatten(), rows.repeat(lower.shape[0]))
-            self.context.relu_bounds[op.index] = (
-                _tighten_pairs(ibp_lower, index, lower.flatten(), torch.maximum if intersect_ibp else None),
-                _tighten_pairs(ibp_upper, index, upper.flatten(), torch.minimum if intersect_ibp else None),
-            )
+                return
+            dense_lower, dense_upper = self._neuron_bounds(value, rows, chunk_elements)
+            every = torch.arange(dense_lower.shape[0], device=dense_lower.device)[:, None]
+            index = (every.expand_as(dense_lower).flatten(), rows.repeat(dense_lower.shape[0]))
+            lower, upper = dense_lower.flatten(), dense_upper.flatten()
+        self.context.relu_bounds[op.index] = (
+            _tighten_pairs(ibp_lower, index, lower, torch.maximum if intersect_ibp else None),
+            _tighten_pairs(ibp_upper, index, upper, torch.minimum if intersect_ibp else None),
+        )
 
     def _neuron_bounds(self, value: int, rows: Tensor, chunk_elements: int) -> Bounds:
         """CROWN bounds [B, len(rows)] of the neurons ``rows`` (flat indices) of ``value``, a chunk of

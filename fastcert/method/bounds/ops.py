@@ -57,12 +57,15 @@ class PassContext:
     ``pre_activation`` collects ``(lower, upper)`` of every ReLU input in forward order;
     ``bn_affine`` keeps, per op index, the ``(scale, shift)`` each BatchNorm used, so that a
     later backward (CROWN) pass reuses exactly the statistics of this traversal.
+    ``reuse_bn``: the BatchNorms apply the maps already in ``bn_affine`` (no statistics, no
+    running-stat update), for interval passes over bounds a backward pass has tightened.
     """
 
     batch: int
     stacked: bool
     pre_activation: list[Bounds] = field(default_factory=list)
     bn_affine: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    reuse_bn: bool = False
 
     def clean(self, flow: Flow) -> Tensor:
         return flow.stack[: self.batch] if self.stacked else flow.stack
@@ -322,6 +325,10 @@ class BatchNormOp(Op):
     def interval(self, ctx: PassContext, *inputs: Flow) -> Flow:
         (flow,) = inputs
         bn = self.module
+        if ctx.reuse_bn:
+            scale, shift = ctx.bn_affine[self.index]
+            stack = torch.addcmul(channel_view(shift, flow.stack), flow.stack, channel_view(scale, flow.stack))
+            return Flow(stack, None if flow.radius is None else flow.radius * channel_view(scale.abs(), flow.radius))
         if flow.radius is None:
             scale, shift = self.affine(ctx.clean(flow))
             ctx.bn_affine[self.index] = (scale, shift)
