@@ -5,9 +5,9 @@ A *verifier* here is a bound method used to certify a trained model (the trainin
 IBP-verified errors (its CROWN-IBP models are tested with pure IBP at ε_max). CROWN-IBP and CROWN
 run *intersected with IBP* (:mod:`fastcert.method.bounds.crown`): every intermediate and final
 bound is the tighter of IBP's and their own, so each certifies at least what IBP certifies. Plain
-CROWN does not: on the demo's IBP-trained CNN-7 (ε = 0.4, first 64 MNIST test images) it certified
-0 where IBP certified 48, because its relaxation errors compound where IBP's intervals were
-trained to be tight.
+CROWN does not: on the demo's IBP-trained CNN-7 it certifies none of the images IBP certifies
+(README, "fastcert verify", has the figures), because its relaxation errors compound where IBP's
+intervals were trained to be tight.
 
 The verifiers run as a cascade, cheapest first: each one only sees the examples that the ones
 before it left uncertified (and that the model classifies correctly: a misclassified example is
