@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from fastcert.io import atomic_write_json, load_yaml
+from fastcert.records import METRICS_FILE, RESULT_FILE, RecordError, read_metrics, read_result
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_EPOCHS = 70
@@ -112,11 +113,13 @@ def _json(path: Path) -> Any:
 
 
 def _part(missing: dict[str, str], name: str, read: Callable[[], Any]) -> Any:
-    """``read()``, or None with the reason under ``missing[name]`` (a missing file, a missing key)."""
+    """``read()``, or None with the reason under ``missing[name]`` (a missing file, a damaged record, a
+    missing key)."""
     try:
         return read()
-    except (Missing, KeyError, TypeError, ValueError, OSError) as error:
-        missing[name] = str(error) if isinstance(error, Missing) else f"{type(error).__name__}: {error}"
+    except (Missing, KeyError, TypeError, ValueError, OSError) as error:  # RecordError is a ValueError
+        named = isinstance(error, Missing | RecordError)  # their messages start with the file
+        missing[name] = str(error) if named else f"{type(error).__name__}: {error}"
         return None
 
 
@@ -132,11 +135,11 @@ def _bench(path: Path) -> dict[str, Any]:
 
 
 def _run(out: Path, method: str, missing: dict[str, str]) -> dict[str, Any]:
-    from fastcert.records import METRICS_FILE, RESULT_FILE
-
     run = out / "runs" / method
-    result = _json(run / RESULT_FILE)
-    metrics = [line for line in (run / METRICS_FILE).read_text(encoding="utf-8").splitlines() if line]
+    if not (run / RESULT_FILE).is_file():  # no run folder, or a run that never stopped
+        raise Missing(f"{run / RESULT_FILE} is missing")
+    result = read_result(run / RESULT_FILE)
+    metrics = read_metrics(run / METRICS_FILE)
     verify = {}
     for path in sorted(out.glob(f"verify-{method}-*.json")):
         name = path.stem.removeprefix(f"verify-{method}-")
@@ -150,7 +153,7 @@ def _run(out: Path, method: str, missing: dict[str, str]) -> dict[str, Any]:
         "epoch_time": result["epoch_time"],
         "precision": result["precision"],
         "data": result["data"],
-        "metrics_lines": len(metrics),
+        "metrics_lines": len(metrics),  # one record per completed epoch
         "verify": verify,
     }
 
