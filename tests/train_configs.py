@@ -10,8 +10,8 @@ from fastcert.run.spec import validate
 from fastcert.run.training import TrainConfig
 
 
-def train_config(**overrides: Any) -> TrainConfig:
-    """The configuration of the default Vanilla IBP spec (IBP objective, no regularizers, no lr
-    milestones) with ``overrides`` (TrainConfig field names)."""
-    spec = validate({"method": "vanilla", "schedule": {"milestones": []}})
+def train_config(method: str = "vanilla", **overrides: Any) -> TrainConfig:
+    """The configuration of the default spec of ``method`` (by default Vanilla IBP: IBP objective, no
+    regularizers), without lr milestones, with ``overrides`` (TrainConfig field names)."""
+    spec = validate({"method": method, "schedule": {"milestones": []}})
     return dataclasses.replace(TrainConfig.from_spec(spec), **overrides)
