@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fastcert.records import METRICS_FILE, RESULT_FILE
+
 SYNTHETIC = {"name": "cifar10", "source": "synthetic", "synthetic": True, "n_train": 128, "n_test": 64}
 
 
@@ -65,13 +67,13 @@ def write_run(
         "diverged": {"epoch": 2, "reason": "non-finite loss"} if status == "diverged" else None,
         "data": data or SYNTHETIC,
     }
-    (run_dir / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    (run_dir / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
     records = (
         metrics
         if metrics is not None
         else [epoch_record(e, p) for e, p in enumerate(["eps0", "ramp", "ramp", "target"], start=1)]
     )
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return run_dir
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from run_builders import train_diverged
 
-from fastcert.io import read_jsonl
+from fastcert.records import METRICS_FILE, RESULT_FILE, read_metrics, read_result
 from fastcert.run import lifecycle
 from fastcert.run.cli import main
 from fastcert.run.footprint import fit_error, host_memory_bytes, training_memory_bytes
@@ -54,7 +54,7 @@ def test_the_test_pass_batch_size_changes_no_error_and_no_identity(trained: Path
     out = tmp_path / "run"
     spec = str(write(tmp_path / "run.yaml", SPEC))
     assert main(["train", "--spec", spec, "--out", str(out), "--no-progress", "--test-batch-size", "7"]) == 0
-    for ours, reference in zip(read_jsonl(out / "metrics.jsonl"), read_jsonl(trained / "metrics.jsonl"), strict=True):
+    for ours, reference in zip(read_metrics(out / METRICS_FILE), read_metrics(trained / METRICS_FILE), strict=True):
         assert ours["train"] == reference["train"]
         assert (ours["test"]["err"], ours["test"]["verified_err"]) == (
             reference["test"]["err"],
@@ -128,7 +128,7 @@ def test_verify_reproduces_the_test_errors_of_the_run(
     assert code == 0
     written = json.loads(target.read_text())
     assert json.loads(capsys.readouterr().out) == written
-    last = read_jsonl(trained / "metrics.jsonl")[-1]
+    last = read_metrics(trained / METRICS_FILE)[-1]
     assert written["epoch"] == 2 and written["kind"] == "last" and written["eps"] == 0.05
     assert written["n"] == 40 and written["data"] == {"source": "synthetic", "synthetic": True}
     assert (written["standard_err"], written["verified_err"]) == (last["test"]["err"], last["test"]["verified_err"])
@@ -390,7 +390,7 @@ def test_verify_of_a_run_that_diverged_without_a_best_checkpoint_is_one_line_nam
     out = tmp_path / "v.json"
     argv = ["verify", "--checkpoint", str(run / "checkpoint_best.pt"), "--verifier", "ibp", "--out", str(out)]
     assert main(argv) == 2
-    diverged = json.loads((run / "result.json").read_text())["diverged"]
+    diverged = read_result(run / RESULT_FILE)["diverged"]
     assert diverged["epoch"] == 1 and diverged["reason"].startswith("non-finite training loss")
     assert one_error_line(capsys, "verify") == (
         f"fastcert verify: error: {run}: the run diverged in epoch 1 ({diverged['reason']}); "

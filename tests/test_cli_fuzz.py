@@ -27,7 +27,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastcert.io import read_json
-from fastcert.records import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, RESULT_FILE, SPEC_FILE
+from fastcert.records import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    RESULT_FILE,
+    SPEC_FILE,
+    read_metrics,
+    read_result,
+)
 from fastcert.run.cli import main
 from fastcert.run.lifecycle import EXIT_COMPLETED, execute, load_checkpoint
 from fastcert.run.spec import validate
@@ -125,11 +133,11 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 def assert_whole(directory: Path) -> None:
     """Every file of a run directory that a run has finished with is complete; no temporary is left."""
     assert not [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
-    result = read_json(directory / RESULT_FILE)
+    result = read_result(directory / RESULT_FILE)
     assert result["status"] in ("completed", "diverged")
     assert read_json(directory / SPEC_FILE)["spec_hash"] == validate(SPEC).hash()
-    lines = (directory / METRICS_FILE).read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, result["epochs_completed"] + 1))
+    records = read_metrics(directory / METRICS_FILE)
+    assert [record["epoch"] for record in records] == list(range(1, result["epochs_completed"] + 1))
     for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
         load_checkpoint(directory / name)
 

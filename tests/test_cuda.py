@@ -34,11 +34,11 @@ from fixture_nets import NAMES, fixture_tensor, load_arrays, load_model, relativ
 from soundness import FAMILIES, check_sound, random_box, randomize_bn
 from train_process import launch, wait_for_epochs
 
-from fastcert.io import read_jsonl
 from fastcert.method.bounds import bound_pass
 from fastcert.method.losses import spec_matrix
 from fastcert.method.models import build
 from fastcert.method.precision import certification, tf32_in_use
+from fastcert.records import METRICS_FILE, RESULT_FILE, read_metrics, read_result
 from fastcert.run.lifecycle import load_checkpoint
 
 pytestmark = pytest.mark.cuda
@@ -161,26 +161,26 @@ def test_training_on_cuda_killed_and_resumed(tmp_path: Path) -> None:
     proc.communicate(timeout=60)
     left = load_checkpoint(out / "checkpoint_last.pt")
     epochs = CUDA_RUN["schedule"]["epochs"]  # type: ignore[index]
-    assert 1 <= left["epoch"] < epochs and not (out / "result.json").exists()
+    assert 1 <= left["epoch"] < epochs and not (out / RESULT_FILE).exists()
 
-    killed = read_jsonl(out / "metrics.jsonl")
+    killed = read_metrics(out / METRICS_FILE)
     rerun = launch(spec, out)
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     assert f"resuming after epoch {left['epoch']}" in stdout
-    records = read_jsonl(out / "metrics.jsonl")
+    records = read_metrics(out / METRICS_FILE)
     assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
     assert [r["resumed"] for r in records] == [r["epoch"] == left["epoch"] + 1 for r in records]
     assert records[: left["epoch"]] == killed[: left["epoch"]], "the checkpointed epochs are kept as they were"
     assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == epochs
-    result = json.loads((out / "result.json").read_text())
+    result = read_result(out / RESULT_FILE)
     assert result["status"] == "completed" and result["provenance"]["device"] != "cpu"
     assert result["precision"] == {
         "training": "float32",
         "certification": "float32",
         "nvidia_tf32_override": None,
     }
-    expected = read_jsonl(reference / "metrics.jsonl")
+    expected = read_metrics(reference / METRICS_FILE)
     for got, want in zip(records, expected, strict=True):
         assert got["test"]["err"] == pytest.approx(want["test"]["err"], abs=0.1)
         assert got["test"]["verified_err"] == pytest.approx(want["test"]["verified_err"], abs=0.1)
@@ -216,7 +216,7 @@ def test_a_local_job_waits_for_a_free_gpu_and_trains_on_it(tmp_path: Path) -> No
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     assert f"on GPU {gpus - 1}, 1 of its 1 slot(s)" in stdout
-    result = json.loads((out / "result.json").read_text())
+    result = read_result(out / RESULT_FILE)
     assert result["provenance"]["gpu"] == {"index": gpus - 1, "slots": 1, "slots_per_gpu": 1, "runs_sharing": 1}
 
 

@@ -22,7 +22,6 @@ from workflow_builders import EXPERIMENTS, PAPER
 
 from fastcert import datasets, methods, vocabulary
 from fastcert.datasets import DatasetSpec
-from fastcert.io import read_jsonl
 from fastcert.method import models, objectives
 from fastcert.method.bounds import bound_pass
 from fastcert.method.losses import robust_ce, spec_matrix
@@ -30,6 +29,7 @@ from fastcert.method.objectives import BatchBounds
 from fastcert.pipeline.config import check, load_schema
 from fastcert.pipeline.errors import ExperimentError
 from fastcert.pipeline.experiments import expand_targets, manifest_document
+from fastcert.records import METRICS_FILE, RESULT_FILE, read_metrics, read_result
 from fastcert.reporting.table_layouts import LAYOUTS
 from fastcert.reporting.tables import render_target
 from fastcert.run import footprint
@@ -100,9 +100,9 @@ def test_recipe_a_training_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     spec_file = tmp_path / "RUN.yaml"
     spec_file.write_text(yaml.safe_dump({**SMOKE_RUN, "method": "toy"}), encoding="utf-8")
     assert main(["train", "--spec", str(spec_file), "--out", str(tmp_path / "run"), "--no-progress"]) == EXIT_COMPLETED
-    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
+    assert read_result(tmp_path / "run" / RESULT_FILE)["status"] == "completed"
     assert objective.calls[True] > 0 and objective.calls[False] > 0  # trained and tested with it
-    for record in read_jsonl(tmp_path / "run" / "metrics.jsonl"):
+    for record in read_metrics(tmp_path / "run" / METRICS_FILE):
         if record["phase"] != "target":  # warmup epochs optimize exactly the method's terms
             assert record["train"]["reg"] == pytest.approx(record["train"]["l_std"])
     with pytest.raises(SpecError, match="method: unknown value 'toy2'; valid values: vanilla, ours, crown-ibp, toy"):
@@ -144,7 +144,7 @@ def test_recipe_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     # 5. a spec naming it validates and trains
     spec = validate({**SMOKE_RUN, "model": "toy_cnn", "width": 0.5, "method": "ours"})
     assert execute(spec, tmp_path / "run", log=quiet) == EXIT_COMPLETED
-    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    records = read_metrics(tmp_path / "run" / METRICS_FILE)
     assert len(records) == 3 and len(records[0]["train"]["active_per_layer"]) == 3  # two convs + hidden FC
 
 
@@ -205,7 +205,7 @@ def test_recipe_a_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         data = {**SMOKE_RUN["data"], "source": source, "root": str(tmp_path)}
         run = {**SMOKE_RUN, "dataset": "toy", "data": data}
         assert execute(validate(run), tmp_path / source, log=quiet) == EXIT_COMPLETED
-        result = json.loads((tmp_path / source / "result.json").read_text())
+        result = read_result(tmp_path / source / RESULT_FILE)
         assert result["data"] == {
             "name": "toy",
             "source": source,

@@ -4,7 +4,6 @@ names the damaged file and leaves the directory as it was; nothing finished is l
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastcert.io import read_jsonl
+from fastcert.records import METRICS_FILE, RESULT_FILE, read_metrics, read_result
 from fastcert.run.lifecycle import EXIT_COMPLETED, RunError, execute, load_checkpoint
 from fastcert.run.spec import validate
 
@@ -48,7 +47,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, Path
     base = tmp_path_factory.mktemp("faults")
     reference = base / "reference"
     assert execute(SPEC, reference, log=quiet) == EXIT_COMPLETED
-    assert json.loads((reference / "result.json").read_text())["best"]["epoch"] == BEST_EPOCH
+    assert read_result(reference / RESULT_FILE)["best"]["epoch"] == BEST_EPOCH
     interrupted = {}
     for stop_after in (2, 3):
 
@@ -58,7 +57,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, Path
 
         interrupted[stop_after] = base / f"stopped-{stop_after}"
         assert execute(SPEC, interrupted[stop_after], log=stop) == 128 + signal.SIGTERM
-        assert len(read_jsonl(interrupted[stop_after] / "metrics.jsonl")) == stop_after
+        assert len(read_metrics(interrupted[stop_after] / METRICS_FILE)) == stop_after
     return reference, interrupted
 
 
@@ -70,10 +69,10 @@ def assert_same_run(out: Path, reference: Path) -> None:
     """The resumed directory holds the uninterrupted run: every epoch, both checkpoints, the result."""
 
     def numbers(path: Path) -> list[dict]:
-        return [{k: v for k, v in r.items() if k not in ("epoch_time", "resumed")} for r in read_jsonl(path)]
+        return [{k: v for k, v in r.items() if k not in ("epoch_time", "resumed")} for r in read_metrics(path)]
 
-    assert numbers(out / "metrics.jsonl") == numbers(reference / "metrics.jsonl")
-    result, expected = (json.loads((d / "result.json").read_text()) for d in (out, reference))
+    assert numbers(out / METRICS_FILE) == numbers(reference / METRICS_FILE)
+    result, expected = (read_result(d / RESULT_FILE) for d in (out, reference))
     assert result["status"] == "completed" and (result["best"], result["last"]) == (expected["best"], expected["last"])
     for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
         got, want = load_checkpoint(out / name), load_checkpoint(reference / name)
@@ -177,7 +176,7 @@ def test_a_completed_run_with_a_damaged_result_is_recognized_not_retrained(
     reference, _ = runs
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    (out / "result.json").write_bytes(DAMAGES[damage]((out / "result.json").read_bytes()))
+    (out / RESULT_FILE).write_bytes(DAMAGES[damage]((out / RESULT_FILE).read_bytes()))
     lines: list[str] = []
     assert execute(SPEC, out, log=lines.append) == EXIT_COMPLETED
     assert not any(line.startswith("epoch ") for line in lines)  # the last checkpoint is the final epoch

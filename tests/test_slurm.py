@@ -35,6 +35,8 @@ import pytest
 import yaml
 from workflow_builders import REPO, copy_workflow
 
+from fastcert.records import METRICS_FILE, RESULT_FILE, read_metrics, read_result
+
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
 TARGET = "results/smoke/table1.tex"
@@ -91,13 +93,6 @@ def training_runs(workdir: Path) -> set[str]:
     """Run ids of every training run Table 1 needs, from the workflow's manifest."""
     document = json.loads((workdir / MANIFEST).read_text())
     return {Path(entry["run_dir"]).name for entry in document["runs"]}
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass
@@ -254,7 +249,7 @@ def longest_runs(workdir: Path) -> list[str]:
 def first_trained(workdir: Path, run_ids: list[str]) -> tuple[str, int] | None:
     """The first of ``run_ids`` with a completed epoch, and its number of epochs, if any."""
     for run_id in run_ids:
-        epochs = len(read_metrics(workdir / "runs" / run_id))
+        epochs = len(read_metrics(workdir / "runs" / run_id / METRICS_FILE))
         if epochs:
             return run_id, epochs
     return None
@@ -399,7 +394,7 @@ def test_table_is_produced(table_run: tuple[Invocation, Disturbance]) -> None:
     run, _ = table_run
     assert "\\begin{tabular" in (run.workdir / TARGET).read_text()
     for run_id in training_runs(run.workdir):
-        result = json.loads((run.workdir / "runs" / run_id / "result.json").read_text())
+        result = read_result(run.workdir / "runs" / run_id / RESULT_FILE)
         assert result["status"] in ("completed", "diverged"), (run_id, result["status"])
 
 
@@ -410,13 +405,13 @@ def test_cancelled_training_job_is_retried_and_resumes_from_its_checkpoint(
     run, disturbance = table_run
     assert f"SLURM-job '{disturbance.job_id}' failed, SLURM status is: 'CANCELLED'" in run.log
     run_dir = run.workdir / "runs" / disturbance.run_id
-    metrics = read_metrics(run_dir)
+    metrics = read_metrics(run_dir / METRICS_FILE)
     epochs = [record["epoch"] for record in metrics]
     assert epochs == list(range(1, len(epochs) + 1)), "every epoch exactly once"
     resumed = [record["epoch"] for record in metrics if record["resumed"]]
     # the retry starts after the last checkpointed epoch: not from scratch, nothing skipped
     assert len(resumed) == 1 and resumed[0] > disturbance.epochs_before_cancel >= 1, resumed
-    result = json.loads((run_dir / "result.json").read_text())
+    result = read_result(run_dir / RESULT_FILE)
     assert result["status"] == "completed" and result["epochs_completed"] == len(epochs)
 
 

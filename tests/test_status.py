@@ -14,7 +14,7 @@ from run_builders import epoch_record, write_manifest, write_run
 
 from fastcert.locks import FileLock
 from fastcert.pipeline.status import State, campaign, render
-from fastcert.records import RUN_LOCK_FILE
+from fastcert.records import METRICS_FILE, RUN_LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = (1, 3, 6)  # 10 epochs
@@ -24,7 +24,7 @@ KEY = {"method": "Ours"}
 def write_metrics(run_dir: Path, epochs: int, seconds: float) -> None:
     run_dir.mkdir(parents=True)
     records = [{**epoch_record(e, "ramp"), "epoch_time": seconds} for e in range(1, epochs + 1)]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 @pytest.fixture

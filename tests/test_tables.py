@@ -21,6 +21,7 @@ from train_configs import train_config
 from fastcert.io import DuplicateKeyError
 from fastcert.method.init import initialize
 from fastcert.method.models import build
+from fastcert.records import RESULT_FILE, read_result
 from fastcert.reporting.collect import Manifest, load_manifest, load_producer
 from fastcert.reporting.latex import (
     compile_pdf,
@@ -286,9 +287,9 @@ def test_missing_row_key_is_named(tmp_path, paper):
 
 def test_result_without_checkpoint_key_is_named(tmp_path, paper):
     run = write_run(tmp_path / "runs/x")
-    result = json.loads((run / "result.json").read_text())
+    result = read_result(run / RESULT_FILE)
     del result["best"]
-    (run / "result.json").write_text(json.dumps(result))
+    (run / RESULT_FILE).write_text(json.dumps(result))
     with pytest.raises(ValueError, match=r"result.json: missing key 'best'"):
         _table(tmp_path, paper, "table1", [({**CIFAR160, "method": "Ours"}, "runs/x")])
 

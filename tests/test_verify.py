@@ -214,7 +214,7 @@ def test_a_diverged_run_is_not_verified_and_its_row_says_why(setup, tmp_path) ->
     stands for its verification, and its row names it and the reason: no failed job, no silent gap."""
     from run_builders import train_diverged, write_manifest, write_run
 
-    from fastcert.io import read_json
+    from fastcert.records import RESULT_FILE, read_result
     from fastcert.reporting.collect import load_manifest
     from fastcert.reporting.tables import load_paper
     from fastcert.reporting.verification import skipped, verification_table
@@ -222,7 +222,7 @@ def test_a_diverged_run_is_not_verified_and_its_row_says_why(setup, tmp_path) ->
     model, test, info = setup
     diverged = train_diverged(tmp_path / "runs" / "d")
     assert not any(diverged.glob("checkpoint_*.pt"))
-    reason = read_json(diverged / "result.json")["diverged"]["reason"]
+    reason = read_result(diverged / RESULT_FILE)["diverged"]["reason"]
     assert skipped(diverged) == {"run_dir": str(diverged), "not_verified": f"diverged in epoch 1 ({reason})"}
     completed = write_run(tmp_path / "runs" / "c")
     (completed / "checkpoint_best.pt").write_bytes(b"")  # only its presence counts here
@@ -250,9 +250,10 @@ def test_the_workflow_does_not_verify_a_diverged_run_and_its_job_succeeds(tmp_pa
     from workflow_builders import copy_workflow, snakemake
 
     from fastcert.io import read_json
+    from fastcert.records import RESULT_FILE, read_result
 
     workdir = copy_workflow(tmp_path / "workflow")
-    reason = read_json(train_diverged(workdir / "runs" / "d") / "result.json")["diverged"]["reason"]
+    reason = read_result(train_diverged(workdir / "runs" / "d") / RESULT_FILE)["diverged"]["reason"]
     target = "results/smoke/verification/d.json"
     args = ("--cores", "1", "--config", "scale=smoke", "--allowed-rules", "verify_checkpoint", "--", target)
     done = snakemake(workdir, *args)

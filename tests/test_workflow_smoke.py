@@ -20,6 +20,7 @@ import pytest
 import yaml
 from workflow_builders import copy_workflow, snakemake
 
+from fastcert.records import RESULT_FILE, read_result
 from fastcert.reporting.latex import compile_pdf, standalone_document
 
 SMOKE = ("--config", "scale=smoke")
@@ -93,7 +94,7 @@ def test_table1_end_to_end_compiles_with_pdflatex(tmp_path: Path) -> None:
     run_dirs = {entry["run_dir"]: entry["key"]["dataset"] for entry in manifest["runs"]}
     assert len(run_dirs) == 27  # 3 datasets/schedules x 3 models x 3 methods, 1 repeat
     for run_dir, dataset in run_dirs.items():
-        result = json.loads((workdir / run_dir / "result.json").read_text())
+        result = read_result(workdir / run_dir / RESULT_FILE)
         assert result["status"] in ("completed", "diverged"), run_dir
         assert result["data"]["synthetic"] is (dataset != "MNIST"), run_dir
     tex = (workdir / "results/smoke/table1.tex").read_text()
@@ -139,9 +140,9 @@ def test_diverged_run_completes_its_job_and_a_crash_fails_it(tmp_path: Path, mon
         f"{diverging}/result.json",
     )
     assert result.returncode != 0  # the crash fails its job (after the retries) ...
-    assert not (workdir / crashing / "result.json").exists()
+    assert not (workdir / crashing / RESULT_FILE).exists()
     # ... while the divergence is a result: its job succeeds and the spec it was given is on disk
-    assert json.loads((workdir / diverging / "result.json").read_text())["status"] == "diverged"
+    assert read_result(workdir / diverging / RESULT_FILE)["status"] == "diverged"
     log = (workdir / "logs/train" / f"{Path(diverging).name}.log").read_text()
     assert "fake: diverged" in log and "kept as a result" in log
     spec = yaml.safe_load((workdir / diverging / "spec.yaml").read_text())

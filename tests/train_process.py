@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastcert.io import read_jsonl
+from fastcert.records import METRICS_FILE, read_metrics
 
 
 def launch(spec: Path, out: Path) -> subprocess.Popen:
@@ -27,7 +27,7 @@ def wait_for_epochs(out: Path, proc: subprocess.Popen, n: int, timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         checkpointed = (out / "checkpoint_last.pt").exists()
-        if checkpointed and len(read_jsonl(out / "metrics.jsonl")) >= n:
+        if checkpointed and len(read_metrics(out / METRICS_FILE)) >= n:
             return
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.005)
