@@ -119,15 +119,6 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise ValueError(f"{path}: invalid JSON ({error})") from error
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
-    """Read a JSON-lines file; a missing file is an empty list."""
-    target = Path(path)
-    if not target.exists():
-        return []
-    with target.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` atomically (torch imported here: the rest of this module serves torch-free
     callers such as the workflow's manifest script)."""
