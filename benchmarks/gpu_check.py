@@ -1,4 +1,4 @@
-"""Helpers of benchmarks/gpu_check.sh: the Table 1 MNIST CNN-7 specs, the MNIST files to carry, a summary.
+"""Helpers of benchmarks/gpu_check.sh: Table 1 MNIST CNN-7 specs, the MNIST files to carry, a summary, a run's status.
 
 ``specs``  writes ``ours.yaml`` and ``vanilla.yaml``: Table 1's MNIST CNN-7 runs (Ours, Vanilla IBP)
            resolved from config/experiments.yaml as the workflow resolves them (``base``, then the
@@ -12,6 +12,8 @@
            so that the runs' provenance names the files' true origin.
 ``summary`` gathers the check's figures from ``OUT`` into ``OUT/summary.json``: whatever finished,
            with each missing or unreadable part named under ``missing`` (never a traceback).
+``status``  prints how the run in ``RUN_DIR`` stopped (its ``result.json`` status, ``missing`` without
+           one): whether a run killed at its budget saved its epochs and stopped as ``interrupted``.
 
 Needs only PyYAML, torch and fastcert itself (no snakemake or jsonschema on the device).
 """
@@ -30,7 +32,7 @@ from typing import Any
 import yaml
 
 from fastcert.io import atomic_write_json, load_yaml
-from fastcert.records import METRICS_FILE, RESULT_FILE, RecordError, read_metrics, read_result
+from fastcert.records import METRICS_FILE, RESULT_FILE, RecordError, Status, read_metrics, read_result
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_EPOCHS = 70
@@ -158,6 +160,13 @@ def _run(out: Path, method: str, missing: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def run_status(run_dir: Path) -> Status:
+    """How the run in ``run_dir`` stopped; :attr:`Status.MISSING` if it has no ``result.json`` (a damaged
+    one is a RecordError)."""
+    result_file = run_dir / RESULT_FILE
+    return read_result(result_file)["status"] if result_file.is_file() else Status.MISSING
+
+
 def _per_gpu(out: Path) -> dict[str, Any]:
     """Images per second of k IBP training processes sharing the device (k = 1, 2, 4)."""
     rows = {}
@@ -213,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     carry.add_argument("dest", type=Path, nargs="?", default=REPO / "data" / "mnist-carry")
     summary = commands.add_parser("summary")
     summary.add_argument("out", type=Path)
+    status = commands.add_parser("status")
+    status.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "specs":
         if args.epochs < 2:
@@ -220,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         write_specs(args.out, args.epochs, args.cpu)
     elif args.command == "carry":
         carry_mnist(args.dest)
+    elif args.command == "status":
+        print(run_status(args.run_dir))
     else:
         print(json.dumps(summarize(args.out), indent=2))
     return 0

