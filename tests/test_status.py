@@ -93,3 +93,13 @@ def test_the_command_imports_no_torch_and_says_where_manifests_are_missing(tree:
     )
     assert missing.returncode == 2
     assert "results/cpu/manifests: no manifests; write them with" in missing.stderr
+
+
+def test_targets_without_runs_at_the_scale_are_named_once_not_drawn_as_empty_bars(tree: Path) -> None:
+    manifests = tree / "results" / "smoke" / "manifests"
+    write_manifest(manifests / "figure1.json", "figure1", [], phases=PHASES)
+    write_manifest(manifests / "table5.json", "table5", [], phases=PHASES)
+    lines = render("smoke", campaign("smoke", tree)).splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["table1", "table9", "all"]
+    assert lines[4] == "no training runs at this scale: figure1, table5"
+    assert not any(line.startswith(("figure1 ", "table5 ")) for line in lines)

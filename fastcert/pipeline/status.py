@@ -153,17 +153,23 @@ def _hours(seconds: float | None) -> str:
 
 
 def render(scale: str, targets: Iterable[TargetStatus]) -> str:
-    """The terminal report: a line per target with its bar and counts, then the runs in training."""
+    """The terminal report: a line per target with its bar and counts, one line naming the targets
+    without training runs at this scale (e.g. all but Table 1 at the demo scale), then the runs in
+    training."""
     targets = list(targets)
-    width = max(len(t.target) for t in targets)
+    trained = [target for target in targets if target.runs]
+    width = max(len(t.target) for t in trained or targets)
     lines = [f"campaign at scale {scale!r}: runs completed / training / failed / diverged / not started"]
-    for target in targets:
+    for target in trained:
         counts = " / ".join(str(target.count(state)) for state in State)
         planned = "no plan" if target.planned_hours is None else f"{target.planned_hours:.2f}"
         lines.append(
             f"{target.target:<{width}}  {_bar(target)}  {len(target.runs):>3} runs: {counts:<22}"
             f"  device-hours {target.hours_spent:.2f} of {planned}"
         )
+    untrained = [target.target for target in targets if not target.runs]
+    if untrained:
+        lines.append(f"no training runs at this scale: {', '.join(untrained)}")
     everything = targets[-1]
     training = sorted((run for run in everything.runs if run.state == State.TRAINING), key=lambda r: r.run_dir)
     if training:
