@@ -83,6 +83,7 @@ class BackwardPass:
         )
         self.center = (x_upper + x_lower) / 2
         self.radius = (x_upper - x_lower) / 2
+        self.relu_lines: dict[int, tuple[Bounds, Tensor]] = {}  # shared by every window pass (WindowContext.lines)
 
     @property
     def pre_activation(self) -> list[Bounds]:
@@ -226,6 +227,7 @@ class BackwardPass:
             bn_affine=self.context.bn_affine,
             relu_bounds=self.context.relu_bounds,
             shapes=self.context.shapes,
+            lines=self.relu_lines,
         )
         pending: dict[int, Window] = {value: start}
         offset = torch.zeros(len(context.example), dtype=self.center.dtype, device=self.center.device)

@@ -326,15 +326,11 @@ class BatchNormOp(Op):
         (flow,) = inputs
         bn = self.module
         if ctx.reuse_bn:
-            scale, shift = ctx.bn_affine[self.index]
-            stack = torch.addcmul(channel_view(shift, flow.stack), flow.stack, channel_view(scale, flow.stack))
-            return Flow(stack, None if flow.radius is None else flow.radius * channel_view(scale.abs(), flow.radius))
+            return _affine_flow(flow, *ctx.bn_affine[self.index])
         if flow.radius is None:
             scale, shift = self.affine(ctx.clean(flow))
             ctx.bn_affine[self.index] = (scale, shift)
-            return Flow(
-                torch.addcmul(channel_view(shift, flow.stack), flow.stack, channel_view(scale, flow.stack)), None
-            )
+            return _affine_flow(flow, scale, shift)
         batch_stats, momentum = self._mode(ctx.clean(flow))
         stack, radius, scale, shift = interval_batch_norm(
             flow.stack,
@@ -370,6 +366,13 @@ class BatchNormOp(Op):
         A_in = window.A * scale.view(1, -1, 1, 1)
         offset = torch.matmul(ctx.channel_sums(window, self.index + 1), shift)
         return (Window(A_in, window.scale, window.shift, window.inside),), offset
+
+
+def _affine_flow(flow: Flow, scale: Tensor, shift: Tensor) -> Flow:
+    """A per-channel affine map of known ``(scale, shift)`` applied to a flow: ``scale·c + shift``,
+    ``|scale|·r``."""
+    stack = torch.addcmul(channel_view(shift, flow.stack), flow.stack, channel_view(scale, flow.stack))
+    return Flow(stack, None if flow.radius is None else flow.radius * channel_view(scale.abs(), flow.radius))
 
 
 class ReluOp(Op):

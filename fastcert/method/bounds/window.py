@@ -73,8 +73,10 @@ class WindowContext:
     """What the window rules read: the pairs' examples and neuron positions, and the traversal's maps.
 
     ``example``, ``position``: [P] per row. ``bn_affine``, ``relu_bounds``, ``shapes``: as in
-    :class:`~.ops.BackwardContext`. The ReLU relaxation lines are computed once per ReLU and
-    kept channels-last, so that gathering a window of them reads contiguous channels.
+    :class:`~.ops.BackwardContext`. ``lines``: the ReLU relaxation lines by ReLU, kept
+    channels-last (gathering a window of them reads contiguous channels) with the bounds they
+    were made from; the caller shares the dict between the contexts of its chunks, so each
+    ReLU's lines are made once per bounds.
     """
 
     example: Tensor
@@ -82,7 +84,7 @@ class WindowContext:
     bn_affine: dict[int, tuple[Tensor, Tensor]]
     relu_bounds: dict[int, tuple[Tensor, Tensor]]
     shapes: list[tuple[int, ...]]
-    _lines: dict[int, Tensor] = field(default_factory=dict)
+    lines: dict[int, tuple[tuple[Tensor, Tensor], Tensor]] = field(default_factory=dict)
 
     def spans(self, window: Window) -> tuple[Tensor, Tensor]:
         """Absolute map rows [P, h] and columns [P, w] of each row's window."""
@@ -133,12 +135,15 @@ class WindowContext:
     def relu_lines(self, index: int) -> Tensor:
         """ReLU ``index``'s relaxation as ringed channels-last maps [B, H + 2, W + 2, 3, C]: the
         lower line's slope, the upper line's slope minus it, and the upper line's intercept
-        (:func:`.relaxation.relaxation`); all zero on the ring, so coefficients there vanish."""
-        if index not in self._lines:
-            lower, upper = self.relu_bounds[index]
-            lower_neg, _, slope_up, slope_low, _ = relaxation(lower, upper)
-            self._lines[index] = ringed(torch.stack([slope_low, slope_up - slope_low, -lower_neg * slope_up], dim=1))
-        return self._lines[index]
+        (:func:`.relaxation.relaxation`); all zero on the ring, so coefficients there vanish. Made
+        again only when the ReLU's bounds have been replaced since."""
+        bounds = self.relu_bounds[index]
+        cached = self.lines.get(index)
+        if cached is None or cached[0] is not bounds:
+            lower_neg, _, slope_up, slope_low, _ = relaxation(*bounds)
+            lines = ringed(torch.stack([slope_low, slope_up - slope_low, -lower_neg * slope_up], dim=1))
+            self.lines[index] = cached = (bounds, lines)
+        return cached[1]
 
 
 def ringed(maps: Tensor) -> Tensor:
@@ -163,6 +168,7 @@ def unit_windows(shape: tuple[int, ...], neurons: Tensor, dtype: torch.dtype) ->
     count = len(neurons)
     channel, row, col = neurons // (height * width), (neurons // width) % height, neurons % width
     A = torch.zeros(2 * count, channels, 1, 1, dtype=dtype, device=neurons.device)
-    signs = torch.cat([torch.ones(count, dtype=dtype, device=neurons.device), -torch.ones_like(A[:count, 0, 0, 0])])
+    signs = torch.ones(2 * count, dtype=dtype, device=neurons.device)
+    signs[count:] = -1
     A[torch.arange(2 * count, device=neurons.device), channel.repeat(2), 0, 0] = signs
     return Window(A, (1, 1), (0, 0), True), (row.repeat(2), col.repeat(2))
